@@ -1,0 +1,78 @@
+//! API keys: read once, hashed at once, never stored or printed.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Bytes of the SHA-256 digest kept in bucket names: 128 bits make accidental collisions between
+/// keys practically impossible while keeping Redis key names short.
+const DIGEST_BYTES: usize = 16;
+
+/// Hex characters of the digest shown in logs: enough to tell keys apart in an incident, far too
+/// few to be useful to anyone who reads the log.
+const FINGERPRINT_CHARS: usize = 8;
+
+/// A truncated SHA-256 digest of an API key, in lower-case hex. This is what bucket names and logs
+/// carry in place of the key itself.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; DIGEST_BYTES * 2]);
+
+impl KeyDigest {
+    /// Digests a raw API key.
+    pub fn of(api_key: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hash = Sha256::digest(api_key.as_bytes());
+        let mut hex = [0u8; DIGEST_BYTES * 2];
+        for (i, byte) in hash.iter().take(DIGEST_BYTES).enumerate() {
+            hex[2 * i] = HEX[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        Self(hex)
+    }
+
+    /// The full digest, for bucket names.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into the array.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The short prefix that logs show.
+    pub fn fingerprint(&self) -> &str {
+        &self.as_str()[..FINGERPRINT_CHARS]
+    }
+}
+
+/// Only the fingerprint: a digest in a debug print should not be enough to correlate across logs
+/// and Redis dumps by accident.
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.fingerprint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_the_sha256_prefix_in_hex() {
+        // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        let digest = KeyDigest::of("abc");
+        assert_eq!(digest.as_str(), "ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(digest.fingerprint(), "ba7816bf");
+    }
+
+    #[test]
+    fn printing_never_shows_the_key_or_the_full_digest() {
+        let digest = KeyDigest::of("secret-key-123");
+        let shown = format!("{digest} {digest:?}");
+        assert!(!shown.contains("secret-key-123"));
+        assert!(!shown.contains(digest.as_str()));
+        assert!(shown.contains(digest.fingerprint()));
+    }
+}

@@ -1,0 +1,182 @@
+//! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
+
+use crate::api_key::KeyDigest;
+use crate::config::{Config, FailureMode};
+use crate::path::normalize;
+use crate::request::{HttpCheck, RequestError};
+use crate::response::render;
+use crate::routes::{Bucket, RouteTable};
+use crate::store::{BucketRef, QuotaStore, StoreError};
+use crate::verdict::{Quota, Verdict};
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// At most one store-failure warning per this interval; the others are counted.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Decides every check request against the route table and the store.
+pub struct RateLimiter<S> {
+    routes: RouteTable,
+    api_key_header: String,
+    failure_mode: FailureMode,
+    store: S,
+    failures: FailureLog,
+}
+
+impl<S: QuotaStore> RateLimiter<S> {
+    /// A limiter for `config` over `store`.
+    pub fn new(config: &Config, store: S) -> Self {
+        Self {
+            routes: config.routes.clone(),
+            api_key_header: config.api_key_header.clone(),
+            failure_mode: config.failure_mode,
+            store,
+            failures: FailureLog::new(),
+        }
+    }
+
+    /// Decides one request. Never fails: every problem becomes a verdict.
+    pub async fn decide(&self, request: &CheckRequest) -> Verdict {
+        let check = match HttpCheck::from_request(request, &self.api_key_header) {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed check request");
+                return Verdict::BadRequest(match e {
+                    RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
+                    RequestError::NoMethod => "The request has no method.",
+                    RequestError::NoPath => "The request has no path.",
+                });
+            }
+        };
+        let method = match canonical_method(check.method) {
+            // A CORS preflight carries no key and must not cost quota.
+            "OPTIONS" => return Verdict::Unlimited,
+            "HEAD" => "GET",
+            method => method,
+        };
+        let Ok(path) = normalize(check.path) else {
+            return Verdict::BadRequest("The request path is not an absolute path.");
+        };
+        let bucket = self.routes.bucket(method, &path);
+        let Some(limit) = self.routes.limit(&bucket) else {
+            return Verdict::Unlimited;
+        };
+        let Some(api_key) = check.api_key else {
+            return Verdict::MissingKey;
+        };
+        let key = KeyDigest::of(api_key);
+        let name = match &bucket {
+            Bucket::Route(route) => &*route.id,
+            Bucket::Default(name) => name,
+            Bucket::Unlimited => return Verdict::Unlimited,
+        };
+        match self.store.check(BucketRef { key: &key, name }, limit).await {
+            Ok(outcome) => {
+                self.failures.recovered();
+                let quota = Quota::new(limit, &outcome);
+                if outcome.allowed {
+                    Verdict::Allowed(quota)
+                } else {
+                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
+                    Verdict::RateLimited(quota)
+                }
+            }
+            Err(e) => {
+                self.failures.record(&e, self.failure_mode);
+                match self.failure_mode {
+                    FailureMode::Allow => Verdict::FailedOpen,
+                    FailureMode::Deny => Verdict::FailedClosed,
+                }
+            }
+        }
+    }
+}
+
+/// The upper-case spelling of a standard method, so `get` cannot reach a looser bucket than `GET`.
+fn canonical_method(method: &str) -> &str {
+    const METHODS: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    METHODS
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .unwrap_or(method)
+}
+
+#[tonic::async_trait]
+impl<S: QuotaStore> Authorization for RateLimiter<S> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let verdict = self.decide(request.get_ref()).await;
+        Ok(Response::new(render(&verdict, &self.api_key_header)))
+    }
+}
+
+/// Logs store failures without flooding: the first at once, then one line per interval with the
+/// count of those not logged, and one line when the store answers again.
+struct FailureLog {
+    started: Instant,
+    /// Milliseconds since `started` of the last warning, plus one (0: never logged).
+    last_logged: AtomicU64,
+    unlogged: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl FailureLog {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_logged: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, error: &StoreError, mode: FailureMode) {
+        self.failing.store(true, Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_logged.load(Ordering::Relaxed);
+        let due = last == 0 || now >= last + FAILURE_LOG_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            let action = match mode {
+                FailureMode::Allow => "allowing requests without rate-limit headers",
+                FailureMode::Deny => "denying requests with 503",
+            };
+            tracing::warn!(error = %error, failures_not_logged = unlogged, "rate-limit store unavailable; {action}");
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::info!(
+                failures_not_logged = unlogged,
+                "rate-limit store answers again"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_method;
+
+    #[test]
+    fn methods_are_matched_case_insensitively() {
+        assert_eq!(canonical_method("get"), "GET");
+        assert_eq!(canonical_method("Options"), "OPTIONS");
+        assert_eq!(canonical_method("PROPFIND"), "PROPFIND");
+    }
+}

@@ -1,0 +1,73 @@
+//! Command-line arguments and log set-up.
+
+use crate::config::Overrides;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// tollgate: API rate limits for Envoy's ext_authz filter.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// YAML configuration file; without it the built-in contract table and the in-memory store.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding the file's `listen`.
+    #[arg(long, env = "TOLLGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Redis URL, overriding the file's `redis.url` (and selecting the Redis store).
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Log line format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration file, print the resolved route table and exit.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Args {
+    /// The values that override the configuration file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            redis_url: self.redis_url.clone(),
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

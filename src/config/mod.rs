@@ -1,0 +1,216 @@
+//! Configuration: a YAML file (or the built-in contract table) parsed into typed values, with every
+//! problem reported at once before anything binds a port.
+
+mod parse;
+
+use crate::routes::{DefaultBucket, RouteTable};
+use crate::store::RedisSettings;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The built-in configuration: exactly the contract's table, with the in-memory store.
+pub const DEFAULT_YAML: &str = include_str!("default.yaml");
+
+/// What to do when the store cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Allow the request without rate-limit headers (the contract's operational note).
+    #[default]
+    Allow,
+    /// Deny it with 503 (fail closed).
+    Deny,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the gRPC listener (ext_authz and health).
+    pub listen: SocketAddr,
+    /// Lower-case name of the header that carries the API key.
+    pub api_key_header: String,
+    /// Normalised path prefix under which limits apply; `/` for all paths.
+    pub path_prefix: String,
+    /// Routes, default limit and default bucketing.
+    pub routes: RouteTable,
+    /// Redis settings; `None` selects the in-memory store.
+    pub redis: Option<RedisSettings>,
+    /// Behaviour when the store fails.
+    pub failure_mode: FailureMode,
+    /// How long checks are still answered after SIGTERM while health reports NOT_SERVING.
+    pub drain_period: Duration,
+}
+
+/// Values given on the command line or in the environment, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `TOLLGATE_LISTEN`.
+    pub listen: Option<String>,
+    /// `--redis-url` / `TOLLGATE_REDIS_URL`.
+    pub redis_url: Option<String>,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} configuration problem(s) in {source_name}:\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// Where the configuration came from (a file name or "built-in configuration").
+    pub source_name: String,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Parses and validates YAML text.
+    pub fn from_yaml(
+        text: &str,
+        source_name: &str,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        parse::parse(text, overrides).map_err(|problems| ConfigError {
+            source_name: source_name.to_owned(),
+            problems,
+        })
+    }
+
+    /// Reads a file, or the built-in configuration when `path` is `None`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::from_yaml(DEFAULT_YAML, "built-in configuration", overrides),
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source_name: name.clone(),
+                    problems: vec![format!("cannot read the file: {e}")],
+                })?;
+                Self::from_yaml(&text, &name, overrides)
+            }
+        }
+    }
+
+    /// A one-line description of the store, with any password redacted.
+    pub fn store_description(&self) -> String {
+        match &self.redis {
+            None => "memory (single instance only)".to_owned(),
+            Some(redis) => format!("redis {}", redact_url(&redis.url)),
+        }
+    }
+}
+
+/// Replaces the password of a URL's user-info with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        None => url.to_owned(),
+        Some(at) => {
+            let user_info = &url[scheme_end..scheme_end + at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+    }
+}
+
+/// The resolved table that `tollgate check-config` prints.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "listen:          {}", self.listen)?;
+        writeln!(f, "store:           {}", self.store_description())?;
+        if let Some(redis) = &self.redis {
+            writeln!(
+                f,
+                "redis:           timeout {:?}, {} connection(s), key prefix {:?}",
+                redis.timeout, redis.connections, redis.key_prefix
+            )?;
+        }
+        writeln!(f, "api key header:  {}", self.api_key_header)?;
+        writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
+        writeln!(f, "drain period:    {:?}", self.drain_period)?;
+        let prefix = self.path_prefix.trim_end_matches('/');
+        writeln!(f, "routes (most specific first):")?;
+        for route in self.routes.routes() {
+            writeln!(
+                f,
+                "  {:<7}{:<40}{}",
+                route.method,
+                format!("{prefix}{}", route.template),
+                route.limit
+            )?;
+        }
+        let default = match self.routes.default_bucket() {
+            DefaultBucket::Shared => "one bucket per key for all undeclared routes",
+            DefaultBucket::PerPath => "one bucket per key, method and path",
+        };
+        write!(
+            f,
+            "  {:<7}{:<40}{} ({default})",
+            "*",
+            format!("{prefix}/**"),
+            self.routes.default_limit()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:p@ss@host/"),
+            "rediss://user:***@host/"
+        );
+    }
+
+    #[test]
+    fn the_built_in_configuration_is_the_contract_table() {
+        let config = Config::load(None, &Overrides::default()).expect("built-in config");
+        let table: Vec<String> = config
+            .routes
+            .routes()
+            .iter()
+            .map(|r| format!("{} {}", r.id, r.limit))
+            .collect();
+        let mut expected = vec![
+            "GET /analytics 30 requests / 60s",
+            "GET /analytics/daily 30 requests / 60s",
+            "GET /analytics/by-user 30 requests / 60s",
+            "POST /leads/add_to_campaign 20 requests / 60s",
+            "GET /campaigns 60 requests / 60s",
+            "GET /campaigns/:id 120 requests / 60s",
+            "GET /campaigns/:id/statistics 30 requests / 60s",
+            "GET /users 60 requests / 60s",
+            "GET /users/:id 60 requests / 60s",
+            "GET /teams/me 60 requests / 60s",
+        ];
+        let mut got: Vec<&str> = table.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected);
+        assert_eq!(
+            config.routes.default_limit().to_string(),
+            "60 requests / 60s"
+        );
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9191");
+        assert!(config.redis.is_none());
+        assert_eq!(config.failure_mode, FailureMode::Allow);
+    }
+}

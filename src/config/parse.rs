@@ -1,0 +1,391 @@
+//! Walks the YAML document and collects every problem instead of stopping at the first.
+
+use super::{Config, FailureMode, Overrides};
+use crate::limit::{Limit, WindowError, parse_window};
+use crate::path::normalize;
+use crate::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
+use crate::store::RedisSettings;
+use serde_yaml::{Mapping, Value};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// The largest limit accepted: a sliding log keeps one entry per admitted request.
+const MAX_REQUESTS: u64 = 100_000;
+
+/// The contract's default: 60 requests per 60 s.
+const DEFAULT_LIMIT: Limit = Limit {
+    requests: NonZeroU32::new(60).unwrap(),
+    window: Duration::from_secs(60),
+};
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "api_key_header",
+    "path_prefix",
+    "default_limit",
+    "default_bucket",
+    "routes",
+    "redis",
+    "failure_mode",
+    "drain_period",
+];
+const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
+const LIMIT_KEYS: &[&str] = &["requests", "window"];
+const REDIS_KEYS: &[&str] = &["url", "timeout", "connections", "key_prefix"];
+
+/// Problems found so far, one sentence each, prefixed with where they are.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, at: &str, message: impl std::fmt::Display) {
+        self.0.push(format!("{at}: {message}"));
+    }
+}
+
+pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
+    let mut document: Value =
+        serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+    if document.is_null() {
+        document = Value::Mapping(Mapping::new());
+    }
+    let mut problems = Problems::default();
+    let Some(root) = document.as_mapping_mut() else {
+        return Err(vec!["the file must be a mapping of settings".to_owned()]);
+    };
+    apply_overrides(root, overrides);
+    let config = parse_root(root, &mut problems);
+    match config {
+        Some(config) if problems.0.is_empty() => Ok(config),
+        _ => Err(problems.0),
+    }
+}
+
+fn apply_overrides(root: &mut Mapping, overrides: &Overrides) {
+    if let Some(listen) = &overrides.listen {
+        root.insert("listen".into(), listen.as_str().into());
+    }
+    if let Some(url) = &overrides.redis_url {
+        let redis = root
+            .entry("redis".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if let Some(redis) = redis.as_mapping_mut() {
+            redis.insert("url".into(), url.as_str().into());
+        } else {
+            *redis = Value::Mapping(Mapping::from_iter([("url".into(), url.as_str().into())]));
+        }
+    }
+}
+
+fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
+    check_keys(root, "top level", TOP_LEVEL_KEYS, problems);
+
+    let listen = string(root, "listen", "top level", problems)
+        .unwrap_or("0.0.0.0:9191")
+        .parse()
+        .map_err(|e| problems.add("listen", format!("not an address like 0.0.0.0:9191 ({e})")))
+        .ok();
+
+    let api_key_header = string(root, "api_key_header", "top level", problems)
+        .unwrap_or("x-api-key")
+        .to_ascii_lowercase();
+    if api_key_header.is_empty()
+        || !api_key_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        problems.add(
+            "api_key_header",
+            format!("{api_key_header:?} is not a valid header name"),
+        );
+    }
+
+    let prefix_text = string(root, "path_prefix", "top level", problems).unwrap_or("/v1");
+    let path_prefix = match normalize(prefix_text) {
+        Ok(normal) if normal == prefix_text.trim_end_matches('/') || normal == "/" => Some(normal),
+        _ => {
+            problems.add(
+                "path_prefix",
+                format!("{prefix_text:?} must be a plain absolute path such as /v1 (lower case, no '.', '//', '%' or query)"),
+            );
+            None
+        }
+    };
+
+    let default_limit = match root.get("default_limit") {
+        None => Some(DEFAULT_LIMIT),
+        Some(value) => parse_limit(value, "default_limit", problems),
+    };
+
+    let default_bucket = match string(root, "default_bucket", "top level", problems) {
+        None | Some("shared") => Some(DefaultBucket::Shared),
+        Some("per_path") => Some(DefaultBucket::PerPath),
+        Some(other) => {
+            problems.add(
+                "default_bucket",
+                format!("{other:?} is not one of: shared, per_path"),
+            );
+            None
+        }
+    };
+
+    let failure_mode = match string(root, "failure_mode", "top level", problems) {
+        None | Some("allow") => Some(FailureMode::Allow),
+        Some("deny") => Some(FailureMode::Deny),
+        Some(other) => {
+            problems.add(
+                "failure_mode",
+                format!("{other:?} is not one of: allow, deny"),
+            );
+            None
+        }
+    };
+
+    let drain_period = match string(root, "drain_period", "top level", problems) {
+        None => Some(Duration::from_secs(5)),
+        Some(text) => match parse_window(text) {
+            Ok(period) => Some(period),
+            Err(WindowError::Zero(_)) => Some(Duration::ZERO),
+            Err(e) => {
+                problems.add("drain_period", e);
+                None
+            }
+        },
+    };
+
+    let routes = parse_routes(root.get("routes"), problems);
+    let redis = match root.get("redis") {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => parse_redis(value, problems).map(Some),
+    };
+
+    Some(Config {
+        listen: listen?,
+        api_key_header,
+        routes: RouteTable::new(
+            path_prefix.clone()?,
+            routes?,
+            default_limit?,
+            default_bucket?,
+        ),
+        path_prefix: path_prefix?,
+        redis: redis?,
+        failure_mode: failure_mode?,
+        drain_period: drain_period?,
+    })
+}
+
+fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<Route>> {
+    let items = match value {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => {
+            problems.add("routes", "must be a list of { method, path, limit }");
+            return None;
+        }
+    };
+    let problems_before = problems.0.len();
+    let mut routes: Vec<(String, Route)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let Some(map) = item.as_mapping() else {
+            problems.add(
+                &format!("routes[{index}]"),
+                "must be a mapping { method, path, limit }",
+            );
+            continue;
+        };
+        let method = map.get("method").and_then(Value::as_str).unwrap_or("?");
+        let path = map.get("path").and_then(Value::as_str).unwrap_or("?");
+        let at = format!("routes[{index}] ({method} {path})");
+        check_keys(map, &at, ROUTE_KEYS, problems);
+
+        let method = match string(map, "method", &at, problems) {
+            None => {
+                problems.add(&at, "method is missing");
+                None
+            }
+            Some(m) if DECLARABLE_METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m),
+            Some(m) => {
+                let hint = match m.to_ascii_uppercase().as_str() {
+                    "HEAD" => "HEAD is checked as GET; declare GET",
+                    "OPTIONS" => "OPTIONS (CORS preflight) is never counted",
+                    _ => "expected one of GET, POST, PUT, PATCH, DELETE",
+                };
+                problems.add(&at, format!("method {m:?} cannot be declared: {hint}"));
+                None
+            }
+        };
+        let template = match string(map, "path", &at, problems) {
+            None => {
+                problems.add(&at, "path is missing");
+                None
+            }
+            Some(p) => Template::parse(p).map_err(|e| problems.add(&at, e)).ok(),
+        };
+        let limit = match map.get("limit") {
+            None => {
+                problems.add(&at, "limit is missing");
+                None
+            }
+            Some(value) => parse_limit(value, &format!("{at}.limit"), problems),
+        };
+        let (Some(method), Some(template), Some(limit)) = (method, template, limit) else {
+            continue;
+        };
+        let route = Route::new(method, template, limit);
+        if let Some((first, _)) = routes
+            .iter()
+            .find(|(_, r)| r.method == route.method && r.template == route.template)
+        {
+            problems.add(
+                &at,
+                format!("duplicates {first}: both match the same requests"),
+            );
+            continue;
+        }
+        routes.push((at, route));
+    }
+    (problems.0.len() == problems_before).then(|| routes.into_iter().map(|(_, r)| r).collect())
+}
+
+fn parse_limit(value: &Value, at: &str, problems: &mut Problems) -> Option<Limit> {
+    let Some(map) = value.as_mapping() else {
+        problems.add(at, "must be a mapping { requests, window }");
+        return None;
+    };
+    check_keys(map, at, LIMIT_KEYS, problems);
+    let requests = match map.get("requests") {
+        None => {
+            problems.add(at, "requests is missing");
+            None
+        }
+        Some(value) => match value.as_u64() {
+            Some(0) => {
+                problems.add(at, "requests is 0; a limit must admit at least one request");
+                None
+            }
+            Some(n) if n <= MAX_REQUESTS => NonZeroU32::new(n as u32),
+            _ => {
+                problems.add(
+                    at,
+                    format!(
+                        "requests must be a whole number from 1 to {MAX_REQUESTS}, not {}",
+                        render(value)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let window = match string(map, "window", at, problems) {
+        None => {
+            if !map.contains_key("window") {
+                problems.add(at, "window is missing");
+            }
+            None
+        }
+        Some(text) => parse_window(text).map_err(|e| problems.add(at, e)).ok(),
+    };
+    Some(Limit {
+        requests: requests?,
+        window: window?,
+    })
+}
+
+fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> {
+    let Some(map) = value.as_mapping() else {
+        problems.add(
+            "redis",
+            "must be a mapping { url, timeout, connections, key_prefix }",
+        );
+        return None;
+    };
+    check_keys(map, "redis", REDIS_KEYS, problems);
+    let url = match string(map, "url", "redis", problems) {
+        None => {
+            problems.add(
+                "redis",
+                "url is missing (omit the whole redis section for the in-memory store)",
+            );
+            None
+        }
+        Some(url) => match redis::Client::open(url) {
+            Ok(_) => Some(url.to_owned()),
+            Err(e) => {
+                problems.add(
+                    "redis.url",
+                    format!(
+                        "{:?} is not a usable Redis URL: {e}",
+                        super::redact_url(url)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let timeout = match string(map, "timeout", "redis", problems) {
+        None => Some(Duration::from_millis(50)),
+        Some(text) => parse_window(text)
+            .map_err(|e| problems.add("redis.timeout", e))
+            .ok(),
+    };
+    let connections = match map.get("connections") {
+        None => Some(4),
+        Some(value) => match value.as_u64() {
+            Some(n @ 1..=64) => Some(n as usize),
+            _ => {
+                problems.add(
+                    "redis.connections",
+                    format!("must be a whole number from 1 to 64, not {}", render(value)),
+                );
+                None
+            }
+        },
+    };
+    let key_prefix = string(map, "key_prefix", "redis", problems).unwrap_or("tollgate");
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+        problems.add(
+            "redis.key_prefix",
+            "must be non-empty and contain no '{' or '}' (they delimit the cluster hash tag)",
+        );
+    }
+    Some(RedisSettings {
+        url: url?,
+        timeout: timeout?,
+        connections: connections?,
+        key_prefix: key_prefix.to_owned(),
+    })
+}
+
+/// Reports every key of `map` that is not in `known`, so typos fail loudly.
+fn check_keys(map: &Mapping, at: &str, known: &[&str], problems: &mut Problems) {
+    for key in map.keys() {
+        match key.as_str() {
+            Some(name) if known.contains(&name) => {}
+            _ => problems.add(
+                at,
+                format!(
+                    "unknown key {}; expected one of: {}",
+                    render(key),
+                    known.join(", ")
+                ),
+            ),
+        }
+    }
+}
+
+/// A string setting; numbers and booleans are refused rather than coerced.
+fn string<'a>(map: &'a Mapping, key: &str, at: &str, problems: &mut Problems) -> Option<&'a str> {
+    match map.get(key)? {
+        Value::String(s) => Some(s),
+        Value::Null => None,
+        other => {
+            problems.add(at, format!("{key} must be a string, not {}", render(other)));
+            None
+        }
+    }
+}
+
+fn render(value: &Value) -> String {
+    serde_yaml::to_string(value).map_or_else(|_| "?".to_owned(), |s| s.trim_end().to_owned())
+}

@@ -1,0 +1,238 @@
+//! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers.
+
+use crate::verdict::{Quota, Verdict};
+use envoy_types::ext_authz::v3::pb::{
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc::Status;
+
+/// gRPC status codes carried in `CheckResponse.status`; Envoy only distinguishes zero from not.
+mod code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Renders the answer for Envoy. `api_key_header` names the header in the 401 body.
+pub fn render(verdict: &Verdict, api_key_header: &str) -> CheckResponse {
+    match verdict {
+        Verdict::Unlimited | Verdict::FailedOpen => ok(Vec::new()),
+        Verdict::Allowed(quota) => ok(rate_limit_headers(quota, false)),
+        Verdict::RateLimited(quota) => denied(
+            code::RESOURCE_EXHAUSTED,
+            HttpStatusCode::TooManyRequests,
+            rate_limit_headers(quota, true),
+            format!(
+                r#"{{"error":"rate_limited","message":"Rate limit of {} exceeded; retry after {} s.","limit":{},"window_ms":{},"retry_after_seconds":{},"reset_ms":{}}}"#,
+                quota.limit,
+                quota.retry_after_secs,
+                quota.limit.requests,
+                quota.limit.window.as_millis(),
+                quota.retry_after_secs,
+                quota.reset_millis,
+            ),
+        ),
+        Verdict::MissingKey => denied(
+            code::UNAUTHENTICATED,
+            HttpStatusCode::Unauthorized,
+            Vec::new(),
+            format!(
+                r#"{{"error":"missing_api_key","message":"Send your API key in the {api_key_header} header."}}"#
+            ),
+        ),
+        Verdict::BadRequest(reason) => denied(
+            code::INVALID_ARGUMENT,
+            HttpStatusCode::BadRequest,
+            Vec::new(),
+            format!(r#"{{"error":"bad_request","message":"{reason}"}}"#),
+        ),
+        Verdict::FailedClosed => denied(
+            code::UNAVAILABLE,
+            HttpStatusCode::ServiceUnavailable,
+            Vec::new(),
+            r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#.to_owned(),
+        ),
+    }
+}
+
+fn ok(response_headers_to_add: Vec<HeaderValueOption>) -> CheckResponse {
+    CheckResponse {
+        status: Some(Status {
+            code: code::OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            response_headers_to_add,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn denied(
+    grpc_code: i32,
+    status: HttpStatusCode,
+    mut headers: Vec<HeaderValueOption>,
+    body: String,
+) -> CheckResponse {
+    headers.push(header("content-type", "application/json".to_owned()));
+    CheckResponse {
+        status: Some(Status {
+            code: grpc_code,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: status as i32,
+            }),
+            headers,
+            body,
+        })),
+        ..Default::default()
+    }
+}
+
+fn rate_limit_headers(quota: &Quota, with_retry_after: bool) -> Vec<HeaderValueOption> {
+    let mut headers = Vec::with_capacity(5);
+    headers.push(header(
+        "x-ratelimit-limit",
+        quota.limit.requests.to_string(),
+    ));
+    headers.push(header("x-ratelimit-remaining", quota.remaining.to_string()));
+    headers.push(header("x-ratelimit-reset", quota.reset_millis.to_string()));
+    if with_retry_after {
+        headers.push(header("retry-after", quota.retry_after_secs.to_string()));
+    }
+    headers
+}
+
+/// A header that replaces any of the same name: an upstream's own `x-ratelimit-limit` must not
+/// end up beside ours. `append` stays unset (deprecated); see the Envoy notes.
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::Limit;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    fn quota(remaining: u32) -> Quota {
+        Quota {
+            limit: Limit {
+                requests: NonZeroU32::new(30).unwrap(),
+                window: Duration::from_secs(60),
+            },
+            remaining,
+            reset_millis: 1_700_000_060_000,
+            retry_after_secs: 42,
+        }
+    }
+
+    fn headers(options: &[HeaderValueOption]) -> Vec<(String, String, i32)> {
+        options
+            .iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                #[allow(deprecated)] // Checking that the deprecated field stays unset.
+                let append = o.append;
+                assert_eq!(append, None, "append is deprecated and must stay unset");
+                (h.key.clone(), h.value.clone(), o.append_action)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn allowed_adds_three_overwriting_response_headers() {
+        let response = render(&Verdict::Allowed(quota(7)), "x-api-key");
+        assert_eq!(response.status.unwrap().code, 0);
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+            panic!()
+        };
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        assert_eq!(
+            headers(&ok.response_headers_to_add),
+            vec![
+                ("x-ratelimit-limit".into(), "30".into(), overwrite),
+                ("x-ratelimit-remaining".into(), "7".into(), overwrite),
+                (
+                    "x-ratelimit-reset".into(),
+                    "1700000060000".into(),
+                    overwrite
+                ),
+            ]
+        );
+        assert!(
+            ok.headers.is_empty(),
+            "nothing is added to the upstream request"
+        );
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after_and_a_json_body() {
+        let response = render(&Verdict::RateLimited(quota(0)), "x-api-key");
+        assert_ne!(response.status.unwrap().code, 0);
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!()
+        };
+        assert_eq!(denied.status.unwrap().code, 429);
+        let names: Vec<_> = headers(&denied.headers)
+            .into_iter()
+            .map(|h| (h.0, h.1))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("x-ratelimit-limit".into(), "30".into()),
+                ("x-ratelimit-remaining".into(), "0".into()),
+                ("x-ratelimit-reset".into(), "1700000060000".into()),
+                ("retry-after".into(), "42".into()),
+                ("content-type".into(), "application/json".into()),
+            ]
+        );
+        assert_eq!(
+            denied.body,
+            r#"{"error":"rate_limited","message":"Rate limit of 30 requests / 60s exceeded; retry after 42 s.","limit":30,"window_ms":60000,"retry_after_seconds":42,"reset_ms":1700000060000}"#
+        );
+    }
+
+    #[test]
+    fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
+        for verdict in [Verdict::Unlimited, Verdict::FailedOpen] {
+            let response = render(&verdict, "x-api-key");
+            assert_eq!(response.status.unwrap().code, 0);
+            let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+                panic!()
+            };
+            assert!(ok.response_headers_to_add.is_empty());
+        }
+        let expectations = [
+            (Verdict::MissingKey, 401, "missing_api_key"),
+            (Verdict::BadRequest("no path"), 400, "bad_request"),
+            (Verdict::FailedClosed, 503, "rate_limit_unavailable"),
+        ];
+        for (verdict, status, error) in expectations {
+            let response = render(&verdict, "x-api-key");
+            assert_ne!(response.status.unwrap().code, 0);
+            let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+                panic!()
+            };
+            assert_eq!(denied.status.unwrap().code, status);
+            assert!(denied.body.contains(error), "{}", denied.body);
+            assert_eq!(headers(&denied.headers).len(), 1, "content-type only");
+        }
+    }
+}

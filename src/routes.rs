@@ -1,0 +1,366 @@
+//! Route templates and the precompiled table that maps a request to its bucket.
+
+use crate::limit::Limit;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+/// Methods a route may declare. `HEAD` is checked as `GET` and `OPTIONS` is never counted, so
+/// neither can be declared.
+pub const DECLARABLE_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// One `/`-separated piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Matches exactly this (lower-case) text.
+    Literal(Box<str>),
+    /// `:name`: matches any one segment.
+    Param,
+}
+
+/// Why a template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// Does not start with `/`.
+    #[error("path template {0:?} must start with '/'")]
+    NotAbsolute(String),
+    /// `//` or a trailing slash.
+    #[error("path template {0:?} has an empty segment ('//' or a trailing '/')")]
+    EmptySegment(String),
+    /// `:` without a valid name.
+    #[error("path template {0:?} has a parameter without a name; write ':id'")]
+    BadParam(String),
+    /// Characters that normalisation would remove or that a normalised path never contains.
+    #[error(
+        "path template {0:?} has segment {1:?}, which no normalised path contains (no '.', '..', '?', '#', '%', '*' or '\\\\')"
+    )]
+    BadLiteral(String, String),
+}
+
+/// A parsed path template such as `/campaigns/:id`, relative to the path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+impl Template {
+    /// Parses a template. Literals are lower-cased, since paths are matched after normalisation.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let rest = text
+            .strip_prefix('/')
+            .ok_or_else(|| TemplateError::NotAbsolute(text.to_owned()))?;
+        if rest.is_empty() {
+            return Ok(Self {
+                segments: Vec::new(),
+            });
+        }
+        let segments = rest
+            .split('/')
+            .map(|segment| parse_segment(text, segment))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { segments })
+    }
+
+    /// Ordering key: literals before parameters, position by position, so the most specific of
+    /// several matching templates comes first.
+    fn specificity(&self) -> Vec<bool> {
+        self.segments
+            .iter()
+            .map(|s| matches!(s, Segment::Param))
+            .collect()
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        self.segments
+            .iter()
+            .all(|segment| match (segment, parts.next()) {
+                (Segment::Literal(want), Some(got)) => **want == *got,
+                (Segment::Param, Some(_)) => true,
+                (_, None) => false,
+            })
+            && parts.next().is_none()
+    }
+}
+
+fn parse_segment(text: &str, segment: &str) -> Result<Segment, TemplateError> {
+    if segment.is_empty() {
+        return Err(TemplateError::EmptySegment(text.to_owned()));
+    }
+    if let Some(name) = segment.strip_prefix(':') {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        return if valid {
+            Ok(Segment::Param)
+        } else {
+            Err(TemplateError::BadParam(text.to_owned()))
+        };
+    }
+    if segment == "." || segment == ".." || segment.contains(['?', '#', '%', '*', '\\']) {
+        return Err(TemplateError::BadLiteral(
+            text.to_owned(),
+            segment.to_owned(),
+        ));
+    }
+    Ok(Segment::Literal(segment.to_ascii_lowercase().into()))
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.segments.is_empty() {
+            return f.write_str("/");
+        }
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => write!(f, "/{text}")?,
+                Segment::Param => f.write_str("/:id")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A declared route: method, template and its limit.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `GET /campaigns/:id`: the bucket name, shared by every concrete path the template matches.
+    pub id: Arc<str>,
+    /// Upper-case method.
+    pub method: String,
+    /// The parsed template.
+    pub template: Template,
+    /// The quota of this route.
+    pub limit: Limit,
+}
+
+impl Route {
+    /// A route; `method` must be one of [`DECLARABLE_METHODS`].
+    pub fn new(method: &str, template: Template, limit: Limit) -> Self {
+        let method = method.to_ascii_uppercase();
+        Self {
+            id: format!("{method} {template}").into(),
+            method,
+            template,
+            limit,
+        }
+    }
+}
+
+/// How requests under the prefix that match no declared route are bucketed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultBucket {
+    /// One bucket per API key for all undeclared requests: varying ids cannot mint buckets.
+    #[default]
+    Shared,
+    /// One bucket per API key, method and normalised path.
+    PerPath,
+}
+
+/// The bucket a request is counted in.
+#[derive(Debug, Clone)]
+pub enum Bucket<'a> {
+    /// The path is outside the prefix: not rate limited.
+    Unlimited,
+    /// A declared route.
+    Route(&'a Route),
+    /// The default limit; the bucket name is `default` or, per path, `default GET /x/y`.
+    Default(Cow<'a, str>),
+}
+
+/// All routes, sorted so that the first match is the most specific one.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    prefix: String,
+    routes: Vec<Route>,
+    default_limit: Limit,
+    default_bucket: DefaultBucket,
+}
+
+impl RouteTable {
+    /// Builds the table. `prefix` is a normalised path (`/v1`, or `/` for none); duplicates must
+    /// have been refused by the caller ([`Template`] equality tells them apart).
+    pub fn new(
+        prefix: String,
+        mut routes: Vec<Route>,
+        default_limit: Limit,
+        default_bucket: DefaultBucket,
+    ) -> Self {
+        routes.sort_by_cached_key(|r| r.template.specificity());
+        let prefix = if prefix == "/" { String::new() } else { prefix };
+        Self {
+            prefix,
+            routes,
+            default_limit,
+            default_bucket,
+        }
+    }
+
+    /// The declared routes, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The limit of requests that match no declared route.
+    pub fn default_limit(&self) -> Limit {
+        self.default_limit
+    }
+
+    /// How undeclared requests are bucketed.
+    pub fn default_bucket(&self) -> DefaultBucket {
+        self.default_bucket
+    }
+
+    /// Finds the bucket of a request. `method` is upper-case with `HEAD` already mapped to `GET`;
+    /// `path` is normalised.
+    pub fn bucket(&self, method: &str, path: &str) -> Bucket<'_> {
+        let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+            return Bucket::Unlimited;
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Bucket::Unlimited;
+        }
+        match self
+            .routes
+            .iter()
+            .find(|r| r.method == method && r.template.matches(rest))
+        {
+            Some(route) => Bucket::Route(route),
+            None => match self.default_bucket {
+                DefaultBucket::Shared => Bucket::Default(Cow::Borrowed("default")),
+                DefaultBucket::PerPath => {
+                    Bucket::Default(Cow::Owned(format!("default {method} {path}")))
+                }
+            },
+        }
+    }
+
+    /// The limit that applies to a bucket, if any.
+    pub fn limit(&self, bucket: &Bucket<'_>) -> Option<Limit> {
+        match bucket {
+            Bucket::Unlimited => None,
+            Bucket::Route(route) => Some(route.limit),
+            Bucket::Default(_) => Some(self.default_limit),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    fn limit(n: u32) -> Limit {
+        Limit {
+            requests: NonZeroU32::new(n).unwrap(),
+            window: Duration::from_secs(60),
+        }
+    }
+
+    fn table(default_bucket: DefaultBucket) -> RouteTable {
+        let routes = [
+            ("GET", "/campaigns/:id", 120),
+            ("GET", "/campaigns/:id/statistics", 30),
+            ("GET", "/campaigns", 60),
+            ("GET", "/campaigns/archived", 5),
+            ("POST", "/leads/add_to_campaign", 20),
+        ]
+        .into_iter()
+        .map(|(m, p, n)| Route::new(m, Template::parse(p).unwrap(), limit(n)))
+        .collect();
+        RouteTable::new("/v1".into(), routes, limit(60), default_bucket)
+    }
+
+    fn route_id(table: &RouteTable, method: &str, path: &str) -> String {
+        match table.bucket(method, path) {
+            Bucket::Unlimited => "unlimited".into(),
+            Bucket::Route(r) => r.id.to_string(),
+            Bucket::Default(name) => name.to_string(),
+        }
+    }
+
+    #[test]
+    fn most_specific_template_wins() {
+        let t = table(DefaultBucket::Shared);
+        assert_eq!(route_id(&t, "GET", "/v1/campaigns/7"), "GET /campaigns/:id");
+        assert_eq!(
+            route_id(&t, "GET", "/v1/campaigns/archived"),
+            "GET /campaigns/archived"
+        );
+        assert_eq!(
+            route_id(&t, "GET", "/v1/campaigns/7/statistics"),
+            "GET /campaigns/:id/statistics"
+        );
+        assert_eq!(route_id(&t, "GET", "/v1/campaigns"), "GET /campaigns");
+        assert_eq!(
+            route_id(&t, "POST", "/v1/leads/add_to_campaign"),
+            "POST /leads/add_to_campaign"
+        );
+    }
+
+    #[test]
+    fn undeclared_requests_share_the_default_bucket_unless_per_path() {
+        let shared = table(DefaultBucket::Shared);
+        assert_eq!(route_id(&shared, "POST", "/v1/campaigns/7"), "default");
+        assert_eq!(route_id(&shared, "GET", "/v1/campaigns/7/x"), "default");
+        assert_eq!(route_id(&shared, "GET", "/v1"), "default");
+        let per_path = table(DefaultBucket::PerPath);
+        assert_eq!(
+            route_id(&per_path, "GET", "/v1/campaigns/7/x"),
+            "default GET /v1/campaigns/7/x"
+        );
+        assert_eq!(
+            shared.limit(&shared.bucket("GET", "/v1/zzz")),
+            Some(limit(60))
+        );
+    }
+
+    #[test]
+    fn paths_outside_the_prefix_are_unlimited() {
+        let t = table(DefaultBucket::Shared);
+        for path in ["/", "/v2/campaigns", "/v10/campaigns", "/health"] {
+            assert_eq!(route_id(&t, "GET", path), "unlimited", "{path}");
+        }
+        let everything = RouteTable::new("/".into(), vec![], limit(1), DefaultBucket::Shared);
+        assert_eq!(route_id(&everything, "GET", "/anything"), "default");
+    }
+
+    #[test]
+    fn templates_are_validated() {
+        assert!(Template::parse("/a/:id/b").is_ok());
+        assert_eq!(Template::parse("/").unwrap().to_string(), "/");
+        assert!(matches!(
+            Template::parse("a"),
+            Err(TemplateError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a//b"),
+            Err(TemplateError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/"),
+            Err(TemplateError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/:"),
+            Err(TemplateError::BadParam(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/:1x"),
+            Err(TemplateError::BadParam(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/b?c"),
+            Err(TemplateError::BadLiteral(..))
+        ));
+        assert!(matches!(
+            Template::parse("/a/../b"),
+            Err(TemplateError::BadLiteral(..))
+        ));
+        // Parameter names do not matter: these are the same template.
+        assert_eq!(Template::parse("/C/:id"), Template::parse("/c/:cid"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Wiring: the store chosen by the configuration, the ext_authz and health services on one
+//! listener, and the drain on shutdown.
+
+use crate::authz::RateLimiter;
+use crate::config::Config;
+use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The Redis client could not be set up.
+    #[error("cannot set up the Redis store: {0}")]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves ext_authz and health on `listener` until `shutdown` resolves, then reports NOT_SERVING,
+/// keeps answering for the drain period and stops once in-flight checks are answered.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    match &config.redis {
+        None => {
+            tracing::warn!(
+                "using the in-memory store: quotas are per process, so run a single instance only (configure redis.url for several)"
+            );
+            serve(&config, MemoryStore::new(), listener, shutdown).await
+        }
+        Some(settings) => {
+            let store = RedisStore::new(settings)?;
+            if let Err(e) = store.preload().await {
+                tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
+            }
+            serve(&config, store, listener, shutdown).await
+        }
+    }
+}
+
+async fn serve<S: QuotaStore>(
+    config: &Config,
+    store: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<RateLimiter<S>>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let drain_period = config.drain_period;
+    let drained = async move {
+        shutdown.await;
+        tracing::info!(
+            ?drain_period,
+            "shutting down: health reports NOT_SERVING, still answering checks while draining"
+        );
+        health
+            .set_not_serving::<AuthorizationServer<RateLimiter<S>>>()
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tokio::time::sleep(drain_period).await;
+        tracing::info!("drain period over; finishing in-flight checks and stopping");
+    };
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(RateLimiter::new(config, store)))
+        .serve_with_incoming_shutdown(incoming, drained)
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

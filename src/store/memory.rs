@@ -1,0 +1,272 @@
+//! The embedded store: the same sliding log as the Redis script, in this process's memory.
+
+use super::{BucketRef, Outcome, QuotaStore, StoreError};
+use crate::clock::{Clock, SystemClock};
+use crate::limit::Limit;
+use std::collections::VecDeque;
+use std::collections::hash_map::{DefaultHasher, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+/// Independent locks, so concurrent checks of different buckets rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// Checks a shard makes between sweeps for expired logs.
+const SWEEP_EVERY: u32 = 1024;
+
+/// Sliding-log quotas held in memory. Exact for one process; replicas do not share it.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shards: Arc<[Mutex<Shard>; SHARDS]>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Shard {
+    logs: HashMap<String, Log>,
+    checks_since_sweep: u32,
+}
+
+/// The admitted requests of one bucket, oldest first, in Unix µs.
+struct Log {
+    times: VecDeque<u64>,
+    /// The window of the last check, to tell when the whole log has expired.
+    window: u64,
+}
+
+impl MemoryStore {
+    /// A store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A store on the given clock.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            shards: Arc::new(std::array::from_fn(|_| Mutex::default())),
+            clock,
+        }
+    }
+
+    /// Buckets currently held, expired or not; for tests of the memory bound.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).logs.len())
+            .sum()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Outcome {
+        let now = self.clock.now_micros();
+        let window = limit.window_micros();
+        let limit = limit.requests.get() as usize;
+        let mut name = String::with_capacity(bucket.key.as_str().len() + 1 + bucket.name.len());
+        name.push_str(bucket.key.as_str());
+        name.push('|');
+        name.push_str(bucket.name);
+
+        let shard = &self.shards[shard_of(&name)];
+        // A std Mutex: the critical section is short and never awaits. A poisoned lock only means
+        // another check panicked mid-update; the log is still a valid list of times.
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        shard.sweep_if_due(now);
+        let log = shard.logs.entry(name).or_insert_with(|| Log {
+            times: VecDeque::new(),
+            window,
+        });
+        log.window = window;
+        while log.times.front().is_some_and(|&t| t + window <= now) {
+            log.times.pop_front();
+        }
+        let count = log.times.len();
+        if count < limit {
+            log.times.push_back(now);
+            Outcome {
+                allowed: true,
+                remaining: (limit - count - 1) as u32,
+                reset_micros: log.times[0] + window,
+                now_micros: now,
+            }
+        } else {
+            Outcome {
+                allowed: false,
+                remaining: 0,
+                reset_micros: log.times[count - limit] + window,
+                now_micros: now,
+            }
+        }
+    }
+}
+
+fn shard_of(name: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish() as usize % SHARDS
+}
+
+impl Shard {
+    /// Drops every log whose newest request has left its window, every [`SWEEP_EVERY`] checks.
+    fn sweep_if_due(&mut self, now: u64) {
+        self.checks_since_sweep += 1;
+        if self.checks_since_sweep < SWEEP_EVERY {
+            return;
+        }
+        self.checks_since_sweep = 0;
+        self.logs
+            .retain(|_, log| log.times.back().is_some_and(|&t| t + log.window > now));
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QuotaStore for MemoryStore {
+    async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
+        Ok(self.check_now(bucket, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_key::KeyDigest;
+    use crate::clock::ManualClock;
+    use proptest::prelude::*;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    fn limit(requests: u32, window_ms: u64) -> Limit {
+        Limit {
+            requests: NonZeroU32::new(requests).unwrap(),
+            window: Duration::from_millis(window_ms),
+        }
+    }
+
+    fn store() -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
+        (MemoryStore::with_clock(clock.clone()), clock)
+    }
+
+    #[test]
+    fn a_burst_waits_for_the_oldest_request_to_leave() {
+        let (store, clock) = store();
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "r",
+        };
+        let l = limit(3, 1000);
+        let start = clock.now_micros();
+        for remaining in [2, 1, 0] {
+            let o = store.check_now(bucket, l);
+            assert!(o.allowed);
+            assert_eq!(o.remaining, remaining);
+            assert_eq!(o.reset_micros, start + 1_000_000);
+            clock.advance(100_000);
+        }
+        let denied = store.check_now(bucket, l);
+        assert!(!denied.allowed);
+        assert_eq!(denied.reset_micros, start + 1_000_000);
+        clock.advance(1_000_000 - 300_001);
+        assert!(!store.check_now(bucket, l).allowed, "1 µs before the reset");
+        clock.advance(1);
+        let after = store.check_now(bucket, l);
+        assert!(after.allowed, "at the reset");
+        assert_eq!(after.reset_micros, start + 1_100_000);
+    }
+
+    #[test]
+    fn a_lowered_limit_resets_when_the_count_falls_below_it() {
+        let (store, clock) = store();
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "r",
+        };
+        let start = clock.now_micros();
+        for _ in 0..4 {
+            store.check_now(bucket, limit(10, 1000));
+            clock.advance(10);
+        }
+        let denied = store.check_now(bucket, limit(2, 1000));
+        assert!(!denied.allowed);
+        // Three of the four must leave before the count is below 2: the third, admitted at +20 µs.
+        assert_eq!(denied.reset_micros, start + 20 + 1_000_000);
+    }
+
+    #[test]
+    fn expired_logs_are_dropped() {
+        let (store, clock) = store();
+        for i in 0..5000 {
+            let key = KeyDigest::of(&format!("key-{i}"));
+            store.check_now(
+                BucketRef {
+                    key: &key,
+                    name: "r",
+                },
+                limit(1, 10),
+            );
+        }
+        assert_eq!(store.len(), 5000);
+        clock.advance(10_000);
+        // One live bucket per shard, each checked often enough to make its shard sweep.
+        let mut late: Vec<Option<KeyDigest>> = vec![None; SHARDS];
+        for i in 0.. {
+            let key = KeyDigest::of(&format!("late-{i}"));
+            let slot = &mut late[shard_of(&format!("{}|r", key.as_str()))];
+            if slot.is_none() {
+                *slot = Some(key);
+                if late.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+        }
+        for key in late.iter().flatten() {
+            for _ in 0..SWEEP_EVERY {
+                store.check_now(BucketRef { key, name: "r" }, limit(1, 10));
+            }
+        }
+        assert_eq!(store.len(), SHARDS);
+    }
+
+    proptest! {
+        /// Against a reference model: a request is admitted exactly when fewer than N admitted
+        /// requests lie in the trailing window, so no window ever holds more than N.
+        #[test]
+        fn matches_the_reference_sliding_log(
+            n in 1u32..6,
+            window_ms in 1u64..50,
+            gaps_us in prop::collection::vec(0u64..20_000, 1..200),
+        ) {
+            let (store, clock) = store();
+            let key = KeyDigest::of("k");
+            let bucket = BucketRef { key: &key, name: "r" };
+            let window = window_ms * 1000;
+            let mut admitted: Vec<u64> = Vec::new();
+            for gap in gaps_us {
+                clock.advance(gap);
+                let now = clock.now_micros();
+                let in_window = admitted.iter().filter(|&&t| t + window > now).count();
+                let outcome = store.check_now(bucket, limit(n, window_ms));
+                prop_assert_eq!(outcome.allowed, in_window < n as usize);
+                if outcome.allowed {
+                    admitted.push(now);
+                }
+                let max_in_any_window = admitted
+                    .iter()
+                    .map(|&start| admitted.iter().filter(|&&t| t >= start && t < start + window).count())
+                    .max()
+                    .unwrap_or(0);
+                prop_assert!(max_in_any_window <= n as usize);
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The quota store: one atomic sliding-window check per request.
+//!
+//! Two backends share one contract: [`RedisStore`] for production (many replicas, one truth) and
+//! [`MemoryStore`] as the embedded default for a single instance. Both implement the same sliding
+//! log, so the same tests run against both.
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore};
+
+use crate::api_key::KeyDigest;
+use crate::limit::Limit;
+use std::future::Future;
+
+/// The (API key, route) pair whose requests are counted together.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketRef<'a> {
+    /// Digest of the API key.
+    pub key: &'a KeyDigest,
+    /// Bucket name from the route table (`GET /campaigns/:id`, `default`, ...).
+    pub name: &'a str,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether this request was admitted (and counted).
+    pub allowed: bool,
+    /// Requests still admitted in the current window after this one.
+    pub remaining: u32,
+    /// Unix time in µs at which one more request will be admitted.
+    pub reset_micros: u64,
+    /// The store's clock at the check, in Unix µs; `Retry-After` is measured from it.
+    pub now_micros: u64,
+}
+
+/// Why the store could not answer. Every variant is treated as "backend unavailable".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis did not answer within the configured timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+/// A backend that evaluates sliding-window quotas.
+pub trait QuotaStore: Send + Sync + 'static {
+    /// Counts one request in `bucket` if `limit` admits it, atomically.
+    fn check(
+        &self,
+        bucket: BucketRef<'_>,
+        limit: Limit,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+}
