@@ -1,0 +1,261 @@
+//! Shared helpers of the integration tests: a real `redis-server` on a free port, tollgate on
+//! `127.0.0.1:0`, and check requests shaped the way Envoy sends them.
+#![allow(dead_code)] // Each test binary uses its own subset of these helpers.
+
+pub mod redis_server;
+
+pub use redis_server::RedisServer;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate::config::{Config, Overrides};
+use tonic::transport::Channel;
+
+/// Where a test's quotas live.
+pub enum Backend {
+    /// tollgate's in-memory store.
+    Memory,
+    /// A `redis-server` of the test's own.
+    Redis(RedisServer),
+}
+
+impl Backend {
+    pub fn memory() -> Self {
+        Self::Memory
+    }
+
+    pub fn redis() -> Self {
+        Self::Redis(RedisServer::start())
+    }
+
+    /// Parses `yaml`, pointing it at this backend's Redis when there is one.
+    pub fn config(&self, yaml: &str) -> Config {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            redis_url: match self {
+                Self::Memory => None,
+                Self::Redis(redis) => Some(redis.url()),
+            },
+        };
+        Config::from_yaml(yaml, "test", &overrides).expect("test configuration")
+    }
+
+    pub fn redis_server(&mut self) -> Option<&mut RedisServer> {
+        match self {
+            Self::Memory => None,
+            Self::Redis(redis) => Some(redis),
+        }
+    }
+}
+
+/// tollgate serving on a real socket, in this process.
+pub struct Tollgate {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Tollgate {
+    pub async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tollgate::server::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> AuthorizationClient<Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to tollgate")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Sends the shutdown signal and returns the server task.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("not yet shut down")
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A check request as Envoy builds it: lower-case headers including the pseudo-headers, the
+/// request target (query included) in `path`.
+pub fn envoy_request(method: &str, path: &str, api_key: Option<&str>) -> CheckRequest {
+    let mut headers: HashMap<String, String> = [
+        (":method", method),
+        (":path", path),
+        (":authority", "api.example.com"),
+        (":scheme", "http"),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "*/*"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5f0c0e7e-6c7f-4a43-9a49-1f3c4c1b2a77"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Some(key) = api_key {
+        headers.insert("x-api-key".into(), key.into());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: "1234".into(),
+                    method: method.into(),
+                    headers,
+                    path: path.into(),
+                    host: "api.example.com".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What the client of Envoy would see.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// 200 for an allowed request (the upstream's status in reality), else the denied status.
+    pub status: u16,
+    /// Headers tollgate makes Envoy send to the client.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn from_response(response: CheckResponse) -> Self {
+        let grpc_code = response.status.as_ref().map_or(0, |s| s.code);
+        match response.http_response {
+            Some(HttpResponse::OkResponse(ok)) => {
+                assert_eq!(grpc_code, 0, "an OK response must carry status 0");
+                Self {
+                    status: 200,
+                    headers: header_map(&ok.response_headers_to_add),
+                    body: String::new(),
+                }
+            }
+            Some(HttpResponse::DeniedResponse(denied)) => {
+                assert_ne!(
+                    grpc_code, 0,
+                    "a denied response must carry a non-zero status"
+                );
+                Self {
+                    status: denied.status.map_or(403, |s| s.code as u16),
+                    headers: header_map(&denied.headers),
+                    body: denied.body,
+                }
+            }
+            other => panic!("unexpected http_response {other:?}"),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn number(&self, name: &str) -> u64 {
+        self.header(name)
+            .unwrap_or_else(|| panic!("{name} missing in {self:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {self:?}"))
+    }
+
+    pub fn has_rate_limit_headers(&self) -> bool {
+        self.headers.keys().any(|k| k.starts_with("x-ratelimit-"))
+    }
+}
+
+fn header_map(
+    options: &[envoy_types::ext_authz::v3::pb::HeaderValueOption],
+) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for option in options {
+        let header = option.header.as_ref().expect("header");
+        assert!(
+            map.insert(header.key.clone(), header.value.clone())
+                .is_none(),
+            "header {} added twice",
+            header.key
+        );
+    }
+    map
+}
+
+/// Sends one check and returns what the client would see.
+pub async fn check(
+    client: &mut AuthorizationClient<Channel>,
+    method: &str,
+    path: &str,
+    api_key: Option<&str>,
+) -> Answer {
+    let response = client
+        .check(envoy_request(method, path, api_key))
+        .await
+        .expect("tollgate never answers a check with a gRPC error")
+        .into_inner();
+    Answer::from_response(response)
+}
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A key no other test uses.
+pub fn unique_key(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Sleeps until the given Unix time in ms (plus a margin for the other side's rounding).
+pub async fn sleep_until_unix_millis(target: u64) {
+    let now = unix_millis();
+    if target > now {
+        tokio::time::sleep(Duration::from_millis(target - now)).await;
+    }
+}

@@ -1,0 +1,186 @@
+//! What only the Redis store does: outages, script cache loss, key names and expiry.
+
+mod common;
+
+use common::{Backend, Tollgate, check, unique_key};
+use redis::Commands;
+use std::time::{Duration, Instant};
+
+const ROUTES: &str =
+    "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 3, window: 2s } }\n";
+
+/// Generous bound against hangs (reconnect backoff, a missing timeout); not a speed target.
+const NO_HANG: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() {
+    let mut backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(ROUTES)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("outage");
+    for _ in 0..3 {
+        assert_eq!(
+            check(&mut client, "GET", "/v1/items/1", Some(&key))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        429
+    );
+
+    backend.redis_server().unwrap().stop();
+    for i in 0..20 {
+        let started = Instant::now();
+        let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+        assert!(
+            started.elapsed() < NO_HANG,
+            "check {i} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer.status, 200, "fail open: {answer:?}");
+        assert!(
+            answer.headers.is_empty(),
+            "no rate-limit headers while Redis is down: {answer:?}"
+        );
+    }
+
+    backend.redis_server().unwrap().restart();
+    // The restarted Redis lost its data (no persistence), so limits start afresh once the
+    // connection is re-established.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut recovered = None;
+    while Instant::now() < deadline {
+        let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+        if answer.has_rate_limit_headers() {
+            recovered = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = recovered.expect("limits apply again without restarting tollgate");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.number("x-ratelimit-remaining"), 2);
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_mode_deny_answers_503_while_redis_is_down() {
+    let mut backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(&format!("failure_mode: deny\n{ROUTES}"))).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("deny");
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        200
+    );
+    backend.redis_server().unwrap().stop();
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(answer.status, 503);
+    assert!(
+        answer.body.contains("rate_limit_unavailable"),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.has_rate_limit_headers());
+    // Requests that are not rate limited do not depend on Redis.
+    assert_eq!(check(&mut client, "GET", "/other", None).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_cache_is_reloaded() {
+    let backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(ROUTES)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("flush");
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        200
+    );
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let mut connection = redis.connection();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut connection)
+        .unwrap();
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.number("x-ratelimit-remaining"),
+        1,
+        "state survived, script reloaded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_hashed_hash_tagged_and_expire() {
+    let backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(ROUTES)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("secret-api-key");
+    check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    check(&mut client, "GET", "/v1/other", Some(&key)).await;
+
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let mut connection = redis.connection();
+    let mut names: Vec<String> = connection.keys("*").unwrap();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in &names {
+        assert!(!name.contains(&key), "raw API key stored in {name}");
+        let tag = name
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(t, _)| t);
+        assert_eq!(
+            tag.map(str::len),
+            Some(32),
+            "one hash tag, the key digest: {name}"
+        );
+        let ttl: i64 = connection.pttl(name).unwrap();
+        assert!(ttl > 0, "{name} expires (pttl {ttl})");
+    }
+    assert!(
+        names.iter().any(|n| n.ends_with("}:GET /items/:id")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with("}:default")), "{names:?}");
+    let tags: Vec<_> = names.iter().map(|n| n.split('}').next().unwrap()).collect();
+    assert_eq!(tags[0], tags[1], "all buckets of one key share a slot");
+
+    let item_key = names.iter().find(|n| n.ends_with("/items/:id")).unwrap();
+    let ttl: i64 = connection.pttl(item_key).unwrap();
+    assert!(ttl <= 2000, "expires after one window: {ttl}");
+    tokio::time::sleep(Duration::from_millis(ttl as u64 + 100)).await;
+    let exists: bool = connection.exists(item_key).unwrap();
+    assert!(!exists, "the log is gone once its window has passed");
+}
