@@ -1,0 +1,195 @@
+//! Health reporting, the drain on shutdown, and the binary's command line.
+
+mod common;
+
+use common::{check, unique_key, Backend, Tollgate};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+async fn health(channel: tonic::transport::Channel, service: &str) -> ServingStatus {
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    ServingStatus::try_from(response.status).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_then_not_serving_while_draining() {
+    let backend = Backend::memory();
+    let config = backend.config("drain_period: 1s\n");
+    let mut tollgate = Tollgate::start(config).await;
+    let channel = tollgate.channel().await;
+    for service in ["", AUTHZ_SERVICE] {
+        assert_eq!(health(channel.clone(), service).await, ServingStatus::Serving, "{service:?}");
+    }
+
+    let server = tollgate.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for service in ["", AUTHZ_SERVICE] {
+        assert_eq!(health(channel.clone(), service).await, ServingStatus::NotServing, "{service:?}");
+    }
+    // Checks are still answered, on the existing connection and on a new one.
+    let mut client = tollgate.client().await;
+    let key = unique_key("drain");
+    assert_eq!(check(&mut client, "GET", "/v1/users", Some(&key)).await.status, 200);
+    assert!(!server.is_finished(), "still draining");
+
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("stops after the drain period")
+        .expect("stops cleanly");
+}
+
+fn tollgate_binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+fn write_config(text: &str) -> tempfile_path::TempConfig {
+    tempfile_path::TempConfig::new(text)
+}
+
+/// A configuration file in the temp directory, removed on drop.
+mod tempfile_path {
+    pub struct TempConfig(pub std::path::PathBuf);
+
+    impl TempConfig {
+        pub fn new(text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("{}.yaml", super::unique_key("tollgate-config")));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn check_config_prints_the_resolved_table() {
+    let file = write_config(tollgate::config::DEFAULT_YAML);
+    let output = tollgate_binary().arg("check-config").arg(&file.0).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("OK"), "{stdout}");
+    // Among templates of one length, literals come before parameters.
+    let daily = stdout.find("/v1/analytics/daily ").expect(&stdout);
+    let campaign = stdout.find("/v1/campaigns/:id ").expect(&stdout);
+    assert!(daily < campaign, "most specific first:\n{stdout}");
+    assert!(stdout.contains("120 requests / 60s"), "{stdout}");
+    assert!(stdout.contains("memory"), "{stdout}");
+}
+
+const BAD_CONFIG: &str = r#"
+listen: nowhere
+path_prefx: /v1
+default_limit: { requests: 0, window: 60s }
+failure_mode: maybe
+redis: { url: "redis://:hunter2@127.0.0.1:1", timeout: fast }
+routes:
+  - { method: GET, path: /campaigns/:id, limit: { requests: 10, window: 60s } }
+  - { method: GET, path: /campaigns/:cid, limit: { requests: 5, window: 60s } }
+  - { method: GET, path: /users, limit: { requests: 10, window: 5x } }
+  - { method: HEAD, path: /teams/me, limit: { requests: 10, window: 1m } }
+  - { method: GET, path: /a//b, limit: { requests: 10, window: 1m } }
+  - { method: GET, path: /c, limit: { requests: 10, windw: 1m } }
+"#;
+
+#[test]
+fn a_bad_configuration_is_refused_with_every_problem_named() {
+    let file = write_config(BAD_CONFIG);
+    let output = tollgate_binary().arg("check-config").arg(&file.0).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    for expected in [
+        "listen: not an address",
+        "unknown key path_prefx",
+        "default_limit: requests is 0",
+        "failure_mode: \"maybe\" is not one of",
+        "redis.timeout",
+        "routes[1] (GET /campaigns/:cid): duplicates routes[0] (GET /campaigns/:id)",
+        "routes[2] (GET /users).limit: cannot parse window \"5x\"",
+        "routes[3] (HEAD /teams/me): method \"HEAD\" cannot be declared",
+        "routes[4] (GET /a//b): path template \"/a//b\" has an empty segment",
+        "routes[5] (GET /c).limit: unknown key windw",
+        "routes[5] (GET /c).limit: window is missing",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("hunter2"), "the Redis password leaked:\n{stderr}");
+}
+
+#[test]
+fn serving_with_a_bad_configuration_exits_before_binding() {
+    let file = write_config(BAD_CONFIG);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = tollgate_binary()
+        .arg("--config")
+        .arg(&file.0)
+        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("configuration problem"), "{stderr}");
+    assert!(!stderr.contains("tollgate starting"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tollgate_binary()
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..100 {
+        match envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut client = client.expect("tollgate listens");
+    let key = unique_key("binary");
+    for remaining in [19, 18] {
+        let answer = check(&mut client, "POST", "/v1/leads/add_to_campaign", Some(&key)).await;
+        assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || {
+        let _ = std::io::stderr().flush();
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let log = String::from_utf8(output.stderr).unwrap();
+    let start_line = log.lines().find(|l| l.contains("tollgate starting")).expect(&log);
+    assert!(start_line.starts_with('{'), "JSON log: {start_line}");
+    assert!(start_line.contains("memory"), "{start_line}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("single instance"), "{log}");
+}
