@@ -2,13 +2,13 @@
 
 mod common;
 
-use common::{check, unique_key, Backend, Tollgate};
+use common::{Backend, Tollgate, check, unique_key};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
@@ -30,18 +30,31 @@ async fn health_is_serving_then_not_serving_while_draining() {
     let mut tollgate = Tollgate::start(config).await;
     let channel = tollgate.channel().await;
     for service in ["", AUTHZ_SERVICE] {
-        assert_eq!(health(channel.clone(), service).await, ServingStatus::Serving, "{service:?}");
+        assert_eq!(
+            health(channel.clone(), service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
     }
 
     let server = tollgate.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
     for service in ["", AUTHZ_SERVICE] {
-        assert_eq!(health(channel.clone(), service).await, ServingStatus::NotServing, "{service:?}");
+        assert_eq!(
+            health(channel.clone(), service).await,
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
     }
     // Checks are still answered, on the existing connection and on a new one.
     let mut client = tollgate.client().await;
     let key = unique_key("drain");
-    assert_eq!(check(&mut client, "GET", "/v1/users", Some(&key)).await.status, 200);
+    assert_eq!(
+        check(&mut client, "GET", "/v1/users", Some(&key))
+            .await
+            .status,
+        200
+    );
     assert!(!server.is_finished(), "still draining");
 
     tokio::time::timeout(Duration::from_secs(10), server)
@@ -64,7 +77,8 @@ mod tempfile_path {
 
     impl TempConfig {
         pub fn new(text: &str) -> Self {
-            let path = std::env::temp_dir().join(format!("{}.yaml", super::unique_key("tollgate-config")));
+            let path =
+                std::env::temp_dir().join(format!("{}.yaml", super::unique_key("tollgate-config")));
             std::fs::write(&path, text).unwrap();
             Self(path)
         }
@@ -80,7 +94,11 @@ mod tempfile_path {
 #[test]
 fn check_config_prints_the_resolved_table() {
     let file = write_config(tollgate::config::DEFAULT_YAML);
-    let output = tollgate_binary().arg("check-config").arg(&file.0).output().unwrap();
+    let output = tollgate_binary()
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("OK"), "{stdout}");
@@ -110,7 +128,11 @@ routes:
 #[test]
 fn a_bad_configuration_is_refused_with_every_problem_named() {
     let file = write_config(BAD_CONFIG);
-    let output = tollgate_binary().arg("check-config").arg(&file.0).output().unwrap();
+    let output = tollgate_binary()
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     for expected in [
@@ -126,15 +148,25 @@ fn a_bad_configuration_is_refused_with_every_problem_named() {
         "routes[5] (GET /c).limit: unknown key windw",
         "routes[5] (GET /c).limit: window is missing",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
-    assert!(!stderr.contains("hunter2"), "the Redis password leaked:\n{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the Redis password leaked:\n{stderr}"
+    );
 }
 
 #[test]
 fn serving_with_a_bad_configuration_exits_before_binding() {
     let file = write_config(BAD_CONFIG);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let output = tollgate_binary()
         .arg("--config")
         .arg(&file.0)
@@ -149,9 +181,18 @@ fn serving_with_a_bad_configuration_exits_before_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = tollgate_binary()
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -176,7 +217,10 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
         let answer = check(&mut client, "POST", "/v1/leads/add_to_campaign", Some(&key)).await;
         assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
     }
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = tokio::task::spawn_blocking(move || {
         let _ = std::io::stderr().flush();
@@ -187,7 +231,10 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
     .unwrap();
     assert!(output.status.success(), "{output:?}");
     let log = String::from_utf8(output.stderr).unwrap();
-    let start_line = log.lines().find(|l| l.contains("tollgate starting")).expect(&log);
+    let start_line = log
+        .lines()
+        .find(|l| l.contains("tollgate starting"))
+        .expect(&log);
     assert!(start_line.starts_with('{'), "JSON log: {start_line}");
     assert!(start_line.contains("memory"), "{start_line}");
     assert!(log.contains("SIGTERM received"), "{log}");

@@ -2,6 +2,8 @@
 //! `127.0.0.1:0`, and check requests shaped the way Envoy sends them.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod envoy;
+pub mod http;
 pub mod redis_server;
 
 pub use redis_server::RedisServer;
@@ -63,7 +65,12 @@ pub struct Tollgate {
 
 impl Tollgate {
     pub async fn start(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (to restart on the port an Envoy points at).
+    pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,274 @@
+//! End to end: HTTP client → Envoy 1.40 (the shipped envoy/envoy.yaml) → tollgate → Redis, with an
+//! upstream of the test's own.
+
+mod common;
+
+use common::envoy::{Envoy, Ports};
+use common::http::{HttpResponse, Upstream, request};
+use common::{Backend, Tollgate, unique_key, unix_millis};
+use std::time::{Duration, Instant};
+use tollgate::config::DEFAULT_YAML;
+
+/// Redis, tollgate (built-in contract table), an upstream and Envoy, all on free ports.
+struct Stack {
+    backend: Backend,
+    tollgate: Option<Tollgate>,
+    upstream: Upstream,
+    envoy: Envoy,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let backend = Backend::redis();
+        let tollgate = Tollgate::start(
+            backend.config(&DEFAULT_YAML.replace("drain_period: 5s", "drain_period: 0s")),
+        )
+        .await;
+        let upstream = Upstream::start().await;
+        let ports = Ports {
+            tollgate: tollgate.addr.port(),
+            upstream: upstream.port,
+        };
+        let envoy = tokio::task::spawn_blocking(move || Envoy::start(ports))
+            .await
+            .unwrap();
+        Self {
+            backend,
+            tollgate: Some(tollgate),
+            upstream,
+            envoy,
+        }
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> HttpResponse {
+        self.send("GET", path, key).await
+    }
+
+    async fn send(&self, method: &str, path: &str, key: Option<&str>) -> HttpResponse {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        request(self.envoy.port, method, path, &headers).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_responses_carry_the_headers_and_the_upstream_answer() {
+    let stack = Stack::start().await;
+    let key = unique_key("e2e-allowed");
+    let before = unix_millis();
+    let response = stack.get("/v1/campaigns/42?expand=1", Some(&key)).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, "upstream saw /v1/campaigns/42?expand=1");
+    assert_eq!(response.number("x-ratelimit-limit"), 120);
+    assert_eq!(response.number("x-ratelimit-remaining"), 119);
+    let reset = response.number("x-ratelimit-reset");
+    assert!(
+        reset >= before + 60_000 && reset <= unix_millis() + 60_001,
+        "{reset}"
+    );
+    assert_eq!(response.header("retry-after"), None);
+
+    let created = stack
+        .send("POST", "/v1/leads/add_to_campaign", Some(&key))
+        .await;
+    assert_eq!(created.status, 201, "the upstream's status passes through");
+    assert_eq!(created.number("x-ratelimit-remaining"), 19);
+
+    // The upstream's own x-ratelimit-limit is replaced, not duplicated.
+    let own = stack
+        .get("/v1/users/own-ratelimit-header", Some(&key))
+        .await;
+    assert_eq!(own.status, 200);
+    assert_eq!(own.all("x-ratelimit-limit"), vec!["60"], "{own:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_envoy_answers_429_and_the_upstream_never_sees_it() {
+    let stack = Stack::start().await;
+    let key = unique_key("e2e-429");
+    for i in 0..20 {
+        let response = stack
+            .send("POST", "/v1/leads/add_to_campaign", Some(&key))
+            .await;
+        assert_eq!(response.status, 201, "request {i}");
+    }
+    let reached_before = stack.upstream.received_paths().len();
+    let denied = stack
+        .send("POST", "/v1/leads/add_to_campaign", Some(&key))
+        .await;
+    assert_eq!(denied.status, 429, "{denied:?}");
+    let retry_after = denied.number("retry-after");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(denied.number("x-ratelimit-limit"), 20);
+    assert_eq!(denied.number("x-ratelimit-remaining"), 0);
+    assert!(denied.number("x-ratelimit-reset") > unix_millis());
+    assert_eq!(denied.header("content-type"), Some("application/json"));
+    assert!(
+        denied.body.starts_with('{') && denied.body.contains("rate_limited"),
+        "{}",
+        denied.body
+    );
+    assert_eq!(
+        stack.upstream.received_paths().len(),
+        reached_before,
+        "the 429 was not forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_isolated_and_ids_share_a_bucket_through_envoy() {
+    let stack = Stack::start().await;
+    let (a, b) = (unique_key("e2e-a"), unique_key("e2e-b"));
+    for i in 0..30 {
+        let response = stack
+            .get(&format!("/v1/campaigns/{i}/statistics"), Some(&a))
+            .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.number("x-ratelimit-remaining"), 29 - i);
+    }
+    assert_eq!(
+        stack
+            .get("/v1/campaigns/999/statistics", Some(&a))
+            .await
+            .status,
+        429
+    );
+    let other = stack.get("/v1/campaigns/999/statistics", Some(&b)).await;
+    assert_eq!(
+        (other.status, other.number("x-ratelimit-remaining")),
+        (200, 29)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_spellings_cannot_reach_a_fresh_bucket_through_envoy() {
+    let stack = Stack::start().await;
+    let key = unique_key("e2e-paths");
+    let spellings = [
+        "/v1/analytics/daily",
+        "/v1/analytics/daily?x=1",
+        "//v1//analytics/daily",
+        "/v1/analytics/daily/",
+        "/V1/ANALYTICS/Daily",
+        "/v1/analytics%2Fdaily",
+        "/v1/analytics%2fdaily",
+        "/v1/%61nalytics/daily",
+        "/v1/./analytics/../analytics/daily",
+        "/v1/analytics%5Cdaily",
+    ];
+    for i in 0..30 {
+        let path = spellings[i % spellings.len()];
+        let response = stack.get(path, Some(&key)).await;
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        assert_eq!(response.number("x-ratelimit-limit"), 30, "{path}");
+        assert_eq!(
+            response.number("x-ratelimit-remaining"),
+            29 - i as u64,
+            "{path}"
+        );
+    }
+    for path in spellings {
+        assert_eq!(
+            stack.get(path, Some(&key)).await.status,
+            429,
+            "{path} reached a fresh bucket"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_is_401_from_envoy_and_not_forwarded() {
+    let stack = Stack::start().await;
+    let response = stack.get("/v1/users", None).await;
+    assert_eq!(response.status, 401, "{response:?}");
+    assert!(
+        response.body.contains("missing_api_key"),
+        "{}",
+        response.body
+    );
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert!(stack.upstream.received_paths().is_empty());
+    // Outside the prefix nothing is required and nothing is added.
+    let open = stack.get("/healthz", None).await;
+    assert_eq!(open.status, 200);
+    assert!(!open.has_rate_limit_headers());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_or_tollgate_down_requests_pass_and_limits_come_back() {
+    let mut stack = Stack::start().await;
+    let key = unique_key("e2e-outage");
+    assert!(
+        stack
+            .get("/v1/users", Some(&key))
+            .await
+            .has_rate_limit_headers()
+    );
+
+    // Redis down: tollgate fails open without headers.
+    stack.backend.redis_server().unwrap().stop();
+    for _ in 0..5 {
+        let response = stack.get("/v1/users", Some(&key)).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        assert!(!response.has_rate_limit_headers(), "{response:?}");
+    }
+    stack.backend.redis_server().unwrap().restart();
+    let recovered = poll(
+        || stack.get("/v1/users", Some(&key)),
+        |r| r.has_rate_limit_headers(),
+    )
+    .await;
+    assert_eq!(recovered.status, 200);
+
+    // tollgate down: Envoy's failure_mode_allow lets requests through.
+    let addr = stack.tollgate.as_ref().unwrap().addr;
+    let server = stack.tollgate.as_mut().unwrap().begin_shutdown();
+    server.await.unwrap();
+    stack.tollgate = None;
+    for _ in 0..5 {
+        let response = stack.get("/v1/users", Some(&key)).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        assert!(!response.has_rate_limit_headers());
+    }
+    let marked = stack
+        .upstream
+        .received
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        marked
+            .headers
+            .get("x-envoy-auth-failure-mode-allowed")
+            .map(String::as_str),
+        Some("true"),
+        "failure_mode_allow_header_add marks the request: {marked:?}"
+    );
+
+    // tollgate back on the same port: limits apply again.
+    stack.tollgate = Some(Tollgate::start_on(stack.backend.config(DEFAULT_YAML), addr).await);
+    let back = poll(
+        || stack.get("/v1/users", Some(&key)),
+        |r| r.has_rate_limit_headers(),
+    )
+    .await;
+    assert_eq!(back.number("x-ratelimit-limit"), 60);
+}
+
+/// Repeats `request` until `done` holds, for at most 10 s.
+async fn poll<F, Fut>(request: F, done: impl Fn(&HttpResponse) -> bool) -> HttpResponse
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = HttpResponse>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = request().await;
+        if done(&response) || Instant::now() > deadline {
+            assert!(done(&response), "not recovered within 10 s: {response:?}");
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
