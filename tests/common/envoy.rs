@@ -84,12 +84,10 @@ impl Envoy {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("envoy exited with {status} (see its log above)");
             }
-            if let Ok(response) =
-                super::http::request_blocking(self.admin_port, "GET", "/ready", &[])
-            {
-                if response.status == 200 {
-                    return;
-                }
+            let ready = super::http::request_blocking(self.admin_port, "GET", "/ready", &[])
+                .is_ok_and(|response| response.status == 200);
+            if ready {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
