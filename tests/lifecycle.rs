@@ -3,7 +3,6 @@
 mod common;
 
 use common::{Backend, Tollgate, check, unique_key};
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
@@ -186,7 +185,7 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tollgate_binary()
+    let child = tollgate_binary()
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -222,13 +221,10 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || {
-        let _ = std::io::stderr().flush();
-        child.wait_with_output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(output.status.success(), "{output:?}");
     let log = String::from_utf8(output.stderr).unwrap();
     let start_line = log
