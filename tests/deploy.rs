@@ -1,0 +1,354 @@
+//! The deployment files: the Kubernetes overlays render and validate against the Kubernetes
+//! schemas, the tollgate configuration they ship is accepted by the binary and is the contract's
+//! table, and the Istio and Envoy Gateway objects point at the Service that the manifests create.
+//!
+//! Needs `kubectl` and `kubernetes-validate` from PyPI (`.ci/setup` installs pinned versions).
+
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tollgate::config::{Config, DEFAULT_YAML, Overrides};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The Kubernetes version the manifests are validated against.
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+fn k8s(path: &str) -> PathBuf {
+    Path::new(ROOT).join("k8s").join(path)
+}
+
+/// A console script installed by pip (`.ci/setup` pins them), falling back to PATH.
+fn python_tool(name: &str) -> PathBuf {
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    match scripts.map(|dir| dir.join(name)) {
+        Some(path) if path.exists() => path,
+        _ => PathBuf::from(name),
+    }
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}; run .ci/setup to install it"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn render(overlay: &str) -> (String, Vec<Value>) {
+    let text = run(Command::new(python_tool("kubectl"))
+        .arg("kustomize")
+        .arg(k8s(&format!("overlays/{overlay}"))));
+    let docs = documents(&text);
+    (text, docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(name_prefix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name_prefix}"))
+}
+
+fn validate(path: &Path) -> String {
+    run(Command::new(python_tool("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .arg(path))
+}
+
+#[test]
+fn every_overlay_renders_and_validates_strictly() {
+    let overlays: Vec<String> = std::fs::read_dir(k8s("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(overlays.len() >= 2, "{overlays:?}");
+    for overlay in overlays {
+        let (text, docs) = render(&overlay);
+        let path =
+            std::env::temp_dir().join(format!("tollgate-{overlay}-{}.yaml", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let report = validate(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            report.matches("passed for resource").count(),
+            docs.len(),
+            "{overlay}:\n{report}"
+        );
+        check_tollgate_objects(&overlay, &docs);
+    }
+}
+
+#[test]
+fn the_validator_rejects_what_kubernetes_would() {
+    let path = std::env::temp_dir().join(format!("tollgate-invalid-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Service\nmetadata: { name: x }\nspec:\n  ports: [{ port: 80 }]\n  selectr: { app: x }\n",
+    )
+    .unwrap();
+    let output = Command::new(python_tool("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .arg(&path)
+        .output()
+        .expect("kubernetes-validate (run .ci/setup)");
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        !output.status.success(),
+        "a misspelled field must fail strict validation"
+    );
+}
+
+/// The properties the deployment promises, on the rendered objects.
+fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
+    let deployment = find(docs, "Deployment", "tollgate");
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64().unwrap() >= 2, "{overlay}");
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], Value::Bool(false));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], Value::Bool(true));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(
+        pod["topologySpreadConstraints"]
+            .as_sequence()
+            .is_some_and(|c| !c.is_empty())
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"],
+        Value::Bool(true)
+    );
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        Value::Bool(false)
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(container["readinessProbe"]["grpc"]["port"], 9191);
+    assert_eq!(container["livenessProbe"]["grpc"]["port"], 9191);
+    assert!(
+        container["resources"]["requests"].is_mapping()
+            && container["resources"]["limits"].is_mapping()
+    );
+    let redis_env = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "TOLLGATE_REDIS_URL")
+        .expect("TOLLGATE_REDIS_URL");
+    let secret = redis_env["valueFrom"]["secretKeyRef"]["name"]
+        .as_str()
+        .unwrap();
+    assert!(secret.starts_with("tollgate-redis"), "{secret}");
+
+    // The grace period outlasts the drain period of the configuration the pods load.
+    let config_map = find(docs, "ConfigMap", "tollgate-config");
+    let config_text = config_map["data"]["tollgate.yaml"].as_str().unwrap();
+    assert_eq!(
+        config_text,
+        std::fs::read_to_string(k8s("base/tollgate.yaml")).unwrap()
+    );
+    let config = k8s_config(config_text);
+    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
+    assert!(
+        grace > config.drain_period + Duration::from_secs(5),
+        "{grace:?} vs {:?}",
+        config.drain_period
+    );
+    let config_volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"].is_mapping())
+        .unwrap();
+    assert_eq!(
+        config_volume["configMap"]["name"], config_map["metadata"]["name"],
+        "hash-suffixed name wired"
+    );
+
+    let service = find(docs, "Service", "tollgate");
+    let port = &service["spec"]["ports"][0];
+    assert_eq!(
+        (
+            port["name"].as_str(),
+            port["appProtocol"].as_str(),
+            port["port"].as_u64()
+        ),
+        (Some("grpc"), Some("grpc"), Some(9191))
+    );
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    for kind in [
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "ServiceAccount",
+    ] {
+        find(docs, kind, "tollgate");
+    }
+    let policy = find(docs, "NetworkPolicy", "tollgate");
+    let ingress = policy["spec"]["ingress"].as_sequence().unwrap();
+    assert!(ingress.iter().all(|rule| rule["ports"]
+        == serde_yaml::from_str::<Value>("[{port: 9191, protocol: TCP}]").unwrap()));
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_yaml::from_str::<Value>("[Ingress, Egress]").unwrap()
+    );
+}
+
+fn k8s_config(text: &str) -> Config {
+    let overrides = Overrides {
+        listen: None,
+        redis_url: Some("redis://tollgate-redis:6379".into()),
+    };
+    Config::from_yaml(text, "k8s/base/tollgate.yaml", &overrides)
+        .expect("the shipped configuration is valid")
+}
+
+#[test]
+fn the_shipped_configuration_is_the_contract_table_and_passes_check_config() {
+    let path = k8s("base/tollgate.yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check-config")
+        .arg(&path)
+        .env("TOLLGATE_REDIS_URL", "redis://tollgate-redis:6379")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let shipped = k8s_config(&std::fs::read_to_string(&path).unwrap());
+    let builtin = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
+    let table = |c: &Config| -> Vec<String> {
+        let mut rows: Vec<String> = c
+            .routes
+            .routes()
+            .iter()
+            .map(|r| format!("{} {}", r.id, r.limit))
+            .collect();
+        rows.push(format!("default {}", c.routes.default_limit()));
+        rows.sort();
+        rows
+    };
+    assert_eq!(table(&shipped), table(&builtin));
+    assert_eq!(shipped.path_prefix, "/v1");
+    assert_eq!(shipped.api_key_header, "x-api-key");
+    assert!(shipped.redis.is_some());
+}
+
+/// `service`, `port` and timeout of an `envoyExtAuthzGrpc` provider.
+fn istio_provider(mesh_config: &Value) -> (&str, u64, Duration, bool) {
+    let provider = mesh_config["extensionProviders"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tollgate")
+        .expect("provider named tollgate");
+    let grpc = &provider["envoyExtAuthzGrpc"];
+    let timeout = grpc["timeout"].as_str().expect("an explicit timeout");
+    let timeout = Duration::from_secs_f64(timeout.trim_end_matches('s').parse().unwrap());
+    (
+        grpc["service"].as_str().unwrap(),
+        grpc["port"].as_u64().unwrap(),
+        timeout,
+        grpc["failOpen"] == Value::Bool(true),
+    )
+}
+
+#[test]
+fn istio_and_envoy_gateway_objects_point_at_tollgate() {
+    let (_, docs) = render("external-redis");
+    let service = find(&docs, "Service", "tollgate");
+    let namespace = service["metadata"]["namespace"].as_str().unwrap();
+    let expected_host = format!("tollgate.{namespace}.svc.cluster.local");
+    let service_port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    let redis_timeout = k8s_config(&std::fs::read_to_string(k8s("base/tollgate.yaml")).unwrap())
+        .redis
+        .unwrap()
+        .timeout;
+
+    let values = documents(&std::fs::read_to_string(k8s("istio/istiod-values.yaml")).unwrap());
+    let operator = documents(&std::fs::read_to_string(k8s("istio/istio-operator.yaml")).unwrap());
+    assert_eq!(operator[0]["kind"], "IstioOperator");
+    let from_values = &values[0]["meshConfig"];
+    let from_operator = &operator[0]["spec"]["meshConfig"];
+    assert_eq!(
+        from_values, from_operator,
+        "the two ways to install the mesh config agree"
+    );
+    let (host, port, timeout, fail_open) = istio_provider(from_values);
+    assert_eq!((host, port), (expected_host.as_str(), service_port));
+    assert!(
+        timeout > redis_timeout && timeout < Duration::from_secs(1),
+        "{timeout:?}"
+    );
+    assert!(fail_open);
+
+    let policy =
+        &documents(&std::fs::read_to_string(k8s("istio/authorization-policy.yaml")).unwrap())[0];
+    assert_eq!(policy["kind"], "AuthorizationPolicy");
+    assert_eq!(policy["apiVersion"], "security.istio.io/v1");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], "tollgate");
+    assert!(
+        policy["spec"]["selector"]["matchLabels"].is_mapping(),
+        "scoped to a workload"
+    );
+    let paths = &policy["spec"]["rules"][0]["to"][0]["operation"]["paths"];
+    assert!(
+        paths.as_sequence().unwrap().iter().any(|p| p == "/v1/*"),
+        "{paths:?}"
+    );
+
+    let gateway =
+        documents(&std::fs::read_to_string(k8s("envoy-gateway/security-policy.yaml")).unwrap());
+    let security = gateway
+        .iter()
+        .find(|d| d["kind"] == "SecurityPolicy")
+        .unwrap();
+    let backend = &security["spec"]["extAuth"]["grpc"]["backendRefs"][0];
+    assert_eq!(
+        (
+            backend["name"].as_str(),
+            backend["namespace"].as_str(),
+            backend["port"].as_u64()
+        ),
+        (Some("tollgate"), Some(namespace), Some(service_port))
+    );
+    let grant = gateway
+        .iter()
+        .find(|d| d["kind"] == "ReferenceGrant")
+        .unwrap();
+    assert_eq!(grant["metadata"]["namespace"].as_str(), Some(namespace));
+}
