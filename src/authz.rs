@@ -2,6 +2,7 @@
 
 use crate::api_key::KeyDigest;
 use crate::config::{Config, FailureMode};
+use crate::deny_cache::DenyCache;
 use crate::path::normalize;
 use crate::request::{HttpCheck, RequestError};
 use crate::response::render;
@@ -9,6 +10,7 @@ use crate::routes::{Bucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::verdict::{Quota, Verdict};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
@@ -22,6 +24,7 @@ pub struct RateLimiter<S> {
     api_key_header: String,
     failure_mode: FailureMode,
     store: S,
+    deny_cache: Arc<DenyCache>,
     failures: FailureLog,
 }
 
@@ -33,8 +36,14 @@ impl<S: QuotaStore> RateLimiter<S> {
             api_key_header: config.api_key_header.clone(),
             failure_mode: config.failure_mode,
             store,
+            deny_cache: Arc::new(DenyCache::new(config.deny_cache_entries)),
             failures: FailureLog::new(),
         }
+    }
+
+    /// The over-limit cache, for the server's periodic report.
+    pub fn deny_cache(&self) -> Arc<DenyCache> {
+        self.deny_cache.clone()
     }
 
     /// Decides one request. Never fails: every problem becomes a verdict.
@@ -72,13 +81,19 @@ impl<S: QuotaStore> RateLimiter<S> {
             Bucket::Default(name) => name,
             Bucket::Unlimited => return Verdict::Unlimited,
         };
-        match self.store.check(BucketRef { key: &key, name }, limit).await {
+        let bucket = BucketRef { key: &key, name };
+        let asked_at = Instant::now();
+        if let Some(quota) = self.deny_cache.lookup(bucket, limit, asked_at) {
+            return Verdict::RateLimited(quota);
+        }
+        match self.store.check(bucket, limit).await {
             Ok(outcome) => {
                 self.failures.recovered();
                 let quota = Quota::new(limit, &outcome);
                 if outcome.allowed {
                     Verdict::Allowed(quota)
                 } else {
+                    self.deny_cache.insert(bucket, limit, &outcome, asked_at);
                     tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
                     Verdict::RateLimited(quota)
                 }

@@ -4,7 +4,8 @@
 //! 1. [`request`] reads method, path and API key out of the request attributes;
 //! 2. [`path`] normalises the path and [`routes`] finds its bucket (a declared route, the default
 //!    bucket, or none outside the prefix);
-//! 3. [`store`] runs one atomic sliding-window check for (key digest, bucket) in Redis or memory;
+//! 3. [`store`] runs one atomic sliding-window check for (key digest, bucket) in Redis or memory,
+//!    unless [`deny_cache`] already knows the bucket is full until a later moment;
 //! 4. [`authz`] turns the outcome (or a failure) into a [`verdict::Verdict`], which [`response`]
 //!    renders as a `CheckResponse` whose header mutations make Envoy send `X-RateLimit-*` and
 //!    `Retry-After`.
@@ -19,6 +20,7 @@ pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deny_cache;
 pub mod limit;
 pub mod path;
 pub mod request;

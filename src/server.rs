@@ -3,12 +3,18 @@
 
 use crate::authz::RateLimiter;
 use crate::config::Config;
+use crate::deny_cache::DenyCache;
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+
+/// How often the over-limit cache reports its hits.
+const DENY_CACHE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +80,33 @@ async fn serve<S: QuotaStore>(
         tracing::info!("drain period over; finishing in-flight checks and stopping");
     };
 
+    let limiter = RateLimiter::new(config, store);
+    let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(RateLimiter::new(config, store)))
+        .add_service(AuthorizationServer::new(limiter))
         .serve_with_incoming_shutdown(incoming, drained)
-        .await?;
+        .await;
+    report.abort();
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs, once a minute when it did anything, how many checks the over-limit cache answered.
+async fn report_deny_cache(cache: Arc<DenyCache>) {
+    let mut interval = tokio::time::interval(DENY_CACHE_REPORT_INTERVAL);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let hits = cache.take_hits();
+        if hits > 0 {
+            tracing::info!(
+                answered_from_memory = hits,
+                buckets = cache.len(),
+                "over-limit cache: 429s answered without asking the store in the last minute"
+            );
+        }
+    }
 }

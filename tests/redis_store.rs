@@ -34,9 +34,10 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
     );
 
     backend.redis_server().unwrap().stop();
+    let fresh = unique_key("outage-fresh");
     for i in 0..20 {
         let started = Instant::now();
-        let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+        let answer = check(&mut client, "GET", "/v1/items/1", Some(&fresh)).await;
         assert!(
             started.elapsed() < NO_HANG,
             "check {i} took {:?}",
@@ -48,6 +49,13 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
             "no rate-limit headers while Redis is down: {answer:?}"
         );
     }
+    // The bucket known to be full stays denied from memory until its reset: that needs no Redis.
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .status,
+        429
+    );
 
     backend.redis_server().unwrap().restart();
     // The restarted Redis lost its data (no persistence), so limits start afresh once the
@@ -55,7 +63,7 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut recovered = None;
     while Instant::now() < deadline {
-        let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+        let answer = check(&mut client, "GET", "/v1/items/1", Some(&fresh)).await;
         if answer.has_rate_limit_headers() {
             recovered = Some(answer);
             break;
@@ -63,6 +71,7 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first = recovered.expect("limits apply again without restarting tollgate");
+    let key = fresh;
     assert_eq!(first.status, 200);
     assert_eq!(first.number("x-ratelimit-remaining"), 2);
     assert_eq!(
@@ -83,6 +92,51 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
             .status,
         429
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_fails_open_after_the_timeout() {
+    let backend = Backend::redis();
+    let config = backend.config_as_written(&format!("redis: {{ timeout: 100ms }}\n{ROUTES}"));
+    let tollgate = Tollgate::start(config).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("slow");
+    assert!(
+        check(&mut client, "GET", "/v1/items/1", Some(&key))
+            .await
+            .has_rate_limit_headers()
+    );
+
+    // Redis is busy for 1.5 s: every command waits behind DEBUG SLEEP.
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let mut connection = redis.connection();
+    let sleeper = std::thread::spawn(move || {
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("1.5")
+            .query(&mut connection)
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.headers.is_empty(),
+        "fail open without headers: {answer:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(100),
+        "it waited for the timeout: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1300),
+        "it did not wait for Redis: {waited:?}"
+    );
+    sleeper.join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,4 +237,83 @@ async fn keys_are_hashed_hash_tagged_and_expire() {
     tokio::time::sleep(Duration::from_millis(ttl as u64 + 100)).await;
     let exists: bool = connection.exists(item_key).unwrap();
     assert!(!exists, "the log is gone once its window has passed");
+}
+
+/// Calls of the quota script that Redis has served so far.
+fn script_calls(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .unwrap();
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
+        .map(|line| {
+            let calls = line
+                .split("calls=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            calls.parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hammering_after_a_429_costs_no_redis_traffic() {
+    let backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(ROUTES)).await;
+    let mut client = tollgate.client().await;
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let mut connection = redis.connection();
+    let key = unique_key("hammer");
+    for _ in 0..3 {
+        assert_eq!(
+            check(&mut client, "GET", "/v1/items/1", Some(&key))
+                .await
+                .status,
+            200
+        );
+    }
+    let first_429 = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(first_429.status, 429);
+    let reset = first_429.number("x-ratelimit-reset");
+
+    let before = script_calls(&mut connection);
+    for _ in 0..50 {
+        let answer = check(&mut client, "GET", "/v1/items/2", Some(&key)).await;
+        assert_eq!(answer.status, 429);
+        assert_eq!(
+            answer.number("x-ratelimit-reset"),
+            reset,
+            "same headers as Redis gave"
+        );
+        assert_eq!(answer.number("x-ratelimit-limit"), 3);
+        assert_eq!(answer.number("x-ratelimit-remaining"), 0);
+        assert!((1..=2).contains(&answer.number("retry-after")));
+    }
+    assert_eq!(
+        script_calls(&mut connection),
+        before,
+        "answered from memory"
+    );
+    // Another key is not affected by the cache.
+    let other = check(
+        &mut client,
+        "GET",
+        "/v1/items/1",
+        Some(&unique_key("other")),
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    assert_eq!(script_calls(&mut connection), before + 1);
+
+    // At the reset the cache lets go and Redis admits again.
+    common::sleep_until_unix_millis(reset + 20).await;
+    let again = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(again.status, 200, "{again:?}");
 }

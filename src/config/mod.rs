@@ -40,6 +40,8 @@ pub struct Config {
     pub failure_mode: FailureMode,
     /// How long checks are still answered after SIGTERM while health reports NOT_SERVING.
     pub drain_period: Duration,
+    /// Buckets the local over-limit cache may hold; 0 disables it.
+    pub deny_cache_entries: usize,
 }
 
 /// Values given on the command line or in the environment, which win over the file.
@@ -135,6 +137,7 @@ impl fmt::Display for Config {
         writeln!(f, "api key header:  {}", self.api_key_header)?;
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
         writeln!(f, "drain period:    {:?}", self.drain_period)?;
+        writeln!(f, "deny cache:      {} buckets", self.deny_cache_entries)?;
         let prefix = self.path_prefix.trim_end_matches('/');
         writeln!(f, "routes (most specific first):")?;
         for route in self.routes.routes() {

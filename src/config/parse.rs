@@ -28,6 +28,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "redis",
     "failure_mode",
     "drain_period",
+    "deny_cache_entries",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
@@ -153,6 +154,23 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         },
     };
 
+    let deny_cache_entries = match root.get("deny_cache_entries") {
+        None => Some(100_000),
+        Some(value) => match value.as_u64() {
+            Some(n @ 0..=10_000_000) => Some(n as usize),
+            _ => {
+                problems.add(
+                    "deny_cache_entries",
+                    format!(
+                        "must be a whole number from 0 to 10000000, not {}",
+                        render(value)
+                    ),
+                );
+                None
+            }
+        },
+    };
+
     let routes = parse_routes(root.get("routes"), problems);
     let redis = match root.get("redis") {
         None | Some(Value::Null) => Some(None),
@@ -172,6 +190,7 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         redis: redis?,
         failure_mode: failure_mode?,
         drain_period: drain_period?,
+        deny_cache_entries: deny_cache_entries?,
     })
 }
 

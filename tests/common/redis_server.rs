@@ -76,6 +76,8 @@ fn spawn(port: u16) -> Option<Child> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // DEBUG SLEEP simulates a stalled Redis.
+        .args(["--enable-debug-command", "local"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
