@@ -4,6 +4,11 @@ use tollgate::cli::{self, Args, Command};
 use tollgate::config::Config;
 use tollgate::{server, shutdown};
 
+/// mimalloc: the check path allocates many small, short-lived buffers (HTTP/2 frames, protobuf
+/// messages); glibc malloc took about 17 % of tollgate's CPU under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

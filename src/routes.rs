@@ -30,6 +30,9 @@ pub enum TemplateError {
     /// `:` without a valid name.
     #[error("path template {0:?} has a parameter without a name; write ':id'")]
     BadParam(String),
+    /// More segments than [`MAX_SEGMENTS`].
+    #[error("path template {0:?} has more than {MAX_SEGMENTS} segments")]
+    TooLong(String),
     /// Characters that normalisation would remove or that a normalised path never contains.
     #[error(
         "path template {0:?} has segment {1:?}, which no normalised path contains (no '.', '..', '?', '#', '%', '*' or '\\\\')"
@@ -54,10 +57,13 @@ impl Template {
                 segments: Vec::new(),
             });
         }
-        let segments = rest
+        let segments: Vec<Segment> = rest
             .split('/')
             .map(|segment| parse_segment(text, segment))
             .collect::<Result<_, _>>()?;
+        if segments.len() > MAX_SEGMENTS {
+            return Err(TemplateError::TooLong(text.to_owned()));
+        }
         Ok(Self { segments })
     }
 
@@ -70,16 +76,17 @@ impl Template {
             .collect()
     }
 
-    fn matches(&self, path: &str) -> bool {
-        let mut parts = path.split('/').filter(|s| !s.is_empty());
-        self.segments
-            .iter()
-            .all(|segment| match (segment, parts.next()) {
-                (Segment::Literal(want), Some(got)) => **want == *got,
-                (Segment::Param, Some(_)) => true,
-                (_, None) => false,
-            })
-            && parts.next().is_none()
+    /// Whether the template matches a path already split into its segments.
+    fn matches(&self, segments: &[&str]) -> bool {
+        self.segments.len() == segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(segments)
+                .all(|(template, segment)| match template {
+                    Segment::Literal(want) => **want == **segment,
+                    Segment::Param => true,
+                })
     }
 }
 
@@ -170,11 +177,16 @@ pub enum Bucket<'a> {
     Default(Cow<'a, str>),
 }
 
+/// Paths longer than this many segments are never split for matching; no template may be longer.
+pub const MAX_SEGMENTS: usize = 32;
+
 /// All routes, sorted so that the first match is the most specific one.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     prefix: String,
     routes: Vec<Route>,
+    /// Segments of the longest template: a longer path matches no route.
+    longest: usize,
     default_limit: Limit,
     default_bucket: DefaultBucket,
 }
@@ -190,9 +202,15 @@ impl RouteTable {
     ) -> Self {
         routes.sort_by_cached_key(|r| r.template.specificity());
         let prefix = if prefix == "/" { String::new() } else { prefix };
+        let longest = routes
+            .iter()
+            .map(|r| r.template.segments.len())
+            .max()
+            .unwrap_or(0);
         Self {
             prefix,
             routes,
+            longest,
             default_limit,
             default_bucket,
         }
@@ -222,11 +240,26 @@ impl RouteTable {
         if !(rest.is_empty() || rest.starts_with('/')) {
             return Bucket::Unlimited;
         }
-        match self
-            .routes
-            .iter()
-            .find(|r| r.method == method && r.template.matches(rest))
-        {
+        // Split once, on the stack; a normalised path has no empty segments.
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in rest.split('/').skip(1) {
+            if count == self.longest {
+                count = usize::MAX;
+                break;
+            }
+            segments[count] = segment;
+            count += 1;
+        }
+        let matched = (count != usize::MAX)
+            .then(|| {
+                let segments = &segments[..count];
+                self.routes
+                    .iter()
+                    .find(|r| r.method == method && r.template.matches(segments))
+            })
+            .flatten();
+        match matched {
             Some(route) => Bucket::Route(route),
             None => match self.default_bucket {
                 DefaultBucket::Shared => Bucket::Default(Cow::Borrowed("default")),
@@ -307,6 +340,12 @@ mod tests {
         assert_eq!(route_id(&shared, "POST", "/v1/campaigns/7"), "default");
         assert_eq!(route_id(&shared, "GET", "/v1/campaigns/7/x"), "default");
         assert_eq!(route_id(&shared, "GET", "/v1"), "default");
+        let deep = format!("/v1/campaigns{}", "/7".repeat(MAX_SEGMENTS + 5));
+        assert_eq!(
+            route_id(&shared, "GET", &deep),
+            "default",
+            "longer than any template"
+        );
         let per_path = table(DefaultBucket::PerPath);
         assert_eq!(
             route_id(&per_path, "GET", "/v1/campaigns/7/x"),
@@ -359,6 +398,11 @@ mod tests {
         assert!(matches!(
             Template::parse("/a/../b"),
             Err(TemplateError::BadLiteral(..))
+        ));
+        let long = "/x".repeat(MAX_SEGMENTS + 1);
+        assert!(matches!(
+            Template::parse(&long),
+            Err(TemplateError::TooLong(_))
         ));
         // Parameter names do not matter: these are the same template.
         assert_eq!(Template::parse("/C/:id"), Template::parse("/c/:cid"));
