@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench load -- [--scenario allowed|hot|light|all] [--runs 3]
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
-//!         [--no-deny-cache] [--compare-pool]
+//!         [--no-deny-cache] [--compare-pool] [--redis-connections N]
 //!
 //! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both.
 //! Scenarios (defaults; every number can be overridden):
@@ -37,6 +37,7 @@ struct Options {
     keys: Option<u64>,
     deny_cache: bool,
     compare_pool: bool,
+    redis_connections: usize,
 }
 
 fn options() -> Options {
@@ -50,6 +51,7 @@ fn options() -> Options {
         keys: None,
         deny_cache: true,
         compare_pool: false,
+        redis_connections: 4,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -65,6 +67,7 @@ fn options() -> Options {
             "--keys" => o.keys = Some(value().parse().unwrap()),
             "--no-deny-cache" => o.deny_cache = false,
             "--compare-pool" => o.compare_pool = true,
+            "--redis-connections" => o.redis_connections = value().parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -132,7 +135,7 @@ impl Tally {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = options();
     let scenarios: Vec<&str> = match o.scenario.as_str() {
@@ -149,17 +152,18 @@ async fn main() {
     for name in scenarios {
         let shape = shape(name, &o);
         println!(
-            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}",
+            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, {} Redis connection(s) in tollgate",
             shape.callers,
             shape.connections,
             shape.keys,
             shape.limit,
-            if o.deny_cache { "on" } else { "off" }
+            if o.deny_cache { "on" } else { "off" },
+            o.redis_connections
         );
         println!(
-            "| run | Redis ceiling (redis-benchmark) calls/s | script over multiplexed connections calls/s | tollgate checks/s | ratio to the ceiling | allowed | denied | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | script calls while measuring |"
+            "| run | Redis ceiling (redis-benchmark) calls/s | script over multiplexed connections calls/s | tollgate checks/s | ratio to the ceiling | allowed | denied | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | script calls while measuring | CPU µs per check: tollgate / Redis / load tool |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut ratios = Vec::new();
         let mut rates = Vec::new();
         let mut p99s = Vec::new();
@@ -180,11 +184,13 @@ async fn main() {
                 );
             }
             redis.flush();
-            let tollgate = TollgateProcess::start(&redis, shape, o.deny_cache);
-            let (tally, script_calls) = drive_tollgate(&tollgate, &redis, shape, &o).await;
+            let tollgate = TollgateProcess::start(&redis, shape, &o);
+            let (tally, window) = drive_tollgate(&tollgate, &redis, shape, &o).await;
             let ratio = tally.per_second() / yardstick;
+            let checks = (tally.allowed + tally.denied + tally.errors) as f64;
+            let [tollgate_cpu, redis_cpu, load_cpu] = window.cpu_seconds.map(|s| s * 1e6 / checks);
             println!(
-                "| {run} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {run} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} / {:.1} / {:.1} |",
                 yardstick,
                 ceiling.per_second(),
                 tally.per_second(),
@@ -196,7 +202,10 @@ async fn main() {
                 tally.percentile(0.9),
                 tally.percentile(0.99),
                 tally.percentile(0.999),
-                script_calls
+                window.script_calls,
+                tollgate_cpu,
+                redis_cpu,
+                load_cpu
             );
             ratios.push(ratio);
             rates.push(tally.per_second());
@@ -296,16 +305,17 @@ struct TollgateProcess {
 }
 
 impl TollgateProcess {
-    fn start(redis: &RedisProcess, shape: Shape, deny_cache: bool) -> Self {
+    fn start(redis: &RedisProcess, shape: Shape, o: &Options) -> Self {
         let port = free_port();
         let config =
             std::env::temp_dir().join(format!("tollgate-bench-{}-{port}.yaml", std::process::id()));
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\" }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limit: {{ requests: {}, window: 60s }} }}\n",
-                if deny_cache { 100_000 } else { 0 },
+                "listen: 127.0.0.1:{port}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limit: {{ requests: {}, window: 60s }} }}\n",
+                if o.deny_cache { 100_000 } else { 0 },
                 redis.url(),
+                o.redis_connections,
                 shape.limit
             ),
         )
@@ -571,7 +581,7 @@ async fn drive_tollgate(
     redis: &RedisProcess,
     shape: Shape,
     o: &Options,
-) -> (Tally, u64) {
+) -> (Tally, Window) {
     let mut channels = Vec::new();
     for _ in 0..shape.connections {
         channels.push(
@@ -594,11 +604,17 @@ async fn drive_tollgate(
     let before_after = {
         let url = redis.url();
         let (warmup, duration) = (o.warmup, o.duration);
+        let pids = [tollgate.child.id(), redis.child.id(), std::process::id()];
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            let before = script_calls(&url);
+            let calls = script_calls(&url);
+            let cpu = pids.map(cpu_seconds);
             tokio::time::sleep(duration).await;
-            script_calls(&url) - before
+            let after = pids.map(cpu_seconds);
+            Window {
+                script_calls: script_calls(&url) - calls,
+                cpu_seconds: [0, 1, 2].map(|i| after[i] - cpu[i]),
+            }
         })
     };
     let tally = drive(shape.callers, o.warmup, o.duration, move |caller, _| {
@@ -626,7 +642,7 @@ async fn drive_tollgate(
         }
     })
     .await;
-    let script_calls = before_after.await.unwrap();
+    let window = before_after.await.unwrap();
     if shape.keys == 1 {
         let admitted = allowed_total.load(Ordering::Relaxed);
         println!(
@@ -639,7 +655,31 @@ async fn drive_tollgate(
             "one hot key must admit exactly its limit"
         );
     }
-    (tally, script_calls)
+    (tally, window)
+}
+
+/// What the processes did during the measurement window.
+struct Window {
+    script_calls: u64,
+    /// CPU time (user + system) of tollgate, Redis and the load tool.
+    cpu_seconds: [f64; 3],
+}
+
+/// CPU time a process has used so far, from `/proc/<pid>/stat` (Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ, 100 on Linux
 }
 
 /// Calls of the quota script Redis has served (`INFO commandstats`).
