@@ -114,7 +114,7 @@ listen: nowhere
 path_prefx: /v1
 default_limit: { requests: 0, window: 60s }
 failure_mode: maybe
-redis: { url: "redis://:hunter2@127.0.0.1:1", timeout: fast }
+redis: { url: "redis://:hunter2@127.0.0.1:1", timeout: fast, tls_ca_file: /nonexistent/ca.pem }
 routes:
   - { method: GET, path: /campaigns/:id, limit: { requests: 10, window: 60s } }
   - { method: GET, path: /campaigns/:cid, limit: { requests: 5, window: 60s } }
@@ -140,6 +140,8 @@ fn a_bad_configuration_is_refused_with_every_problem_named() {
         "default_limit: requests is 0",
         "failure_mode: \"maybe\" is not one of",
         "redis.timeout",
+        "redis.tls_ca_file: only applies to a rediss:// URL",
+        "redis.tls_ca_file: cannot read /nonexistent/ca.pem",
         "routes[1] (GET /campaigns/:cid): duplicates routes[0] (GET /campaigns/:id)",
         "routes[2] (GET /users).limit: cannot parse window \"5x\"",
         "routes[3] (HEAD /teams/me): method \"HEAD\" cannot be declared",

@@ -317,3 +317,114 @@ async fn hammering_after_a_429_costs_no_redis_traffic() {
     let again = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
     assert_eq!(again.status, 200, "{again:?}");
 }
+
+/// A private CA and a server certificate for 127.0.0.1 that it signs, made with the openssl
+/// command line. Returns (CA certificate, server certificate, server key).
+fn private_pki(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=tollgate test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_is_verified_and_used() {
+    let dir = std::env::temp_dir().join(unique_key("tollgate-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = private_pki(&dir);
+    let redis = common::RedisServer::start_tls(&cert, &key);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let overrides = tollgate::config::Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        redis_url: None,
+    };
+
+    let trusted = format!(
+        "redis: {{ url: \"{url}\", timeout: 1s, tls_ca_file: \"{}\" }}\n{ROUTES}",
+        ca.display()
+    );
+    let config = tollgate::config::Config::from_yaml(&trusted, "tls", &overrides).unwrap();
+    let tollgate = Tollgate::start(config).await;
+    let mut client = tollgate.client().await;
+    let api_key = unique_key("tls");
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&api_key)).await;
+    assert_eq!(
+        answer.number("x-ratelimit-remaining"),
+        2,
+        "counted over TLS: {answer:?}"
+    );
+
+    // Without the CA the certificate is not trusted: the check fails open, nothing is counted.
+    let untrusted = format!("redis: {{ url: \"{url}\", timeout: 1s }}\n{ROUTES}");
+    let config = tollgate::config::Config::from_yaml(&untrusted, "tls", &overrides).unwrap();
+    let unverified = Tollgate::start(config).await;
+    let mut client = unverified.client().await;
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&api_key)).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.headers.is_empty(),
+        "an unverified server is not used: {answer:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

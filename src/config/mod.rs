@@ -133,6 +133,9 @@ impl fmt::Display for Config {
                 "redis:           timeout {:?}, {} connection(s), key prefix {:?}",
                 redis.timeout, redis.connections, redis.key_prefix
             )?;
+            if let Some(ca) = &redis.tls_ca_file {
+                writeln!(f, "redis TLS CA:    {}", ca.display())?;
+            }
         }
         writeln!(f, "api key header:  {}", self.api_key_header)?;
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;

@@ -32,7 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
-const REDIS_KEYS: &[&str] = &["url", "timeout", "connections", "key_prefix"];
+const REDIS_KEYS: &[&str] = &["url", "timeout", "connections", "key_prefix", "tls_ca_file"];
 
 /// Problems found so far, one sentence each, prefixed with where they are.
 #[derive(Default)]
@@ -368,11 +368,34 @@ fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> 
             "must be non-empty and contain no '{' or '}' (they delimit the cluster hash tag)",
         );
     }
+    let tls_ca_file = match string(map, "tls_ca_file", "redis", problems) {
+        None => Some(None),
+        Some(path) => {
+            if !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+                problems.add("redis.tls_ca_file", "only applies to a rediss:// URL");
+            }
+            match std::fs::read_to_string(path) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(path.into())),
+                Ok(_) => {
+                    problems.add(
+                        "redis.tls_ca_file",
+                        format!("{path} holds no PEM certificate"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    problems.add("redis.tls_ca_file", format!("cannot read {path}: {e}"));
+                    None
+                }
+            }
+        }
+    };
     Some(RedisSettings {
         url: url?,
         timeout: timeout?,
         connections: connections?,
         key_prefix: key_prefix.to_owned(),
+        tls_ca_file: tls_ca_file?,
     })
 }
 

@@ -3,6 +3,7 @@
 use super::{BucketRef, Outcome, QuotaStore, StoreError};
 use crate::limit::Limit;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct RedisSettings {
     pub connections: usize,
     /// Prefix of every key name, so several deployments can share one Redis.
     pub key_prefix: String,
+    /// PEM file of the CA that signs the server's certificate (`rediss://` only); without it the
+    /// system's trust store is used.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Quotas kept in Redis, shared by every replica.
@@ -40,7 +44,18 @@ impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
     /// Redis is down.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let client = match &settings.tls_ca_file {
+            None => redis::Client::open(settings.url.as_str())?,
+            Some(path) => {
+                let root_cert =
+                    std::fs::read(path).map_err(|e| StoreError::CaFile(path.clone(), e))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(settings.url.as_str(), certificates)?
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))

@@ -7,16 +7,28 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// `--tls-cert-file` and `--tls-key-file` when the server speaks only TLS.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that accepts only TLS connections, with this certificate and key.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned())))
+    }
+
+    fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn(port) {
+            if let Some(child) = spawn(port, tls.as_ref()) {
                 return Self {
                     port,
                     child: Some(child),
+                    tls,
                 };
             }
         }
@@ -40,7 +52,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = spawn(self.port) {
+            if let Some(child) = spawn(self.port, self.tls.as_ref()) {
                 self.child = Some(child);
                 return;
             }
@@ -72,9 +84,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(port: u16) -> Option<Child> {
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
+fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
+    let mut command = Command::new("redis-server");
+    match tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some((cert, key)) => command
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key),
+    };
+    let mut child = command
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         // DEBUG SLEEP simulates a stalled Redis.
         .args(["--enable-debug-command", "local"])
