@@ -6,7 +6,7 @@ use common::{Backend, Tollgate, check, sleep_until_unix_millis, unique_key, unix
 use std::time::{Duration, Instant};
 use tollgate::config::DEFAULT_YAML;
 
-/// Runs each body once with the in-memory store and once with a real Redis.
+/// Runs each body with the in-memory store, a real Redis and a real three-node Redis Cluster.
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -22,6 +22,14 @@ macro_rules! for_each_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Backend::redis()).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::cluster()).await;
                 }
             )*
         }
@@ -429,11 +437,12 @@ async fn no_trailing_window_admits_more_than_the_limit(backend: Backend) {
 async fn concurrent_checks_admit_exactly_the_limit(backend: Backend) {
     let yaml =
         "routes:\n  - { method: POST, path: /burst, limit: { requests: 20, window: 60s } }\n";
-    // Two replicas on one Redis; the in-memory store can only be one instance.
+    // Two replicas on one Redis (or cluster); the in-memory store can only be one instance.
     let first = Tollgate::start(backend.config(yaml)).await;
-    let second = match backend {
-        Backend::Redis(_) => Some(Tollgate::start(backend.config(yaml)).await),
-        Backend::Memory => None,
+    let second = if backend.is_shared() {
+        Some(Tollgate::start(backend.config(yaml)).await)
+    } else {
+        None
     };
     let channels = [
         first.channel().await,

@@ -428,3 +428,34 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_spreads_the_keys_over_its_nodes() {
+    let backend = Backend::cluster();
+    let tollgate = Tollgate::start(backend.config(ROUTES)).await;
+    let mut client = tollgate.client().await;
+    for i in 0..60 {
+        let answer = check(
+            &mut client,
+            "GET",
+            "/v1/items/1",
+            Some(&unique_key(&format!("spread-{i}"))),
+        )
+        .await;
+        assert_eq!(answer.number("x-ratelimit-remaining"), 2, "{answer:?}");
+    }
+    let Backend::Cluster(cluster) = &backend else {
+        unreachable!()
+    };
+    let mut total = 0;
+    for port in &cluster.ports {
+        let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut node).unwrap();
+        assert!(keys > 0, "node {port} holds none of 60 keys");
+        total += keys;
+    }
+    assert_eq!(total, 60, "one sliding log per API key");
+}

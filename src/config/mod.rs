@@ -95,6 +95,7 @@ impl Config {
     pub fn store_description(&self) -> String {
         match &self.redis {
             None => "memory (single instance only)".to_owned(),
+            Some(redis) if redis.cluster => format!("redis cluster {}", redact_url(&redis.url)),
             Some(redis) => format!("redis {}", redact_url(&redis.url)),
         }
     }

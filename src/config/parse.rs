@@ -32,7 +32,14 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
-const REDIS_KEYS: &[&str] = &["url", "timeout", "connections", "key_prefix", "tls_ca_file"];
+const REDIS_KEYS: &[&str] = &[
+    "url",
+    "timeout",
+    "connections",
+    "key_prefix",
+    "tls_ca_file",
+    "cluster",
+];
 
 /// Problems found so far, one sentence each, prefixed with where they are.
 #[derive(Default)]
@@ -390,7 +397,19 @@ fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> 
             }
         }
     };
+    let cluster = match map.get("cluster") {
+        None => Some(false),
+        Some(Value::Bool(cluster)) => Some(*cluster),
+        Some(other) => {
+            problems.add(
+                "redis.cluster",
+                format!("must be true or false, not {}", render(other)),
+            );
+            None
+        }
+    };
     Some(RedisSettings {
+        cluster: cluster?,
         url: url?,
         timeout: timeout?,
         connections: connections?,

@@ -3,9 +3,12 @@
 use super::{BucketRef, Outcome, QuotaStore, StoreError};
 use crate::limit::Limit;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
@@ -26,15 +29,13 @@ pub struct RedisSettings {
     /// PEM file of the CA that signs the server's certificate (`rediss://` only); without it the
     /// system's trust store is used.
     pub tls_ca_file: Option<PathBuf>,
+    /// `url` is one node of a Redis Cluster; the others are discovered from it.
+    pub cluster: bool,
 }
 
 /// Quotas kept in Redis, shared by every replica.
-///
-/// Each connection is a [`ConnectionManager`]: one multiplexed connection that pipelines
-/// concurrent requests and reconnects by itself when Redis comes back.
 pub struct RedisStore {
-    connections: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    backend: Backend,
     script: redis::Script,
     timeout: Duration,
     key_prefix: String,
@@ -44,29 +45,50 @@ impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
     /// Redis is down.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = match &settings.tls_ca_file {
-            None => redis::Client::open(settings.url.as_str())?,
-            Some(path) => {
-                let root_cert =
-                    std::fs::read(path).map_err(|e| StoreError::CaFile(path.clone(), e))?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                };
-                redis::Client::build_with_tls(settings.url.as_str(), certificates)?
+        let certificates = match &settings.tls_ca_file {
+            None => None,
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path).map_err(|e| StoreError::CaFile(path.clone(), e))?,
+                ),
+            }),
+        };
+        let backend = if settings.cluster {
+            let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout)
+                // A redirect after a resharding is retried; a dead node is not waited for.
+                .retries(2);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            Backend::Cluster {
+                client: Box::new(builder.build()?),
+                connection: OnceCell::new(),
+            }
+        } else {
+            let client = match certificates {
+                None => redis::Client::open(settings.url.as_str())?,
+                Some(certificates) => {
+                    redis::Client::build_with_tls(settings.url.as_str(), certificates)?
+                }
+            };
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.timeout))
+                .set_response_timeout(Some(settings.timeout))
+                // Fail fast and let the next check try again: a check never waits for backoff.
+                .set_number_of_retries(0);
+            let connections = (0..settings.connections.max(1))
+                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+                .collect::<Result<_, _>>()?;
+            Backend::Standalone {
+                connections,
+                next: AtomicUsize::new(0),
             }
         };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            // Fail fast and let the next check try again: a check never waits for backoff.
-            .set_number_of_retries(0);
-        let connections = (0..settings.connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            connections,
-            next: AtomicUsize::new(0),
+            backend,
             script: redis::Script::new(SCRIPT),
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
@@ -76,8 +98,21 @@ impl RedisStore {
     /// Loads the script on the server ahead of the first check. Failure is not fatal: the first
     /// check loads it when Redis is reachable again.
     pub async fn preload(&self) -> Result<(), StoreError> {
-        let mut connection = self.connections[0].clone();
-        let load = self.script.load_async(&mut connection);
+        let load = async {
+            match &self.backend {
+                Backend::Standalone { connections, .. } => {
+                    self.script.load_async(&mut connections[0].clone()).await
+                }
+                // SCRIPT LOAD goes to every primary of the cluster.
+                Backend::Cluster { client, connection } => {
+                    let mut connection = connection
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?
+                        .clone();
+                    self.script.load_async(&mut connection).await
+                }
+            }
+        };
         tokio::time::timeout(self.timeout, load)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))??;
@@ -96,18 +131,51 @@ impl RedisStore {
     }
 }
 
+/// How the store reaches Redis.
+enum Backend {
+    /// A single Redis (or a primary behind a proxy): a few [`ConnectionManager`]s, each one
+    /// multiplexed connection that pipelines concurrent requests and reconnects by itself.
+    Standalone {
+        connections: Vec<ConnectionManager>,
+        next: AtomicUsize,
+    },
+    /// Redis Cluster: one cluster connection that routes each script call to the node owning the
+    /// key's slot, follows redirects and reconnects to nodes by itself.
+    Cluster {
+        /// Boxed: the client is large and there is one per process.
+        client: Box<ClusterClient>,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
 impl QuotaStore for RedisStore {
     async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        let mut connection = self.connections[index].clone();
         let mut invocation = self.script.key(self.key_name(bucket));
         invocation
             .arg(limit.requests.get())
             .arg(limit.window_micros());
-        let reply: (u8, u32, u64, u64) =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| StoreError::Timeout(self.timeout))??;
+        let call = async {
+            match &self.backend {
+                Backend::Standalone { connections, next } => {
+                    let index = next.fetch_add(1, Ordering::Relaxed) % connections.len();
+                    invocation
+                        .invoke_async(&mut connections[index].clone())
+                        .await
+                }
+                Backend::Cluster { client, connection } => {
+                    // Connects on first use (and again after a failed attempt), so tollgate
+                    // starts while the cluster is unreachable.
+                    let mut connection = connection
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?
+                        .clone();
+                    invocation.invoke_async(&mut connection).await
+                }
+            }
+        };
+        let reply: (u8, u32, u64, u64) = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))??;
         let (allowed, remaining, reset_micros, now_micros) = reply;
         Ok(Outcome {
             allowed: allowed == 1,

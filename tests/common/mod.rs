@@ -4,8 +4,10 @@
 
 pub mod envoy;
 pub mod http;
+pub mod redis_cluster;
 pub mod redis_server;
 
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
@@ -25,6 +27,8 @@ pub enum Backend {
     Memory,
     /// A `redis-server` of the test's own.
     Redis(RedisServer),
+    /// A three-node Redis Cluster of the test's own.
+    Cluster(RedisCluster),
 }
 
 impl Backend {
@@ -34,6 +38,15 @@ impl Backend {
 
     pub fn redis() -> Self {
         Self::Redis(RedisServer::start())
+    }
+
+    pub fn cluster() -> Self {
+        Self::Cluster(RedisCluster::start())
+    }
+
+    /// Whether several tollgate instances can share this backend.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Self::Memory)
     }
 
     /// Parses `yaml`, pointing it at this backend's Redis when there is one. The Redis timeout is
@@ -54,15 +67,20 @@ impl Backend {
             redis_url: match self {
                 Self::Memory => None,
                 Self::Redis(redis) => Some(redis.url()),
+                Self::Cluster(cluster) => Some(cluster.url()),
             },
         };
-        Config::from_yaml(yaml, "test", &overrides).expect("test configuration")
+        let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
+        if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
+            redis.cluster = true;
+        }
+        config
     }
 
     pub fn redis_server(&mut self) -> Option<&mut RedisServer> {
         match self {
-            Self::Memory => None,
             Self::Redis(redis) => Some(redis),
+            Self::Memory | Self::Cluster(_) => None,
         }
     }
 }
