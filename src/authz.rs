@@ -68,20 +68,17 @@ impl<S: QuotaStore> RateLimiter<S> {
         let Ok(path) = normalize(check.path) else {
             return Verdict::BadRequest("The request path is not an absolute path.");
         };
-        let bucket = self.routes.bucket(method, &path);
-        let Some(limit) = self.routes.limit(&bucket) else {
+        let Some(Bucket { name, limit }) = self.routes.bucket(method, &path) else {
             return Verdict::Unlimited;
         };
         let Some(api_key) = check.api_key else {
             return Verdict::MissingKey;
         };
         let key = KeyDigest::of(api_key);
-        let name = match &bucket {
-            Bucket::Route(route) => &*route.id,
-            Bucket::Default(name) => name,
-            Bucket::Unlimited => return Verdict::Unlimited,
+        let bucket = BucketRef {
+            key: &key,
+            name: &name,
         };
-        let bucket = BucketRef { key: &key, name };
         let asked_at = Instant::now();
         if let Some(quota) = self.deny_cache.lookup(bucket, limit, asked_at) {
             return Verdict::RateLimited(quota);
@@ -94,7 +91,7 @@ impl<S: QuotaStore> RateLimiter<S> {
                     Verdict::Allowed(quota)
                 } else {
                     self.deny_cache.insert(bucket, limit, &outcome, asked_at);
-                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
+                    tracing::debug!(key = %key, bucket = &*name, retry_after = quota.retry_after_secs, "rate limited");
                     Verdict::RateLimited(quota)
                 }
             }

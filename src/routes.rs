@@ -166,15 +166,14 @@ pub enum DefaultBucket {
     PerPath,
 }
 
-/// The bucket a request is counted in.
-#[derive(Debug, Clone)]
-pub enum Bucket<'a> {
-    /// The path is outside the prefix: not rate limited.
-    Unlimited,
-    /// A declared route.
-    Route(&'a Route),
-    /// The default limit; the bucket name is `default` or, per path, `default GET /x/y`.
-    Default(Cow<'a, str>),
+/// The bucket a request is counted in, and its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket<'a> {
+    /// A declared route's id (`GET /campaigns/:id`), or `default`, or per path
+    /// `default GET /v1/x/y`.
+    pub name: Cow<'a, str>,
+    /// The quota of the bucket.
+    pub limit: Limit,
 }
 
 /// Paths longer than this many segments are never split for matching; no template may be longer.
@@ -231,14 +230,12 @@ impl RouteTable {
         self.default_bucket
     }
 
-    /// Finds the bucket of a request. `method` is upper-case with `HEAD` already mapped to `GET`;
-    /// `path` is normalised.
-    pub fn bucket(&self, method: &str, path: &str) -> Bucket<'_> {
-        let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
-            return Bucket::Unlimited;
-        };
+    /// Finds the bucket of a request, or `None` outside the prefix (not rate limited). `method`
+    /// is upper-case with `HEAD` already mapped to `GET`; `path` is normalised.
+    pub fn bucket(&self, method: &str, path: &str) -> Option<Bucket<'_>> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
         if !(rest.is_empty() || rest.starts_with('/')) {
-            return Bucket::Unlimited;
+            return None;
         }
         // Split once, on the stack; a normalised path has no empty segments.
         let mut segments = [""; MAX_SEGMENTS];
@@ -259,24 +256,15 @@ impl RouteTable {
                     .find(|r| r.method == method && r.template.matches(segments))
             })
             .flatten();
-        match matched {
-            Some(route) => Bucket::Route(route),
-            None => match self.default_bucket {
-                DefaultBucket::Shared => Bucket::Default(Cow::Borrowed("default")),
-                DefaultBucket::PerPath => {
-                    Bucket::Default(Cow::Owned(format!("default {method} {path}")))
-                }
-            },
-        }
-    }
-
-    /// The limit that applies to a bucket, if any.
-    pub fn limit(&self, bucket: &Bucket<'_>) -> Option<Limit> {
-        match bucket {
-            Bucket::Unlimited => None,
-            Bucket::Route(route) => Some(route.limit),
-            Bucket::Default(_) => Some(self.default_limit),
-        }
+        let (name, limit) = match (matched, self.default_bucket) {
+            (Some(route), _) => (Cow::Borrowed(&*route.id), route.limit),
+            (None, DefaultBucket::Shared) => (Cow::Borrowed("default"), self.default_limit),
+            (None, DefaultBucket::PerPath) => (
+                Cow::Owned(format!("default {method} {path}")),
+                self.default_limit,
+            ),
+        };
+        Some(Bucket { name, limit })
     }
 }
 
@@ -308,11 +296,9 @@ mod tests {
     }
 
     fn route_id(table: &RouteTable, method: &str, path: &str) -> String {
-        match table.bucket(method, path) {
-            Bucket::Unlimited => "unlimited".into(),
-            Bucket::Route(r) => r.id.to_string(),
-            Bucket::Default(name) => name.to_string(),
-        }
+        table
+            .bucket(method, path)
+            .map_or_else(|| "unlimited".to_owned(), |b| b.name.into_owned())
     }
 
     #[test]
@@ -352,8 +338,12 @@ mod tests {
             "default GET /v1/campaigns/7/x"
         );
         assert_eq!(
-            shared.limit(&shared.bucket("GET", "/v1/zzz")),
+            shared.bucket("GET", "/v1/zzz").map(|b| b.limit),
             Some(limit(60))
+        );
+        assert_eq!(
+            shared.bucket("GET", "/v1/campaigns/1").map(|b| b.limit),
+            Some(limit(120))
         );
     }
 
