@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 const ROUTES: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 3, window: 2s } }\n";
 
+/// The status of one check of `GET /v1/items/1` with `key`.
+async fn item_status(
+    client: &mut envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<tonic::transport::Channel>,
+    key: &str,
+) -> u16 {
+    check(client, "GET", "/v1/items/1", Some(key)).await.status
+}
+
 /// Generous bound against hangs (reconnect backoff, a missing timeout); not a speed target.
 const NO_HANG: Duration = Duration::from_secs(1);
 
@@ -19,19 +27,9 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
     let mut client = tollgate.client().await;
     let key = unique_key("outage");
     for _ in 0..3 {
-        assert_eq!(
-            check(&mut client, "GET", "/v1/items/1", Some(&key))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(item_status(&mut client, &key).await, 200);
     }
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(item_status(&mut client, &key).await, 429);
 
     backend.redis_server().unwrap().stop();
     let fresh = unique_key("outage-fresh");
@@ -50,12 +48,7 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
         );
     }
     // The bucket known to be full stays denied from memory until its reset: that needs no Redis.
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(item_status(&mut client, &key).await, 429);
 
     backend.redis_server().unwrap().restart();
     // The restarted Redis lost its data (no persistence), so limits start afresh once the
@@ -74,24 +67,9 @@ async fn redis_outage_fails_open_without_headers_and_recovers_without_restart() 
     let key = fresh;
     assert_eq!(first.status, 200);
     assert_eq!(first.number("x-ratelimit-remaining"), 2);
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(item_status(&mut client, &key).await, 200);
+    assert_eq!(item_status(&mut client, &key).await, 200);
+    assert_eq!(item_status(&mut client, &key).await, 429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,12 +123,7 @@ async fn failure_mode_deny_answers_503_while_redis_is_down() {
     let tollgate = Tollgate::start(backend.config(&format!("failure_mode: deny\n{ROUTES}"))).await;
     let mut client = tollgate.client().await;
     let key = unique_key("deny");
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(item_status(&mut client, &key).await, 200);
     backend.redis_server().unwrap().stop();
     let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
     assert_eq!(answer.status, 503);
@@ -170,12 +143,7 @@ async fn a_flushed_script_cache_is_reloaded() {
     let tollgate = Tollgate::start(backend.config(ROUTES)).await;
     let mut client = tollgate.client().await;
     let key = unique_key("flush");
-    assert_eq!(
-        check(&mut client, "GET", "/v1/items/1", Some(&key))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(item_status(&mut client, &key).await, 200);
     let Backend::Redis(redis) = &backend else {
         unreachable!()
     };
@@ -272,12 +240,7 @@ async fn hammering_after_a_429_costs_no_redis_traffic() {
     let mut connection = redis.connection();
     let key = unique_key("hammer");
     for _ in 0..3 {
-        assert_eq!(
-            check(&mut client, "GET", "/v1/items/1", Some(&key))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(item_status(&mut client, &key).await, 200);
     }
     let first_429 = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
     assert_eq!(first_429.status, 429);

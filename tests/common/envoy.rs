@@ -1,6 +1,5 @@
 //! A real Envoy running the shipped `envoy/envoy.yaml`, with its ports substituted.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,8 +23,8 @@ impl Envoy {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
                 .expect("envoy/envoy.yaml");
-        let port = free_port();
-        let admin_port = free_port();
+        let port = super::free_port();
+        let admin_port = super::free_port();
         let config = [
             (
                 "{ address: 0.0.0.0, port_value: 8080 }",
@@ -101,12 +100,4 @@ impl Drop for Envoy {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

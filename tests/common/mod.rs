@@ -270,6 +270,15 @@ pub async fn check(
     Answer::from_response(response)
 }
 
+/// A port that was free a moment ago (the usual bind-to-0 race is accepted in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

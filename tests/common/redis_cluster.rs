@@ -20,7 +20,7 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..3 {
-            let port = super::redis_server::free_port();
+            let port = super::free_port();
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args([

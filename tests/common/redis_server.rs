@@ -1,6 +1,5 @@
 //! A `redis-server` process of the test's own, on a free port (never the machine's 6379).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ impl RedisServer {
 
     fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             if let Some(child) = spawn(port, tls.as_ref()) {
                 return Self {
                     port,
@@ -74,14 +73,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
