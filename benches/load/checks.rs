@@ -1,0 +1,161 @@
+//! Checks against tollgate over a lean gRPC client.
+
+use crate::measure::{Keys, Outcome, Tally, drive};
+use crate::processes::{RedisProcess, TollgateProcess, Window, cpu_seconds, script_calls};
+use crate::{Options, Shape};
+use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use prost::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub async fn drive_tollgate(
+    tollgate: &TollgateProcess,
+    redis: &RedisProcess,
+    shape: Shape,
+    o: &Options,
+) -> (Tally, Window) {
+    let mut connections = Vec::new();
+    for _ in 0..shape.connections {
+        connections.push(GrpcConnection::connect(tollgate.port).await);
+    }
+    let connections = Arc::new(connections);
+    let states: Arc<Vec<std::sync::Mutex<Keys>>> = Arc::new(
+        (0..shape.callers)
+            .map(|c| std::sync::Mutex::new(Keys::new(c as u64 + 7, shape.keys)))
+            .collect(),
+    );
+    let allowed_total = Arc::new(AtomicU64::new(0));
+    let counted = allowed_total.clone();
+    // Script calls are read around the measurement window, from a task that wakes at its edges.
+    let before_after = {
+        let url = redis.url();
+        let (warmup, duration) = (o.warmup, o.duration);
+        let pids = [tollgate.child.id(), redis.child.id(), std::process::id()];
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            let calls = script_calls(&url);
+            let cpu = pids.map(cpu_seconds);
+            tokio::time::sleep(duration).await;
+            let after = pids.map(cpu_seconds);
+            Window {
+                script_calls: script_calls(&url) - calls,
+                cpu_seconds: [0, 1, 2].map(|i| after[i] - cpu[i]),
+            }
+        })
+    };
+    let tally = drive(shape.callers, o.warmup, o.duration, move |caller, _| {
+        let (connections, states, counted) = (connections.clone(), states.clone(), counted.clone());
+        async move {
+            let key = states[caller].lock().unwrap().next();
+            let connection = &connections[caller % connections.len()];
+            match connection.check(&check_request(key)).await {
+                Some(HttpResponse::OkResponse(ok)) if !ok.response_headers_to_add.is_empty() => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Allowed
+                }
+                Some(HttpResponse::DeniedResponse(d))
+                    if d.status.is_some_and(|s| s.code == 429) =>
+                {
+                    Outcome::Denied
+                }
+                _ => Outcome::Error,
+            }
+        }
+    })
+    .await;
+    let window = before_after.await.unwrap();
+    if shape.keys == 1 {
+        let admitted = allowed_total.load(Ordering::Relaxed);
+        println!(
+            "<!-- hot key: {admitted} admitted over warm-up and measurement (limit {}) -->",
+            shape.limit
+        );
+        assert_eq!(
+            admitted,
+            u64::from(shape.limit),
+            "one hot key must admit exactly its limit"
+        );
+    }
+    (tally, window)
+}
+
+/// A gRPC client reduced to what the load needs: one HTTP/2 connection (the `h2` crate directly,
+/// without tonic's buffering layer, so the load tool spends as little of the shared CPU as it can)
+/// and unary `Check` calls on it.
+pub struct GrpcConnection {
+    pub sender: h2::client::SendRequest<Bytes>,
+    pub uri: http::Uri,
+}
+
+impl GrpcConnection {
+    pub async fn connect(port: u16) -> Self {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let uri = format!("http://127.0.0.1:{port}/envoy.service.auth.v3.Authorization/Check")
+            .parse()
+            .unwrap();
+        Self { sender, uri }
+    }
+
+    /// One unary call; `None` for any transport or gRPC error.
+    pub async fn check(&self, request: &CheckRequest) -> Option<HttpResponse> {
+        let mut frame = BytesMut::with_capacity(5 + request.encoded_len());
+        frame.put_u8(0); // not compressed
+        frame.put_u32(request.encoded_len() as u32);
+        request.encode(&mut frame).ok()?;
+        let head = http::Request::post(self.uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .ok()?;
+        let mut sender = self.sender.clone().ready().await.ok()?;
+        let (response, mut stream) = sender.send_request(head, false).ok()?;
+        stream.send_data(frame.freeze(), true).ok()?;
+        let mut body = response.await.ok()?.into_body();
+        let mut message = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.ok()?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.ok()??;
+        if trailers.get("grpc-status")? != "0" || message.len() < 5 {
+            return None;
+        }
+        CheckResponse::decode(&message[5..]).ok()?.http_response
+    }
+}
+
+pub fn check_request(key: u64) -> CheckRequest {
+    let path = format!("/v1/bench/{}", key % 1000);
+    let headers = [
+        (":method", "GET".to_owned()),
+        (":path", path.clone()),
+        (":authority", "api.example.com".to_owned()),
+        ("x-api-key", format!("bench-key-{key}")),
+        ("user-agent", "tollgate-bench".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path,
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}

@@ -1,0 +1,120 @@
+//! The Redis ceiling: the quota script without tollgate, through redis-benchmark and through
+//! redis-rs connections.
+
+use crate::measure::{Keys, Outcome, Tally, drive};
+use crate::processes::RedisProcess;
+use crate::{Options, Shape};
+use std::process::Command;
+use std::sync::Arc;
+
+pub const SCRIPT: &str = include_str!("../../src/store/sliding_window.lua");
+
+/// The yardstick: `redis-benchmark` running the same script with `EVALSHA`, one client per
+/// caller, no pipelining, random keys from the same key space. Returns calls per second.
+pub fn redis_benchmark(redis: &RedisProcess, shape: Shape, o: &Options) -> f64 {
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(SCRIPT)
+        .query(&mut redis.connection())
+        .unwrap();
+    let key = if shape.keys == 1 {
+        "tollgate:{bench-key-0}:GET /bench/:id".to_owned()
+    } else {
+        "tollgate:{bench-key-__rand_int__}:GET /bench/:id".to_owned()
+    };
+    // About as many calls as the measurement window lasts at 40k/s.
+    let calls = (o.duration.as_secs_f64() * 40_000.0) as u64;
+    let output = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.port.to_string(),
+            "-c",
+            &shape.callers.to_string(),
+        ])
+        .args([
+            "-n",
+            &calls.to_string(),
+            "-r",
+            &shape.keys.to_string(),
+            "--csv",
+        ])
+        .args([
+            "EVALSHA",
+            &sha,
+            "1",
+            &key,
+            &shape.limit.to_string(),
+            "60000000",
+        ])
+        .output()
+        .expect("redis-benchmark (installed with redis-server)");
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("\"EVALSHA"))
+        .unwrap_or_else(|| panic!("redis-benchmark: {csv}"));
+    row.split("\",\"").nth(1).unwrap().parse().unwrap()
+}
+
+/// The quota script driven directly over multiplexed connections (or a deadpool-redis pool), the
+/// way tollgate drives it.
+pub async fn redis_ceiling(redis: &RedisProcess, shape: Shape, o: &Options, pooled: bool) -> Tally {
+    let script = Arc::new(redis::Script::new(SCRIPT));
+    let client = redis::Client::open(redis.url()).unwrap();
+    enum Conns {
+        Multiplexed(Vec<redis::aio::MultiplexedConnection>),
+        Pool(deadpool_redis::Pool),
+    }
+    let conns = Arc::new(if pooled {
+        let pool = deadpool_redis::Config::from_url(redis.url())
+            .builder()
+            .unwrap()
+            .max_size(shape.callers)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .unwrap();
+        Conns::Pool(pool)
+    } else {
+        let mut v = Vec::new();
+        for _ in 0..shape.connections {
+            v.push(client.get_multiplexed_async_connection().await.unwrap());
+        }
+        Conns::Multiplexed(v)
+    });
+    let mut first = client.get_multiplexed_async_connection().await.unwrap();
+    script.load_async(&mut first).await.unwrap();
+    let keys = shape.keys;
+    let limit = shape.limit;
+    let callers = shape.callers;
+    let states: Arc<Vec<std::sync::Mutex<Keys>>> = Arc::new(
+        (0..callers)
+            .map(|c| std::sync::Mutex::new(Keys::new(c as u64 + 1, keys)))
+            .collect(),
+    );
+    drive(callers, o.warmup, o.duration, move |caller, _| {
+        let (script, conns, states) = (script.clone(), conns.clone(), states.clone());
+        async move {
+            let key = states[caller].lock().unwrap().next();
+            let mut invocation = script.key(format!("tollgate:{{bench-key-{key}}}:GET /bench/:id"));
+            invocation.arg(limit).arg(60_000_000u64);
+            let result: redis::RedisResult<(u8, u32, u64, u64)> = match &*conns {
+                Conns::Multiplexed(v) => {
+                    let mut c = v[caller % v.len()].clone();
+                    invocation.invoke_async(&mut c).await
+                }
+                Conns::Pool(pool) => {
+                    let mut c = pool.get().await.unwrap();
+                    invocation.invoke_async(&mut *c).await
+                }
+            };
+            match result {
+                Ok((1, ..)) => Outcome::Allowed,
+                Ok(_) => Outcome::Denied,
+                Err(_) => Outcome::Error,
+            }
+        }
+    })
+    .await
+}
