@@ -125,6 +125,16 @@ fn the_validator_rejects_what_kubernetes_would() {
 
 /// The properties the deployment promises, on the rendered objects.
 fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
+    // Everything in one namespace: a Secret or Service elsewhere would not be found by tollgate.
+    for doc in docs.iter().filter(|d| d["kind"] != "Namespace") {
+        assert_eq!(
+            doc["metadata"]["namespace"].as_str(),
+            Some("tollgate"),
+            "{overlay}: {} {} is not in namespace tollgate",
+            doc["kind"].as_str().unwrap_or("?"),
+            doc["metadata"]["name"].as_str().unwrap_or("?")
+        );
+    }
     let deployment = find(docs, "Deployment", "tollgate");
     let spec = &deployment["spec"];
     assert!(spec["replicas"].as_u64().unwrap() >= 2, "{overlay}");
