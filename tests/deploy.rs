@@ -103,6 +103,41 @@ fn every_overlay_renders_and_validates_strictly() {
     }
 }
 
+/// checkov, from the virtual environment `.ci/setup` makes (or `TOLLGATE_CHECKOV`).
+fn checkov() -> PathBuf {
+    std::env::var_os("TOLLGATE_CHECKOV").map_or_else(
+        || PathBuf::from("/opt/tollgate-ci/checkov/bin/checkov"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn checkov_finds_nothing_beyond_the_documented_skips() {
+    let dir = std::env::temp_dir().join(format!("tollgate-checkov-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for overlay in ["demo-redis", "external-redis"] {
+        std::fs::write(dir.join(format!("{overlay}.yaml")), render(overlay).0).unwrap();
+    }
+    let output = Command::new(checkov())
+        .arg("--config-file")
+        .arg(k8s(".checkov.yaml"))
+        .arg("--directory")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run checkov ({e}); run .ci/setup to install it"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "checkov found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("Passed checks:"),
+        "checkov ran no check:\n{report}"
+    );
+}
+
 #[test]
 fn the_validator_rejects_what_kubernetes_would() {
     let path = std::env::temp_dir().join(format!("tollgate-invalid-{}.yaml", std::process::id()));
