@@ -2,6 +2,8 @@
 //! problem reported at once before anything binds a port.
 
 mod parse;
+mod redis;
+mod yaml;
 
 use crate::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;

@@ -1,10 +1,11 @@
 //! Walks the YAML document and collects every problem instead of stopping at the first.
 
+use super::redis::parse_redis;
+use super::yaml::{Problems, check_keys, render, string};
 use super::{Config, FailureMode, Overrides};
 use crate::limit::{Limit, WindowError, parse_window};
 use crate::path::normalize;
 use crate::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
-use crate::store::RedisSettings;
 use serde_yaml::{Mapping, Value};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -32,24 +33,6 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
-const REDIS_KEYS: &[&str] = &[
-    "url",
-    "timeout",
-    "connections",
-    "key_prefix",
-    "tls_ca_file",
-    "cluster",
-];
-
-/// Problems found so far, one sentence each, prefixed with where they are.
-#[derive(Default)]
-struct Problems(Vec<String>);
-
-impl Problems {
-    fn add(&mut self, at: &str, message: impl std::fmt::Display) {
-        self.0.push(format!("{at}: {message}"));
-    }
-}
 
 pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
     let mut document: Value =
@@ -318,135 +301,86 @@ fn parse_limit(value: &Value, at: &str, problems: &mut Problems) -> Option<Limit
     })
 }
 
-fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> {
-    let Some(map) = value.as_mapping() else {
-        problems.add(
-            "redis",
-            "must be a mapping { url, timeout, connections, key_prefix }",
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, FailureMode, Overrides};
+    use std::time::Duration;
+
+    fn parse(yaml: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
+        Config::from_yaml(yaml, "test", overrides).map_err(|e| e.problems)
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults_without_routes() {
+        let config = parse("", &Overrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9191");
+        assert_eq!(config.path_prefix, "/v1");
+        assert!(config.routes.routes().is_empty());
+        assert_eq!(
+            config.routes.default_limit().to_string(),
+            "60 requests / 60s"
         );
-        return None;
-    };
-    check_keys(map, "redis", REDIS_KEYS, problems);
-    let url = match string(map, "url", "redis", problems) {
-        None => {
-            problems.add(
-                "redis",
-                "url is missing (omit the whole redis section for the in-memory store)",
-            );
-            None
-        }
-        Some(url) => match redis::Client::open(url) {
-            Ok(_) => Some(url.to_owned()),
-            Err(e) => {
-                problems.add(
-                    "redis.url",
-                    format!(
-                        "{:?} is not a usable Redis URL: {e}",
-                        super::redact_url(url)
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let timeout = match string(map, "timeout", "redis", problems) {
-        None => Some(Duration::from_millis(50)),
-        Some(text) => parse_window(text)
-            .map_err(|e| problems.add("redis.timeout", e))
-            .ok(),
-    };
-    let connections = match map.get("connections") {
-        None => Some(4),
-        Some(value) => match value.as_u64() {
-            Some(n @ 1..=64) => Some(n as usize),
-            _ => {
-                problems.add(
-                    "redis.connections",
-                    format!("must be a whole number from 1 to 64, not {}", render(value)),
-                );
-                None
-            }
-        },
-    };
-    let key_prefix = string(map, "key_prefix", "redis", problems).unwrap_or("tollgate");
-    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
-        problems.add(
+        assert_eq!(config.failure_mode, FailureMode::Allow);
+        assert_eq!(config.drain_period, Duration::from_secs(5));
+        assert!(config.redis.is_none());
+    }
+
+    #[test]
+    fn overrides_win_and_a_redis_url_alone_selects_redis() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".into()),
+            redis_url: Some("redis://override:6379".into()),
+        };
+        let config = parse("listen: 0.0.0.0:1\nredis: { timeout: 20ms }\n", &overrides).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.url, "redis://override:6379");
+        assert_eq!(
+            redis.timeout,
+            Duration::from_millis(20),
+            "the file's other settings stay"
+        );
+        let only_url = parse("", &overrides).unwrap().redis.unwrap();
+        assert_eq!(
+            (only_url.timeout, only_url.connections, only_url.cluster),
+            (Duration::from_millis(50), 4, false)
+        );
+    }
+
+    #[test]
+    fn the_redis_section_is_validated_as_a_whole() {
+        let problems = parse(
+            "redis: { timeout: 0ms, connections: 0, cluster: yes please, key_prefix: \"a{b\", extra: 1 }\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        for expected in [
+            "redis: url is missing",
+            "redis.timeout",
+            "redis.connections: must be a whole number from 1 to 64",
+            "redis.cluster: must be true or false",
             "redis.key_prefix",
-            "must be non-empty and contain no '{' or '}' (they delimit the cluster hash tag)",
-        );
-    }
-    let tls_ca_file = match string(map, "tls_ca_file", "redis", problems) {
-        None => Some(None),
-        Some(path) => {
-            if !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
-                problems.add("redis.tls_ca_file", "only applies to a rediss:// URL");
-            }
-            match std::fs::read_to_string(path) {
-                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(path.into())),
-                Ok(_) => {
-                    problems.add(
-                        "redis.tls_ca_file",
-                        format!("{path} holds no PEM certificate"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    problems.add("redis.tls_ca_file", format!("cannot read {path}: {e}"));
-                    None
-                }
-            }
-        }
-    };
-    let cluster = match map.get("cluster") {
-        None => Some(false),
-        Some(Value::Bool(cluster)) => Some(*cluster),
-        Some(other) => {
-            problems.add(
-                "redis.cluster",
-                format!("must be true or false, not {}", render(other)),
+            "redis: unknown key extra",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {problems:#?}"
             );
-            None
         }
-    };
-    Some(RedisSettings {
-        cluster: cluster?,
-        url: url?,
-        timeout: timeout?,
-        connections: connections?,
-        key_prefix: key_prefix.to_owned(),
-        tls_ca_file: tls_ca_file?,
-    })
-}
-
-/// Reports every key of `map` that is not in `known`, so typos fail loudly.
-fn check_keys(map: &Mapping, at: &str, known: &[&str], problems: &mut Problems) {
-    for key in map.keys() {
-        match key.as_str() {
-            Some(name) if known.contains(&name) => {}
-            _ => problems.add(
-                at,
-                format!(
-                    "unknown key {}; expected one of: {}",
-                    render(key),
-                    known.join(", ")
-                ),
-            ),
-        }
+        let cluster = parse(
+            "redis: { url: \"redis://n1:7000\", cluster: true }\n",
+            &Overrides::default(),
+        );
+        assert!(cluster.unwrap().redis.unwrap().cluster);
     }
-}
 
-/// A string setting; numbers and booleans are refused rather than coerced.
-fn string<'a>(map: &'a Mapping, key: &str, at: &str, problems: &mut Problems) -> Option<&'a str> {
-    match map.get(key)? {
-        Value::String(s) => Some(s),
-        Value::Null => None,
-        other => {
-            problems.add(at, format!("{key} must be a string, not {}", render(other)));
-            None
-        }
+    #[test]
+    fn types_are_not_coerced() {
+        let problems = parse(
+            "listen: 9191\nfailure_mode: true\nroutes:\n  - { method: GET, path: /a, limit: { requests: \"10\", window: 60 } }\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
     }
-}
-
-fn render(value: &Value) -> String {
-    serde_yaml::to_string(value).map_or_else(|_| "?".to_owned(), |s| s.trim_end().to_owned())
 }

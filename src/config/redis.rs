@@ -1,0 +1,114 @@
+//! The `redis` section.
+
+use super::redact_url;
+use super::yaml::{Problems, check_keys, render, string};
+use crate::limit::parse_window;
+use crate::store::RedisSettings;
+use serde_yaml::Value;
+use std::time::Duration;
+
+const REDIS_KEYS: &[&str] = &[
+    "url",
+    "timeout",
+    "connections",
+    "key_prefix",
+    "tls_ca_file",
+    "cluster",
+];
+
+pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> {
+    let Some(map) = value.as_mapping() else {
+        problems.add(
+            "redis",
+            "must be a mapping { url, timeout, connections, key_prefix }",
+        );
+        return None;
+    };
+    check_keys(map, "redis", REDIS_KEYS, problems);
+    let url = match string(map, "url", "redis", problems) {
+        None => {
+            problems.add(
+                "redis",
+                "url is missing (omit the whole redis section for the in-memory store)",
+            );
+            None
+        }
+        Some(url) => match redis::Client::open(url) {
+            Ok(_) => Some(url.to_owned()),
+            Err(e) => {
+                problems.add(
+                    "redis.url",
+                    format!("{:?} is not a usable Redis URL: {e}", redact_url(url)),
+                );
+                None
+            }
+        },
+    };
+    let timeout = match string(map, "timeout", "redis", problems) {
+        None => Some(Duration::from_millis(50)),
+        Some(text) => parse_window(text)
+            .map_err(|e| problems.add("redis.timeout", e))
+            .ok(),
+    };
+    let connections = match map.get("connections") {
+        None => Some(4),
+        Some(value) => match value.as_u64() {
+            Some(n @ 1..=64) => Some(n as usize),
+            _ => {
+                problems.add(
+                    "redis.connections",
+                    format!("must be a whole number from 1 to 64, not {}", render(value)),
+                );
+                None
+            }
+        },
+    };
+    let key_prefix = string(map, "key_prefix", "redis", problems).unwrap_or("tollgate");
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+        problems.add(
+            "redis.key_prefix",
+            "must be non-empty and contain no '{' or '}' (they delimit the cluster hash tag)",
+        );
+    }
+    let tls_ca_file = match string(map, "tls_ca_file", "redis", problems) {
+        None => Some(None),
+        Some(path) => {
+            if !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+                problems.add("redis.tls_ca_file", "only applies to a rediss:// URL");
+            }
+            match std::fs::read_to_string(path) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(path.into())),
+                Ok(_) => {
+                    problems.add(
+                        "redis.tls_ca_file",
+                        format!("{path} holds no PEM certificate"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    problems.add("redis.tls_ca_file", format!("cannot read {path}: {e}"));
+                    None
+                }
+            }
+        }
+    };
+    let cluster = match map.get("cluster") {
+        None => Some(false),
+        Some(Value::Bool(cluster)) => Some(*cluster),
+        Some(other) => {
+            problems.add(
+                "redis.cluster",
+                format!("must be true or false, not {}", render(other)),
+            );
+            None
+        }
+    };
+    Some(RedisSettings {
+        cluster: cluster?,
+        url: url?,
+        timeout: timeout?,
+        connections: connections?,
+        key_prefix: key_prefix.to_owned(),
+        tls_ca_file: tls_ca_file?,
+    })
+}
