@@ -50,8 +50,10 @@ pub async fn drive_tollgate(
         async move {
             let key = states[caller].lock().unwrap().next();
             let connection = &connections[caller % connections.len()];
-            match connection.check(&check_request(key)).await {
-                Some(HttpResponse::OkResponse(ok)) if !ok.response_headers_to_add.is_empty() => {
+            match connection.check(&check_request(key, shape.unlimited)).await {
+                Some(HttpResponse::OkResponse(ok))
+                    if shape.unlimited || !ok.response_headers_to_add.is_empty() =>
+                {
                     counted.fetch_add(1, Ordering::Relaxed);
                     Outcome::Allowed
                 }
@@ -132,8 +134,9 @@ impl GrpcConnection {
     }
 }
 
-pub fn check_request(key: u64) -> CheckRequest {
-    let path = format!("/v1/bench/{}", key % 1000);
+pub fn check_request(key: u64, unlimited: bool) -> CheckRequest {
+    let prefix = if unlimited { "/outside" } else { "/v1" };
+    let path = format!("{prefix}/bench/{}", key % 1000);
     let headers = [
         (":method", "GET".to_owned()),
         (":path", path.clone()),

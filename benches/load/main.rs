@@ -11,7 +11,9 @@
 //! - `allowed`: 64 callers over 4 HTTP/2 connections, 100 000 keys: mostly allowed, at saturation;
 //! - `hot`: 64 callers over 4 connections, one key with a limit of 60: mostly denied; prints the
 //!   Redis script calls during the measurement (`INFO commandstats`) and the admitted count;
-//! - `light`: 8 callers over 1 connection, 100 000 keys: latency.
+//! - `light`: 8 callers over 1 connection, 100 000 keys: latency;
+//! - `floor` (not in `all`): like `allowed`, but every path is outside the rate-limited prefix, so
+//!   tollgate answers without Redis or hashing: the cost of the gRPC path alone.
 
 mod checks;
 mod measure;
@@ -78,6 +80,8 @@ struct Shape {
     connections: usize,
     keys: u64,
     limit: u32,
+    /// Requests go outside the rate-limited prefix: the cost of the gRPC path alone.
+    unlimited: bool,
 }
 
 fn shape(name: &str, o: &Options) -> Shape {
@@ -87,18 +91,28 @@ fn shape(name: &str, o: &Options) -> Shape {
             connections: 4,
             keys: 100_000,
             limit: 60,
+            unlimited: false,
         },
         "hot" => Shape {
             callers: 64,
             connections: 4,
             keys: 1,
             limit: 60,
+            unlimited: false,
         },
         "light" => Shape {
             callers: 8,
             connections: 1,
             keys: 100_000,
             limit: 60,
+            unlimited: false,
+        },
+        "floor" => Shape {
+            callers: 64,
+            connections: 4,
+            keys: 100_000,
+            limit: 60,
+            unlimited: true,
         },
         other => panic!("unknown scenario {other}"),
     };
@@ -106,7 +120,7 @@ fn shape(name: &str, o: &Options) -> Shape {
         callers: o.callers.unwrap_or(base.callers),
         connections: o.connections.unwrap_or(base.connections),
         keys: o.keys.unwrap_or(base.keys),
-        limit: base.limit,
+        ..base
     }
 }
 
