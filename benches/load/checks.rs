@@ -45,7 +45,7 @@ pub async fn drive_tollgate(
             }
         })
     };
-    let tally = drive(shape.callers, o.warmup, o.duration, move |caller, _| {
+    let tally = drive(shape.callers, o.rate, o.warmup, o.duration, move |caller| {
         let (connections, states, counted) = (connections.clone(), states.clone(), counted.clone());
         async move {
             let key = states[caller].lock().unwrap().next();

@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench load -- [--scenario allowed|hot|light|all] [--runs 3]
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
-//!         [--no-deny-cache] [--compare-pool] [--redis-connections N]
+//!         [--no-deny-cache] [--compare-pool] [--redis-connections N] [--rate CHECKS_PER_S]
 //!
 //! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both.
 //! Scenarios (defaults; every number can be overridden):
@@ -37,6 +37,8 @@ struct Options {
     deny_cache: bool,
     compare_pool: bool,
     redis_connections: usize,
+    /// Checks per second in all, paced (open loop); 0 for closed loop.
+    rate: f64,
 }
 
 fn options() -> Options {
@@ -51,6 +53,7 @@ fn options() -> Options {
         deny_cache: true,
         compare_pool: false,
         redis_connections: 4,
+        rate: 0.0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -67,6 +70,7 @@ fn options() -> Options {
             "--no-deny-cache" => o.deny_cache = false,
             "--compare-pool" => o.compare_pool = true,
             "--redis-connections" => o.redis_connections = value().parse().unwrap(),
+            "--rate" => o.rate = value().parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -141,13 +145,18 @@ async fn main() {
     for name in scenarios {
         let shape = shape(name, &o);
         println!(
-            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, {} Redis connection(s) in tollgate",
+            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, {} Redis connection(s) in tollgate, {}",
             shape.callers,
             shape.connections,
             shape.keys,
             shape.limit,
             if o.deny_cache { "on" } else { "off" },
-            o.redis_connections
+            o.redis_connections,
+            if o.rate > 0.0 {
+                format!("paced at {} checks/s", o.rate)
+            } else {
+                "closed loop".to_owned()
+            }
         );
         println!(
             "| run | Redis ceiling (redis-benchmark) calls/s | script over multiplexed connections calls/s | tollgate checks/s | ratio to the ceiling | allowed | denied | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | script calls while measuring | CPU µs per check: tollgate / Redis / load tool |"

@@ -49,11 +49,18 @@ impl Keys {
     }
 }
 
-/// Runs `callers` tasks until `duration` after `warmup`, each calling `call` in a loop; only calls
-/// that start after the warm-up are measured.
-pub async fn drive<F, Fut>(callers: usize, warmup: Duration, duration: Duration, call: F) -> Tally
+/// Runs `callers` tasks until `duration` after `warmup`, each calling `call` in a loop (as fast as
+/// answers come, or paced to `rate` calls/s in all when it is above 0); only calls that start after
+/// the warm-up are measured.
+pub async fn drive<F, Fut>(
+    callers: usize,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> Tally
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Outcome> + Send,
 {
     let call = Arc::new(call);
@@ -67,12 +74,20 @@ where
                 latency_us: Some(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
                 ..Default::default()
             };
-            let mut n = 0u64;
+            // Open loop at `rate` checks/s over all callers, or closed loop when it is 0.
+            let mut pace = (rate > 0.0).then(|| {
+                let mut interval =
+                    tokio::time::interval(Duration::from_secs_f64(callers as f64 / rate));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval
+            });
             while !stop.load(Ordering::Relaxed) {
+                if let Some(pace) = &mut pace {
+                    pace.tick().await;
+                }
                 let measured = measuring.load(Ordering::Relaxed);
                 let t = Instant::now();
-                let outcome = call(caller, n).await;
-                n += 1;
+                let outcome = call(caller).await;
                 if measured && !stop.load(Ordering::Relaxed) {
                     let us = t.elapsed().as_micros() as u64;
                     tally

@@ -93,7 +93,7 @@ pub async fn redis_ceiling(redis: &RedisProcess, shape: Shape, o: &Options, pool
             .map(|c| std::sync::Mutex::new(Keys::new(c as u64 + 1, keys)))
             .collect(),
     );
-    drive(callers, o.warmup, o.duration, move |caller, _| {
+    drive(callers, 0.0, o.warmup, o.duration, move |caller| {
         let (script, conns, states) = (script.clone(), conns.clone(), states.clone());
         async move {
             let key = states[caller].lock().unwrap().next();
