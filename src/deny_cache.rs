@@ -150,13 +150,9 @@ fn whole_seconds_until(until: Instant, now: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
 
     fn limit(n: u32) -> Limit {
-        Limit {
-            requests: NonZeroU32::new(n).unwrap(),
-            window: Duration::from_secs(60),
-        }
+        Limit::per_minute(n)
     }
 
     fn denied(wait_micros: u64) -> Outcome {

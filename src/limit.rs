@@ -25,6 +25,17 @@ impl Limit {
     }
 }
 
+#[cfg(test)]
+impl Limit {
+    /// `requests` per 60 s, for tests.
+    pub(crate) fn per_minute(requests: u32) -> Self {
+        Self {
+            requests: NonZeroU32::new(requests).expect("a non-zero test limit"),
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -271,14 +271,9 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
-    use std::time::Duration;
 
     fn limit(n: u32) -> Limit {
-        Limit {
-            requests: NonZeroU32::new(n).unwrap(),
-            window: Duration::from_secs(60),
-        }
+        Limit::per_minute(n)
     }
 
     fn table(default_bucket: DefaultBucket) -> RouteTable {

@@ -1,7 +1,7 @@
 //! Walks the YAML document and collects every problem instead of stopping at the first.
 
 use super::redis::parse_redis;
-use super::yaml::{Problems, check_keys, render, string};
+use super::yaml::{Problems, check_keys, render, string, whole_number};
 use super::{Config, FailureMode, Overrides};
 use crate::limit::{Limit, WindowError, parse_window};
 use crate::path::normalize;
@@ -144,22 +144,15 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         },
     };
 
-    let deny_cache_entries = match root.get("deny_cache_entries") {
-        None => Some(100_000),
-        Some(value) => match value.as_u64() {
-            Some(n @ 0..=10_000_000) => Some(n as usize),
-            _ => {
-                problems.add(
-                    "deny_cache_entries",
-                    format!(
-                        "must be a whole number from 0 to 10000000, not {}",
-                        render(value)
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let deny_cache_entries = whole_number(
+        root,
+        "deny_cache_entries",
+        "deny_cache_entries",
+        0..=10_000_000,
+        100_000,
+        problems,
+    )
+    .map(|n| n as usize);
 
     let routes = parse_routes(root.get("routes"), problems);
     let redis = match root.get("redis") {

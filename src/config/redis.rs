@@ -1,7 +1,7 @@
 //! The `redis` section.
 
 use super::redact_url;
-use super::yaml::{Problems, check_keys, render, string};
+use super::yaml::{Problems, check_keys, render, string, whole_number};
 use crate::limit::parse_window;
 use crate::store::RedisSettings;
 use serde_yaml::Value;
@@ -50,19 +50,8 @@ pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<Redi
             .map_err(|e| problems.add("redis.timeout", e))
             .ok(),
     };
-    let connections = match map.get("connections") {
-        None => Some(4),
-        Some(value) => match value.as_u64() {
-            Some(n @ 1..=64) => Some(n as usize),
-            _ => {
-                problems.add(
-                    "redis.connections",
-                    format!("must be a whole number from 1 to 64, not {}", render(value)),
-                );
-                None
-            }
-        },
-    };
+    let connections = whole_number(map, "connections", "redis.connections", 1..=64, 4, problems)
+        .map(|n| n as usize);
     let key_prefix = string(map, "key_prefix", "redis", problems).unwrap_or("tollgate");
     if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
         problems.add(

@@ -1,6 +1,7 @@
 //! Walking a YAML document while collecting problems instead of stopping at the first.
 
 use serde_yaml::{Mapping, Value};
+use std::ops::RangeInclusive;
 
 /// Problems found so far, one sentence each, prefixed with where they are.
 #[derive(Default)]
@@ -48,4 +49,33 @@ pub(super) fn string<'a>(
 
 pub(super) fn render(value: &Value) -> String {
     serde_yaml::to_string(value).map_or_else(|_| "?".to_owned(), |s| s.trim_end().to_owned())
+}
+
+/// A whole-number setting in `range`, `default` when absent.
+pub(super) fn whole_number(
+    map: &Mapping,
+    key: &str,
+    at: &str,
+    range: RangeInclusive<u64>,
+    default: u64,
+    problems: &mut Problems,
+) -> Option<u64> {
+    let Some(value) = map.get(key) else {
+        return Some(default);
+    };
+    match value.as_u64() {
+        Some(n) if range.contains(&n) => Some(n),
+        _ => {
+            problems.add(
+                at,
+                format!(
+                    "must be a whole number from {} to {}, not {}",
+                    range.start(),
+                    range.end(),
+                    render(value)
+                ),
+            );
+            None
+        }
+    }
 }
