@@ -131,13 +131,18 @@ impl fmt::Display for Config {
         writeln!(f, "listen:          {}", self.listen)?;
         writeln!(f, "store:           {}", self.store_description())?;
         if let Some(redis) = &self.redis {
+            let connections = if redis.cluster {
+                "one cluster connection".to_owned()
+            } else {
+                format!("{} connection(s)", redis.connections)
+            };
             writeln!(
                 f,
-                "redis:           timeout {:?}, {} connection(s), key prefix {:?}",
-                redis.timeout, redis.connections, redis.key_prefix
+                "redis:           timeout {:?}, {connections}, key prefix {:?}",
+                redis.timeout, redis.key_prefix
             )?;
-            if let Some(ca) = &redis.tls_ca_file {
-                writeln!(f, "redis TLS CA:    {}", ca.display())?;
+            if let Some(ca) = &redis.tls_ca {
+                writeln!(f, "redis TLS CA:    {}", ca.path.display())?;
             }
         }
         writeln!(f, "api key header:  {}", self.api_key_header)?;

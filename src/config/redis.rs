@@ -3,7 +3,7 @@
 use super::redact_url;
 use super::yaml::{Problems, check_keys, render, string, whole_number};
 use crate::limit::parse_window;
-use crate::store::RedisSettings;
+use crate::store::{RedisSettings, TlsCa};
 use serde_yaml::Value;
 use std::time::Duration;
 
@@ -20,7 +20,10 @@ pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<Redi
     let Some(map) = value.as_mapping() else {
         problems.add(
             "redis",
-            "must be a mapping { url, timeout, connections, key_prefix }",
+            format!(
+                "must be a mapping with keys from: {}",
+                REDIS_KEYS.join(", ")
+            ),
         );
         return None;
     };
@@ -59,14 +62,17 @@ pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<Redi
             "must be non-empty and contain no '{' or '}' (they delimit the cluster hash tag)",
         );
     }
-    let tls_ca_file = match string(map, "tls_ca_file", "redis", problems) {
+    let tls_ca = match string(map, "tls_ca_file", "redis", problems) {
         None => Some(None),
         Some(path) => {
             if !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
                 problems.add("redis.tls_ca_file", "only applies to a rediss:// URL");
             }
             match std::fs::read_to_string(path) {
-                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(path.into())),
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(TlsCa {
+                    path: path.into(),
+                    pem: pem.into_bytes(),
+                })),
                 Ok(_) => {
                     problems.add(
                         "redis.tls_ca_file",
@@ -98,6 +104,6 @@ pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<Redi
         timeout: timeout?,
         connections: connections?,
         key_prefix: key_prefix.to_owned(),
-        tls_ca_file: tls_ca_file?,
+        tls_ca: tls_ca?,
     })
 }

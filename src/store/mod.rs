@@ -8,7 +8,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryStore;
-pub use redis::{RedisSettings, RedisStore};
+pub use redis::{RedisSettings, RedisStore, TlsCa};
 
 use crate::api_key::KeyDigest;
 use crate::limit::Limit;
@@ -42,9 +42,6 @@ pub enum StoreError {
     /// Redis did not answer within the configured timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(std::time::Duration),
-    /// The CA file for Redis TLS cannot be read.
-    #[error("cannot read the Redis CA file {0}: {1}")]
-    CaFile(std::path::PathBuf, std::io::Error),
     /// Redis answered with an error, or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] ::redis::RedisError),

@@ -26,11 +26,27 @@ pub struct RedisSettings {
     pub connections: usize,
     /// Prefix of every key name, so several deployments can share one Redis.
     pub key_prefix: String,
-    /// PEM file of the CA that signs the server's certificate (`rediss://` only); without it the
-    /// system's trust store is used.
-    pub tls_ca_file: Option<PathBuf>,
+    /// The CA that signs the server's certificate (`rediss://` only); without it the system's
+    /// trust store is used.
+    pub tls_ca: Option<TlsCa>,
     /// `url` is one node of a Redis Cluster; the others are discovered from it.
     pub cluster: bool,
+}
+
+/// A CA certificate for Redis TLS, read once when the configuration is validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCa {
+    /// Where it was read from, for display.
+    pub path: PathBuf,
+    /// The PEM text.
+    pub pem: Vec<u8>,
+}
+
+/// The path only: the certificate itself is noise in a log line.
+impl std::fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsCa({})", self.path.display())
+    }
 }
 
 /// Quotas kept in Redis, shared by every replica.
@@ -45,15 +61,10 @@ impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
     /// Redis is down.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let certificates = match &settings.tls_ca_file {
-            None => None,
-            Some(path) => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(
-                    std::fs::read(path).map_err(|e| StoreError::CaFile(path.clone(), e))?,
-                ),
-            }),
-        };
+        let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.pem.clone()),
+        });
         let backend = if settings.cluster {
             let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
                 .connection_timeout(settings.timeout)
