@@ -74,10 +74,14 @@ where
                 latency_us: Some(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
                 ..Default::default()
             };
-            // Open loop at `rate` checks/s over all callers, or closed loop when it is 0.
+            // Open loop at `rate` checks/s over all callers, or closed loop when it is 0. The
+            // callers are staggered over one period so that they do not fire in bursts (to the
+            // timer's 1 ms resolution).
             let mut pace = (rate > 0.0).then(|| {
+                let period = Duration::from_secs_f64(callers as f64 / rate);
+                let offset = period.mul_f64(caller as f64 / callers as f64);
                 let mut interval =
-                    tokio::time::interval(Duration::from_secs_f64(callers as f64 / rate));
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 interval
             });

@@ -102,7 +102,9 @@ impl TollgateProcess {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        let binary = std::env::var_os("TOLLGATE_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate").into());
+        let mut child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
