@@ -1,7 +1,14 @@
-//! Micro-benchmarks of the check path's own work, without network or Redis: path normalisation,
+//! Micro-benchmarks of the check path's own work, without network or Redis: decoding the
+//! `CheckRequest` (envoy-types' whole message against tollgate's subset), path normalisation,
 //! route matching, key hashing, response rendering, and a whole decision against the in-memory
 //! store. `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
 
+#[path = "shared/envoy_request.rs"]
+mod envoy_request;
+
+use envoy_request::envoy_request;
+use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+use prost::Message;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -11,6 +18,7 @@ use tollgate::api_key::KeyDigest;
 use tollgate::authz::RateLimiter;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::path::normalize;
+use tollgate::request::CheckRequest;
 use tollgate::response::render;
 use tollgate::store::MemoryStore;
 use tollgate::verdict::{Quota, Verdict};
@@ -52,17 +60,39 @@ fn main() {
         retry_after_secs: 12,
     };
     let keys: Vec<String> = (0..1024).map(|i| format!("bench-key-{i}")).collect();
-    let requests: Vec<_> = (0..1024)
+    let requests: Vec<CheckRequest> = (0..1024)
         .map(|i| {
-            tollgate_bench_request(
-                &format!("/v1/campaigns/{i}/statistics?from=2026-01-01"),
-                &keys[i],
-            )
+            let path = format!("/v1/campaigns/{i}/statistics?from=2026-01-01");
+            let wire = envoy_request(&path, &keys[i]).encode_to_vec();
+            CheckRequest::decode(wire.as_slice()).unwrap()
         })
         .collect();
+    let wire = bytes::Bytes::from(
+        envoy_request("/v1/campaigns/123/statistics?from=2026-01-01", &keys[0]).encode_to_vec(),
+    );
 
     println!("| operation | ns per call |");
     println!("|---|---|");
+    bench(
+        &format!(
+            "decode a {}-byte CheckRequest, whole (envoy-types)",
+            wire.len()
+        ),
+        200_000,
+        |_| {
+            black_box(EnvoyCheckRequest::decode(black_box(wire.clone())).unwrap());
+        },
+    );
+    bench(
+        &format!(
+            "decode a {}-byte CheckRequest, tollgate's subset",
+            wire.len()
+        ),
+        200_000,
+        |_| {
+            black_box(CheckRequest::decode(black_box(wire.clone())).unwrap());
+        },
+    );
     bench("normalize a path with a query", 1_000_000, |_| {
         black_box(normalize(black_box("/v1/campaigns/12345/statistics?from=2026-01-01")).unwrap());
     });
@@ -85,32 +115,4 @@ fn main() {
     bench("decide a check (memory store)", 200_000, |i| {
         black_box(ready(limiter.decide(&requests[(i % 1024) as usize])));
     });
-}
-
-fn tollgate_bench_request(path: &str, key: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
-    let headers = [
-        (":method", "GET"),
-        (":path", path),
-        (":authority", "api.example.com"),
-        ("x-api-key", key),
-        ("user-agent", "curl/8.5.0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    envoy_types::ext_authz::v3::pb::CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
 }

@@ -4,16 +4,16 @@ use crate::api_key::KeyDigest;
 use crate::config::{Config, FailureMode};
 use crate::deny_cache::DenyCache;
 use crate::path::normalize;
-use crate::request::{HttpCheck, RequestError};
+use crate::request::{CheckRequest, HttpCheck, RequestError};
 use crate::response::render;
 use crate::routes::{Bucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::verdict::{Quota, Verdict};
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use envoy_types::ext_authz::v3::pb::CheckResponse;
+use prost::DecodeError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::{Request, Response, Status};
 
 /// At most one store-failure warning per this interval; the others are counted.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -46,6 +46,18 @@ impl<S: QuotaStore> RateLimiter<S> {
         self.deny_cache.clone()
     }
 
+    /// Answers one check, or a message that could not be decoded (400).
+    pub async fn respond(&self, request: Result<&CheckRequest, &DecodeError>) -> CheckResponse {
+        let verdict = match request {
+            Ok(request) => self.decide(request).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable check request");
+                Verdict::BadRequest("The check request is not a valid CheckRequest message.")
+            }
+        };
+        render(&verdict, &self.api_key_header)
+    }
+
     /// Decides one request. Never fails: every problem becomes a verdict.
     pub async fn decide(&self, request: &CheckRequest) -> Verdict {
         let check = match HttpCheck::from_request(request, &self.api_key_header) {
@@ -56,6 +68,7 @@ impl<S: QuotaStore> RateLimiter<S> {
                     RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
                     RequestError::NoMethod => "The request has no method.",
                     RequestError::NoPath => "The request has no path.",
+                    RequestError::NotUtf8 => "The request's method, path or API key is not UTF-8.",
                 });
             }
         };
@@ -115,17 +128,6 @@ fn canonical_method(method: &str) -> &str {
         .into_iter()
         .find(|m| m.eq_ignore_ascii_case(method))
         .unwrap_or(method)
-}
-
-#[tonic::async_trait]
-impl<S: QuotaStore> Authorization for RateLimiter<S> {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let verdict = self.decide(request.get_ref()).await;
-        Ok(Response::new(render(&verdict, &self.api_key_header)))
-    }
 }
 
 /// Logs store failures without flooding: the first at once, then one line per interval with the

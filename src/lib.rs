@@ -10,8 +10,9 @@
 //!    renders as a `CheckResponse` whose header mutations make Envoy send `X-RateLimit-*` and
 //!    `Retry-After`.
 //!
-//! [`config`] parses and validates the YAML configuration, [`server`] wires the gRPC services
-//! (ext_authz and `grpc.health.v1`) and the graceful drain, [`shutdown`] waits for signals.
+//! [`service`] is the ext_authz gRPC service and its codec, [`config`] parses and validates the
+//! YAML configuration, [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the
+//! graceful drain, [`shutdown`] waits for signals.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod verdict;

@@ -4,8 +4,8 @@
 use crate::authz::RateLimiter;
 use crate::config::Config;
 use crate::deny_cache::DenyCache;
+use crate::service::{AuthorizationService, SERVICE_NAME};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +59,7 @@ async fn serve<S: QuotaStore>(
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<AuthorizationServer<RateLimiter<S>>>()
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
@@ -71,7 +71,7 @@ async fn serve<S: QuotaStore>(
             "shutting down: health reports NOT_SERVING, still answering checks while draining"
         );
         health
-            .set_not_serving::<AuthorizationServer<RateLimiter<S>>>()
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -85,7 +85,7 @@ async fn serve<S: QuotaStore>(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(limiter))
+        .add_service(AuthorizationService::new(limiter))
         .serve_with_incoming_shutdown(incoming, drained)
         .await;
     report.abort();

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Backend, Tollgate, check, sleep_until_unix_millis, unique_key, unix_millis};
+use prost::Message;
 use std::time::{Duration, Instant};
 use tollgate::config::DEFAULT_YAML;
 
@@ -296,6 +297,59 @@ async fn malformed_check_requests_get_400(backend: Backend) {
             answer.body
         );
     }
+
+    // Messages no protobuf library builds: each is answered with a 400, not a gRPC error.
+    let mut truncated = common::envoy_request("GET", "/v1/users", Some("k")).encode_to_vec();
+    truncated.truncate(truncated.len() - 3);
+    let not_utf8_key = wire_request(b"k\xff", b"chocolate");
+    for (label, message) in [
+        ("truncated message", truncated),
+        ("not protobuf at all", b"\xff\xff\xff\xff".to_vec()),
+        ("API key not UTF-8", not_utf8_key),
+    ] {
+        let response = common::check_raw(&tollgate, message)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: gRPC error {e}"));
+        let answer = common::Answer::from_response(response);
+        assert_eq!(answer.status, 400, "{label}");
+        assert!(
+            answer.body.contains("bad_request"),
+            "{label}: {}",
+            answer.body
+        );
+    }
+    // A header tollgate does not read may hold any byte (envoy-types would refuse the message).
+    let key = unique_key("stray-byte");
+    let answer = common::Answer::from_response(
+        common::check_raw(&tollgate, wire_request(key.as_bytes(), b"\xff"))
+            .await
+            .expect("a stray byte in an unread header is not an error"),
+    );
+    assert_eq!(answer.status, 200);
+    assert!(answer.has_rate_limit_headers());
+}
+
+/// A `GET /v1/users` check encoded from tollgate's own subset of the message, whose text fields
+/// are bytes: the API key and a `cookie` header as given.
+fn wire_request(api_key: &[u8], cookie: &[u8]) -> Vec<u8> {
+    use tollgate::request::{AttributeContext, CheckRequest, Header, HttpRequest, Request};
+    let header = |key: &str, value: &[u8]| Header {
+        key: key.as_bytes().to_vec().into(),
+        value: value.to_vec().into(),
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/v1/users".into(),
+                    headers: vec![header("x-api-key", api_key), header("cookie", cookie)],
+                    header_map: None,
+                }),
+            }),
+        }),
+    }
+    .encode_to_vec()
 }
 
 /// A short-window configuration for timing tests.

@@ -16,6 +16,8 @@
 //!   tollgate answers without Redis or hashing: the cost of the gRPC path alone.
 
 mod checks;
+#[path = "../shared/envoy_request.rs"]
+mod envoy_request;
 mod measure;
 mod processes;
 mod redis_direct;

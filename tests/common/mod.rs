@@ -270,6 +270,67 @@ pub async fn check(
     Answer::from_response(response)
 }
 
+/// Sends `message` as the body of a `Check` call, byte for byte: for messages that no protobuf
+/// library would build (truncated, or with text that is not UTF-8).
+pub async fn check_raw(
+    tollgate: &Tollgate,
+    message: Vec<u8>,
+) -> Result<CheckResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(tollgate.channel().await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = ::http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    grpc.unary(tonic::Request::new(message), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Encodes bytes as they are; decodes `CheckResponse`s.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = CheckResponse;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = CheckResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<CheckResponse>, tonic::Status> {
+        use prost::Message;
+        CheckResponse::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
 /// A port that was free a moment ago (the usual bind-to-0 race is accepted in tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
