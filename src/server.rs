@@ -7,10 +7,16 @@ use crate::deny_cache::DenyCache;
 use crate::service::{AuthorizationService, SERVICE_NAME};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::net::TcpStream;
+use tonic::codegen::tokio_stream::StreamExt;
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
 
 /// How often the over-limit cache reports its hits.
@@ -82,7 +88,9 @@ async fn serve<S: QuotaStore>(
 
     let limiter = RateLimiter::new(config, store);
     let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(CopiedWrites));
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationService::new(limiter))
@@ -108,5 +116,49 @@ async fn report_deny_cache(cache: Arc<DenyCache>) {
                 "over-limit cache: 429s answered without asking the store in the last minute"
             );
         }
+    }
+}
+
+/// An accepted connection that does not offer vectored writes, so that h2 copies every frame of
+/// up to 1 KiB into its write buffer and sends the answers of many checks in one write. With
+/// vectored writes h2 keeps each DATA payload over 256 bytes out of its buffer and must write it
+/// before it buffers the next frame: every 429 (about 360 bytes) then cost a `writev` of its own
+/// (1.09 per check measured, against 0.12 for the small OK answers; BENCHMARKS.md).
+struct CopiedWrites(TcpStream);
+
+impl Connected for CopiedWrites {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.0.connect_info()
+    }
+}
+
+impl AsyncRead for CopiedWrites {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+/// `poll_write_vectored` and `is_write_vectored` keep their defaults: not vectored.
+impl AsyncWrite for CopiedWrites {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
