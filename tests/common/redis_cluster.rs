@@ -20,32 +20,16 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..3 {
-            let port = super::free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--cluster-node-timeout", "2000"])
-                .arg("--dir")
-                .arg(&cluster.dir)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server on PATH");
+            let (port, child) = (0..10)
+                .find_map(|_| {
+                    let port = node_port();
+                    spawn_node(port, &cluster.dir).map(|child| (port, child))
+                })
+                .expect(
+                    "cannot start a cluster node (is redis-server installed? .ci/run installs it)",
+                );
             cluster.ports.push(port);
             cluster.children.push(child);
-        }
-        for &port in &cluster.ports {
-            wait_until(
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                "node up",
-            );
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -88,6 +72,38 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free port whose cluster bus port (port + 10000) exists and is free as well.
+fn node_port() -> u16 {
+    loop {
+        let port = super::free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts one node; `None` when it does not come up (see `answering`).
+fn spawn_node(port: u16, dir: &std::path::Path) -> Option<Child> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", "2000"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH (.ci/run installs it)");
+    super::redis_server::answering(child, port)
 }
 
 fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {

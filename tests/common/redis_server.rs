@@ -93,7 +93,7 @@ fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> O
             .arg("--tls-key-file")
             .arg(key),
     };
-    let mut child = command
+    let child = command
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         // DEBUG SLEEP simulates a stalled Redis.
         .args(["--enable-debug-command", "local"])
@@ -101,6 +101,12 @@ fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> O
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server on PATH (.ci/run installs it)");
+    answering(child, port)
+}
+
+/// `child` once it accepts connections on `port`; `None` when it exits first (the port was taken
+/// by someone else: try another) or does not answer within 5 s.
+pub fn answering(mut child: Child, port: u16) -> Option<Child> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
