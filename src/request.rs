@@ -198,6 +198,15 @@ mod tests {
         CheckRequest::decode(full.encode_to_vec().as_slice()).unwrap()
     }
 
+    /// A `header_map` entry whose value is in `raw_value`, as with `encode_raw_headers`.
+    fn raw(key: &str, value: &[u8]) -> HeaderValue {
+        HeaderValue {
+            key: key.into(),
+            raw_value: value.to_vec(),
+            ..Default::default()
+        }
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
         pairs
             .iter()
@@ -244,11 +253,6 @@ mod tests {
                 api_key: None
             }
         );
-        let raw = |key: &str, value: &[u8]| HeaderValue {
-            key: key.into(),
-            raw_value: value.to_vec(),
-            ..Default::default()
-        };
         let req = wire(HttpRequest {
             header_map: Some(HeaderMap {
                 headers: vec![
@@ -308,11 +312,6 @@ mod tests {
     #[test]
     fn text_is_checked_only_where_it_is_read() {
         // `headers` values are strings in Envoy's proto; a raw header map may carry any byte.
-        let raw = |key: &str, value: &[u8]| HeaderValue {
-            key: key.into(),
-            raw_value: value.to_vec(),
-            ..Default::default()
-        };
         let stray_byte_elsewhere = wire(HttpRequest {
             method: "GET".into(),
             path: "/v1/x".into(),

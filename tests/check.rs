@@ -265,7 +265,6 @@ async fn missing_or_empty_key_is_401(backend: Backend) {
 async fn malformed_check_requests_get_400(backend: Backend) {
     use envoy_types::ext_authz::v3::pb::CheckRequest;
     let tollgate = Tollgate::start(backend.config(DEFAULT_YAML)).await;
-    let mut client = tollgate.client().await;
     let mut no_path = common::envoy_request("GET", "", Some("k"));
     let http = no_path
         .attributes
@@ -274,39 +273,25 @@ async fn malformed_check_requests_get_400(backend: Backend) {
         .and_then(|r| r.http.as_mut())
         .unwrap();
     http.headers.remove(":path");
-    let cases = [
-        ("empty request", CheckRequest::default()),
-        ("no path", no_path),
-        ("asterisk", common::envoy_request("GET", "*", Some("k"))),
-        (
-            "absolute URI",
-            common::envoy_request("GET", "http://h/v1/users", Some("k")),
-        ),
-    ];
-    for (label, request) in cases {
-        let response = client
-            .check(request)
-            .await
-            .unwrap_or_else(|e| panic!("{label}: gRPC error {e}"))
-            .into_inner();
-        let answer = common::Answer::from_response(response);
-        assert_eq!(answer.status, 400, "{label}");
-        assert!(
-            answer.body.contains("bad_request"),
-            "{label}: {}",
-            answer.body
-        );
-    }
-
-    // Messages no protobuf library builds: each is answered with a 400, not a gRPC error.
     let mut truncated = common::envoy_request("GET", "/v1/users", Some("k")).encode_to_vec();
     truncated.truncate(truncated.len() - 3);
-    let not_utf8_key = wire_request(b"k\xff", b"chocolate");
-    for (label, message) in [
+    // Sent as bytes, so that the list can hold messages no protobuf library builds.
+    let cases = [
+        ("empty request", CheckRequest::default().encode_to_vec()),
+        ("no path", no_path.encode_to_vec()),
+        (
+            "asterisk",
+            common::envoy_request("GET", "*", Some("k")).encode_to_vec(),
+        ),
+        (
+            "absolute URI",
+            common::envoy_request("GET", "http://h/v1/users", Some("k")).encode_to_vec(),
+        ),
         ("truncated message", truncated),
         ("not protobuf at all", b"\xff\xff\xff\xff".to_vec()),
-        ("API key not UTF-8", not_utf8_key),
-    ] {
+        ("API key not UTF-8", wire_request(b"k\xff", b"chocolate")),
+    ];
+    for (label, message) in cases {
         let response = common::check_raw(&tollgate, message)
             .await
             .unwrap_or_else(|e| panic!("{label}: gRPC error {e}"));
