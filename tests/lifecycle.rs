@@ -237,4 +237,6 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
     assert!(start_line.contains("memory"), "{start_line}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("single instance"), "{log}");
+    // .cargo/config.toml took effect: the runtime runs with its LIFO slot off.
+    assert!(!log.contains("tokio_unstable"), "{log}");
 }
