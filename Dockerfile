@@ -4,6 +4,7 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The whole tree, .cargo/config.toml included (--cfg tokio_unstable: see README, Layout).
 COPY . .
 # Cache mounts keep the registry and build artefacts between builds; --locked builds Cargo.lock.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
