@@ -6,7 +6,8 @@
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
 //!         [--no-deny-cache] [--compare-pool] [--redis-connections N] [--rate CHECKS_PER_S]
 //!
-//! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both.
+//! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both;
+//! `TOLLGATE_BENCH_BIN=<path>` runs that tollgate binary instead of this build's (A/B of builds).
 //! Scenarios (defaults; every number can be overridden):
 //! - `allowed`: 64 callers over 4 HTTP/2 connections, 100 000 keys: mostly allowed, at saturation;
 //! - `hot`: 64 callers over 4 connections, one key with a limit of 60: mostly denied; prints the
