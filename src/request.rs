@@ -2,7 +2,7 @@
 //!
 //! Envoy's `CheckRequest` carries every request header, both peers' addresses, timestamps and
 //! metadata. Decoding all of it into envoy-types' structs builds a `HashMap` of owned strings per
-//! check (2.8 µs for a typical request, against 0.9 µs here; BENCHMARKS.md). tollgate needs three
+//! check (2.7 µs for a typical request, against 1.0 µs here; BENCHMARKS.md). tollgate needs three
 //! values, so it decodes a wire-compatible subset of the message: the same field numbers, every
 //! other field skipped, and the bytes it keeps are slices of the received buffer, not copies.
 //! Text is checked for UTF-8 only where tollgate reads it, so a stray byte in some other header

@@ -163,11 +163,7 @@ fn a_bad_configuration_is_refused_with_every_problem_named() {
 #[test]
 fn serving_with_a_bad_configuration_exits_before_binding() {
     let file = write_config(BAD_CONFIG);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let output = tollgate_binary()
         .arg("--config")
         .arg(&file.0)
@@ -182,11 +178,7 @@ fn serving_with_a_bad_configuration_exits_before_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let child = tollgate_binary()
         .args([
             "--listen",
