@@ -4,13 +4,12 @@ use crate::api_key::KeyDigest;
 use crate::config::{Config, FailureMode};
 use crate::deny_cache::DenyCache;
 use crate::path::normalize;
-use crate::request::{CheckRequest, HttpCheck, RequestError};
+use crate::request::{ApiKey, HttpCheck, RequestError};
 use crate::response::render;
 use crate::routes::{Bucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::verdict::{Quota, Verdict};
 use envoy_types::ext_authz::v3::pb::CheckResponse;
-use prost::DecodeError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,31 +45,23 @@ impl<S: QuotaStore> RateLimiter<S> {
         self.deny_cache.clone()
     }
 
-    /// Answers one check, or a message that could not be decoded (400).
-    pub async fn respond(&self, request: Result<&CheckRequest, &DecodeError>) -> CheckResponse {
-        let verdict = match request {
-            Ok(request) => self.decide(request).await,
-            Err(e) => {
-                tracing::debug!(error = %e, "undecodable check request");
-                Verdict::BadRequest("The check request is not a valid CheckRequest message.")
-            }
+    /// Answers one check message, or a call whose message could not be read (400).
+    pub async fn respond(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+        let verdict = match message {
+            Ok(message) => self.decide(message).await,
+            Err(&e) => Verdict::BadRequest(e),
         };
+        if let Verdict::BadRequest(e) = verdict {
+            tracing::debug!(error = %e, "unusable check request");
+        }
         render(&verdict, &self.api_key_header)
     }
 
-    /// Decides one request. Never fails: every problem becomes a verdict.
-    pub async fn decide(&self, request: &CheckRequest) -> Verdict {
-        let check = match HttpCheck::from_request(request, &self.api_key_header) {
+    /// Decides one encoded `CheckRequest`. Never fails: every problem becomes a verdict.
+    pub async fn decide(&self, message: &[u8]) -> Verdict {
+        let check = match HttpCheck::parse(message, &self.api_key_header) {
             Ok(check) => check,
-            Err(e) => {
-                tracing::debug!(error = %e, "malformed check request");
-                return Verdict::BadRequest(match e {
-                    RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
-                    RequestError::NoMethod => "The request has no method.",
-                    RequestError::NoPath => "The request has no path.",
-                    RequestError::NotUtf8 => "The request's method, path or API key is not UTF-8.",
-                });
-            }
+            Err(e) => return Verdict::BadRequest(e),
         };
         let method = match canonical_method(check.method) {
             // A CORS preflight carries no key and must not cost quota.
@@ -79,13 +70,15 @@ impl<S: QuotaStore> RateLimiter<S> {
             method => method,
         };
         let Ok(path) = normalize(check.path) else {
-            return Verdict::BadRequest("The request path is not an absolute path.");
+            return Verdict::BadRequest(RequestError::PathNotAbsolute);
         };
         let Some(Bucket { name, limit }) = self.routes.bucket(method, &path) else {
             return Verdict::Unlimited;
         };
-        let Some(api_key) = check.api_key else {
-            return Verdict::MissingKey;
+        let api_key = match check.api_key {
+            ApiKey::One(key) => key,
+            ApiKey::Missing => return Verdict::MissingKey,
+            ApiKey::Several => return Verdict::AmbiguousKey,
         };
         let key = KeyDigest::of(api_key);
         let bucket = BucketRef {

@@ -1,89 +1,20 @@
 //! Reading what a rate-limit decision needs out of Envoy's `CheckRequest`, straight off the wire.
 //!
 //! Envoy's `CheckRequest` carries every request header, both peers' addresses, timestamps and
-//! metadata. Decoding all of it into envoy-types' structs builds a `HashMap` of owned strings per
-//! check (2.7 µs for a typical request, against 1.0 µs here; BENCHMARKS.md). tollgate needs three
-//! values, so it decodes a wire-compatible subset of the message: the same field numbers, every
-//! other field skipped, and the bytes it keeps are slices of the received buffer, not copies.
-//! Text is checked for UTF-8 only where tollgate reads it, so a stray byte in some other header
-//! cannot turn a check into a gRPC error.
-
-use bytes::Bytes;
-
-/// `envoy.service.auth.v3.CheckRequest`, reduced to what tollgate reads (field numbers as in
-/// Envoy's `external_auth.proto` and `attribute_context.proto`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CheckRequest {
-    /// `attributes`.
-    #[prost(message, optional, tag = "1")]
-    pub attributes: Option<AttributeContext>,
-}
-
-/// `envoy.service.auth.v3.AttributeContext`, reduced.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AttributeContext {
-    /// `request`.
-    #[prost(message, optional, tag = "4")]
-    pub request: Option<Request>,
-}
-
-/// `AttributeContext.Request`, reduced.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Request {
-    /// `http`.
-    #[prost(message, optional, tag = "2")]
-    pub http: Option<HttpRequest>,
-}
-
-/// `AttributeContext.HttpRequest`, reduced.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HttpRequest {
-    /// `method`.
-    #[prost(bytes = "bytes", tag = "2")]
-    pub method: Bytes,
-    /// `headers`, a `map<string, string>`: on the wire, repeated key/value entries.
-    #[prost(message, repeated, tag = "3")]
-    pub headers: Vec<Header>,
-    /// `path`, query included.
-    #[prost(bytes = "bytes", tag = "4")]
-    pub path: Bytes,
-    /// `header_map`, sent instead of `headers` when the filter sets `encode_raw_headers`.
-    #[prost(message, optional, tag = "13")]
-    pub header_map: Option<HeaderMap>,
-}
-
-/// One entry of the `headers` map.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Header {
-    /// Lower-case header name.
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    /// Header value.
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
-}
-
-/// `envoy.config.core.v3.HeaderMap`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderMap {
-    /// `headers`.
-    #[prost(message, repeated, tag = "1")]
-    pub headers: Vec<HeaderValue>,
-}
-
-/// `envoy.config.core.v3.HeaderValue`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderValue {
-    /// `key`.
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    /// `value`.
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
-    /// `raw_value`, which Envoy fills instead of `value` with `encode_raw_headers`.
-    #[prost(bytes = "bytes", tag = "3")]
-    pub raw_value: Bytes,
-}
+//! metadata. tollgate needs three values, so it walks the protobuf encoding once and keeps slices
+//! of the received buffer for the fields it reads; everything else is skipped without being
+//! looked at. Nothing is collected per header: the API key is looked for while walking, so the
+//! memory a check costs is the received message and a few pointers, whatever the header count
+//! (a message of a million empty header entries costs no more than its own bytes).
+//!
+//! Field numbers are those of Envoy's `external_auth.proto` and `attribute_context.proto`:
+//! `CheckRequest.attributes` = 1 → `AttributeContext.request` = 4 → `Request.http` = 2 →
+//! `HttpRequest.{method = 2, headers = 3, path = 4, header_map = 13}`, where `headers` is a
+//! `map<string, string>` (entries with `key = 1`, `value = 2`) and `header_map` is an
+//! `envoy.config.core.v3.HeaderMap` (`headers = 1` of `HeaderValue{key = 1, value = 2,
+//! raw_value = 3}`). As in protobuf, a singular message field sent twice is merged and a scalar
+//! sent twice keeps its last value. Text is checked for UTF-8 only where tollgate reads it, so a
+//! stray byte in some other header cannot turn a check into an error.
 
 /// The parts of an HTTP request that decide its bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,13 +23,40 @@ pub struct HttpCheck<'a> {
     pub method: &'a str,
     /// Raw request target, query included.
     pub path: &'a str,
-    /// The API key header's value, if present and not blank.
-    pub api_key: Option<&'a str>,
+    /// What the API key header holds.
+    pub api_key: ApiKey<'a>,
 }
 
-/// Why a `CheckRequest` cannot be evaluated.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The API key header of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKey<'a> {
+    /// No such header, or only blanks.
+    Missing,
+    /// Exactly one value, trimmed.
+    One(&'a str),
+    /// More than one value: two headers, or one value with a comma, which is how Envoy joins
+    /// repeated headers in the `headers` map. Which one an upstream reads is its choice, so no
+    /// bucket may be picked for it.
+    Several,
+}
+
+/// Why a `CheckRequest` cannot be evaluated. Each one is answered with a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// Not a `CheckRequest` in protobuf's wire format (truncated, garbage).
+    #[error("the message is not a valid CheckRequest")]
+    Malformed,
+    /// Larger than the configured limit; refused without being read.
+    #[error("the message has {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The size announced by the gRPC frame.
+        size: usize,
+        /// `max_request_bytes`.
+        limit: usize,
+    },
+    /// Compressed with a `grpc-encoding`, which tollgate never offers.
+    #[error("the message is compressed")]
+    Compressed,
     /// No `attributes.request.http`.
     #[error("the check request carries no HTTP request attributes")]
     NoHttpAttributes,
@@ -111,61 +69,268 @@ pub enum RequestError {
     /// The method, the path or the API key is not UTF-8.
     #[error("the HTTP request's method, path or API key is not UTF-8")]
     NotUtf8,
+    /// The request target is not an absolute path (`*`, an absolute URI).
+    #[error("the request target is not an absolute path")]
+    PathNotAbsolute,
 }
 
 impl<'a> HttpCheck<'a> {
-    /// Extracts method, path and API key. `api_key_header` must be lower-case.
-    pub fn from_request(
-        request: &'a CheckRequest,
-        api_key_header: &str,
-    ) -> Result<Self, RequestError> {
-        let http = request
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-            .ok_or(RequestError::NoHttpAttributes)?;
-        let method = non_empty(&http.method)
-            .or_else(|| header(http, ":method"))
+    /// Reads method, path and API key out of an encoded `CheckRequest`. `api_key_header` must be
+    /// lower-case.
+    pub fn parse(message: &'a [u8], api_key_header: &str) -> Result<Self, RequestError> {
+        let mut seen = Seen::default();
+        for_each(message, ATTRIBUTES, |attributes| {
+            for_each(attributes, REQUEST, |request| {
+                for_each(request, HTTP, |http| {
+                    seen.http = true;
+                    read_http(http, api_key_header.as_bytes(), &mut seen)
+                })
+            })
+        })?;
+        if !seen.http {
+            return Err(RequestError::NoHttpAttributes);
+        }
+        let method = non_empty(seen.method)
+            .or(seen.pseudo_method.get())
             .ok_or(RequestError::NoMethod)?;
-        let path = non_empty(&http.path)
-            .or_else(|| header(http, ":path"))
+        let path = non_empty(seen.path)
+            .or(seen.pseudo_path.get())
             .ok_or(RequestError::NoPath)?;
-        let api_key = header(http, api_key_header)
-            .map(<[u8]>::trim_ascii)
-            .filter(|k| !k.is_empty());
         let text = |bytes| std::str::from_utf8(bytes).map_err(|_| RequestError::NotUtf8);
+        let api_key = match seen.api_key {
+            Occurrences::None => ApiKey::Missing,
+            Occurrences::Several => ApiKey::Several,
+            Occurrences::One(value) => match value.trim_ascii() {
+                [] => ApiKey::Missing,
+                key if key.contains(&b',') => ApiKey::Several,
+                key => ApiKey::One(text(key)?),
+            },
+        };
         Ok(Self {
             method: text(method)?,
             path: text(path)?,
-            api_key: api_key.map(text).transpose()?,
+            api_key,
         })
     }
+}
+
+const ATTRIBUTES: u32 = 1;
+const REQUEST: u32 = 4;
+const HTTP: u32 = 2;
+const HTTP_METHOD: u32 = 2;
+const HTTP_HEADERS: u32 = 3;
+const HTTP_PATH: u32 = 4;
+const HTTP_HEADER_MAP: u32 = 13;
+
+/// What the walk has found so far; slices of the message.
+#[derive(Default)]
+struct Seen<'a> {
+    http: bool,
+    method: &'a [u8],
+    path: &'a [u8],
+    pseudo_method: Pseudo<'a>,
+    pseudo_path: Pseudo<'a>,
+    api_key: Occurrences<'a>,
+}
+
+/// A pseudo-header, the fallback when `method` or `path` is empty. The `headers` map wins over
+/// `header_map`, as Envoy fills one or the other.
+#[derive(Default)]
+struct Pseudo<'a> {
+    from_headers: Option<&'a [u8]>,
+    from_header_map: Option<&'a [u8]>,
+}
+
+impl<'a> Pseudo<'a> {
+    fn get(&self) -> Option<&'a [u8]> {
+        self.from_headers
+            .or(self.from_header_map)
+            .and_then(non_empty)
+    }
+}
+
+/// How often a header was seen, with its value when once.
+#[derive(Default)]
+enum Occurrences<'a> {
+    #[default]
+    None,
+    One(&'a [u8]),
+    Several,
+}
+
+impl<'a> Occurrences<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        *self = match self {
+            Self::None => Self::One(value),
+            Self::One(_) | Self::Several => Self::Several,
+        };
+    }
+}
+
+fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Result<(), Malformed> {
+    for field in Fields(http) {
+        let (number, value) = field?;
+        match number {
+            HTTP_METHOD => seen.method = value.bytes()?,
+            HTTP_PATH => seen.path = value.bytes()?,
+            HTTP_HEADERS => {
+                // A map entry: key = 1, value = 2, either may be absent (empty).
+                let (mut name, mut text): (&[u8], &[u8]) = (b"", b"");
+                for field in Fields(value.bytes()?) {
+                    match field? {
+                        (1, value) => name = value.bytes()?,
+                        (2, value) => text = value.bytes()?,
+                        _ => {}
+                    }
+                }
+                // Envoy lower-cases the keys of this map.
+                if name == key_header {
+                    seen.api_key.add(text);
+                } else if name == b":method" {
+                    seen.pseudo_method.from_headers = Some(text);
+                } else if name == b":path" {
+                    seen.pseudo_path.from_headers = Some(text);
+                }
+            }
+            HTTP_HEADER_MAP => for_each(value.bytes()?, 1, |header| {
+                let (mut name, mut text, mut raw): (&[u8], &[u8], &[u8]) = (b"", b"", b"");
+                for field in Fields(header) {
+                    match field? {
+                        (1, value) => name = value.bytes()?,
+                        (2, value) => text = value.bytes()?,
+                        (3, value) => raw = value.bytes()?,
+                        _ => {}
+                    }
+                }
+                // With `encode_raw_headers` the value is in `raw_value`; names keep their case.
+                let text = if text.is_empty() { raw } else { text };
+                if name.eq_ignore_ascii_case(key_header) {
+                    seen.api_key.add(text);
+                } else if name.eq_ignore_ascii_case(b":method") {
+                    seen.pseudo_method.from_header_map.get_or_insert(text);
+                } else if name.eq_ignore_ascii_case(b":path") {
+                    seen.pseudo_path.from_header_map.get_or_insert(text);
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
     (!bytes.is_empty()).then_some(bytes)
 }
 
-/// A header from the lower-cased `headers` map (the last entry wins, as for any protobuf map) or,
-/// when the filter sets `encode_raw_headers`, from `header_map` (where the value may be in
-/// `raw_value`).
-fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {
-    if let Some(entry) = http.headers.iter().rev().find(|h| h.key == name.as_bytes()) {
-        return Some(&entry.value);
+/// The wire format is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Malformed;
+
+impl From<Malformed> for RequestError {
+    fn from(Malformed: Malformed) -> Self {
+        RequestError::Malformed
     }
-    http.header_map
-        .as_ref()?
-        .headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name.as_bytes()))
-        .and_then(|h| non_empty(&h.value).or_else(|| non_empty(&h.raw_value)))
+}
+
+/// Calls `f` with the contents of every occurrence of the length-delimited field `number`,
+/// checking that every other field is well-formed too.
+fn for_each<'a>(
+    message: &'a [u8],
+    number: u32,
+    mut f: impl FnMut(&'a [u8]) -> Result<(), Malformed>,
+) -> Result<(), Malformed> {
+    for field in Fields(message) {
+        let (n, value) = field?;
+        if n == number {
+            f(value.bytes()?)?;
+        }
+    }
+    Ok(())
+}
+
+/// A field's value; only length-delimited contents are kept.
+enum Value<'a> {
+    Scalar,
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    /// The contents of a field that must be length-delimited (a string, bytes or a message).
+    fn bytes(self) -> Result<&'a [u8], Malformed> {
+        match self {
+            Value::Bytes(bytes) => Ok(bytes),
+            Value::Scalar => Err(Malformed),
+        }
+    }
+}
+
+/// The fields of one encoded message, in order. Groups (wire types 3 and 4, absent from proto3)
+/// are refused rather than skipped, so nesting never costs recursion.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Value<'a>), Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = self.field();
+        if field.is_err() {
+            // Stop after the first error.
+            self.0 = &[];
+        }
+        Some(field)
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn field(&mut self) -> Result<(u32, Value<'a>), Malformed> {
+        let key = self.varint()?;
+        let number = u32::try_from(key >> 3).map_err(|_| Malformed)?;
+        if number == 0 {
+            return Err(Malformed);
+        }
+        let value = match key & 7 {
+            0 => self.varint().map(|_| Value::Scalar)?,
+            1 => self.take(8).map(|_| Value::Scalar)?,
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| Malformed)?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => self.take(4).map(|_| Value::Scalar)?,
+            _ => return Err(Malformed),
+        };
+        Ok((number, value))
+    }
+
+    fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut value = 0u64;
+        for (i, &byte) in self.0.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.0 = &self.0[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(Malformed)
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], Malformed> {
+        if len > self.0.len() {
+            return Err(Malformed);
+        }
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(taken)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{CheckRequest, HttpCheck, RequestError};
-    use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+    use super::{ApiKey, HttpCheck, RequestError};
+    use envoy_types::ext_authz::v3::pb::CheckRequest;
     use envoy_types::pb::envoy::config::core::v3::{
         Address, HeaderMap, HeaderValue, SocketAddress, address,
     };
@@ -173,9 +338,9 @@ mod tests {
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
     use prost::Message;
 
-    /// Envoy's full message, encoded with envoy-types and decoded as tollgate does.
-    fn wire(http: HttpRequest) -> CheckRequest {
-        let full = EnvoyCheckRequest {
+    /// Envoy's full message, encoded with envoy-types.
+    fn wire(http: HttpRequest) -> Vec<u8> {
+        CheckRequest {
             attributes: Some(AttributeContext {
                 source: Some(Peer {
                     address: Some(Address {
@@ -194,8 +359,12 @@ mod tests {
                 context_extensions: [("tenant".to_owned(), "a".to_owned())].into(),
                 ..Default::default()
             }),
-        };
-        CheckRequest::decode(full.encode_to_vec().as_slice()).unwrap()
+        }
+        .encode_to_vec()
+    }
+
+    fn parse(wire: &[u8]) -> Result<HttpCheck<'_>, RequestError> {
+        HttpCheck::parse(wire, "x-api-key")
     }
 
     /// A `header_map` entry whose value is in `raw_value`, as with `encode_raw_headers`.
@@ -214,6 +383,17 @@ mod tests {
             .collect()
     }
 
+    fn get(path: &str, header_map: Vec<HeaderValue>) -> Vec<u8> {
+        wire(HttpRequest {
+            method: "GET".into(),
+            path: path.into(),
+            header_map: Some(HeaderMap {
+                headers: header_map,
+            }),
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn reads_the_fields_envoy_fills_and_skips_the_rest() {
         let req = wire(HttpRequest {
@@ -230,11 +410,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            HttpCheck::from_request(&req, "x-api-key").unwrap(),
+            parse(&req).unwrap(),
             HttpCheck {
                 method: "GET",
                 path: "/v1/users?x=1",
-                api_key: Some("k1")
+                api_key: ApiKey::One("k1")
             }
         );
     }
@@ -246,11 +426,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            HttpCheck::from_request(&pseudo, "x-api-key").unwrap(),
+            parse(&pseudo).unwrap(),
             HttpCheck {
                 method: "PUT",
                 path: "/v1/y",
-                api_key: None
+                api_key: ApiKey::Missing
             }
         );
         let req = wire(HttpRequest {
@@ -264,11 +444,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            HttpCheck::from_request(&req, "x-api-key").unwrap(),
+            parse(&req).unwrap(),
             HttpCheck {
                 method: "POST",
                 path: "/v1/x",
-                api_key: Some("k2")
+                api_key: ApiKey::One("k2")
             }
         );
     }
@@ -281,93 +461,132 @@ mod tests {
             headers: headers(&[("x-api-key", "  ")]),
             ..Default::default()
         });
-        assert_eq!(
-            HttpCheck::from_request(&blank, "x-api-key")
-                .unwrap()
-                .api_key,
-            None
-        );
-        assert_eq!(
-            HttpCheck::from_request(&CheckRequest::default(), "x-api-key"),
-            Err(RequestError::NoHttpAttributes)
-        );
+        assert_eq!(parse(&blank).unwrap().api_key, ApiKey::Missing);
+        assert_eq!(parse(&[]), Err(RequestError::NoHttpAttributes));
         let no_path = wire(HttpRequest {
             method: "GET".into(),
             ..Default::default()
         });
-        assert_eq!(
-            HttpCheck::from_request(&no_path, "x-api-key"),
-            Err(RequestError::NoPath)
-        );
+        assert_eq!(parse(&no_path), Err(RequestError::NoPath));
         let no_method = wire(HttpRequest {
             path: "/".into(),
             ..Default::default()
         });
-        assert_eq!(
-            HttpCheck::from_request(&no_method, "x-api-key"),
-            Err(RequestError::NoMethod)
-        );
+        assert_eq!(parse(&no_method), Err(RequestError::NoMethod));
     }
 
     #[test]
     fn text_is_checked_only_where_it_is_read() {
         // `headers` values are strings in Envoy's proto; a raw header map may carry any byte.
-        let stray_byte_elsewhere = wire(HttpRequest {
-            method: "GET".into(),
-            path: "/v1/x".into(),
-            header_map: Some(HeaderMap {
-                headers: vec![raw("x-api-key", b"k3"), raw("cookie", b"\xff\xfe")],
-            }),
-            ..Default::default()
-        });
-        assert_eq!(
-            HttpCheck::from_request(&stray_byte_elsewhere, "x-api-key")
-                .unwrap()
-                .api_key,
-            Some("k3")
+        let stray_byte_elsewhere = get(
+            "/v1/x",
+            vec![raw("x-api-key", b"k3"), raw("cookie", b"\xff\xfe")],
         );
-        let bad_key = wire(HttpRequest {
+        assert_eq!(
+            parse(&stray_byte_elsewhere).unwrap().api_key,
+            ApiKey::One("k3")
+        );
+        let bad_key = get("/v1/x", vec![raw("x-api-key", b"k\xff")]);
+        assert_eq!(parse(&bad_key), Err(RequestError::NotUtf8));
+    }
+
+    #[test]
+    fn a_key_sent_twice_is_ambiguous_in_both_encodings() {
+        // Envoy joins repeated headers with a comma in the `headers` map.
+        let joined = wire(HttpRequest {
             method: "GET".into(),
             path: "/v1/x".into(),
-            header_map: Some(HeaderMap {
-                headers: vec![raw("x-api-key", b"k\xff")],
-            }),
+            headers: headers(&[("x-api-key", "K,other")]),
             ..Default::default()
         });
+        assert_eq!(parse(&joined).unwrap().api_key, ApiKey::Several);
+        let twice = get(
+            "/v1/x",
+            vec![raw("x-api-key", b"K"), raw("X-API-KEY", b"other")],
+        );
+        assert_eq!(parse(&twice).unwrap().api_key, ApiKey::Several);
+        let same_twice = get(
+            "/v1/x",
+            vec![raw("x-api-key", b"K"), raw("x-api-key", b"K")],
+        );
+        assert_eq!(parse(&same_twice).unwrap().api_key, ApiKey::Several);
+        let one_blank = get("/v1/x", vec![raw("x-api-key", b"K"), raw("x-api-key", b"")]);
+        assert_eq!(parse(&one_blank).unwrap().api_key, ApiKey::Several);
+    }
+
+    #[test]
+    fn repeated_map_entries_of_the_key_are_ambiguous() {
+        // Two entries of one map key never come from Envoy; protobuf would keep the last, an
+        // upstream might read the first. tollgate counts neither.
+        let mut http = Vec::new();
+        for value in ["first", "last"] {
+            let mut entry = Vec::new();
+            prost::encoding::string::encode(1, &"x-api-key".to_owned(), &mut entry);
+            prost::encoding::string::encode(2, &value.to_owned(), &mut entry);
+            prost::encoding::bytes::encode(3, &entry, &mut http);
+        }
+        prost::encoding::string::encode(2, &"GET".to_owned(), &mut http);
+        prost::encoding::string::encode(4, &"/v1/x".to_owned(), &mut http);
+        let mut request = Vec::new();
+        prost::encoding::bytes::encode(2, &http, &mut request);
+        let mut attributes = Vec::new();
+        prost::encoding::bytes::encode(4, &request, &mut attributes);
+        let mut message = Vec::new();
+        prost::encoding::bytes::encode(1, &attributes, &mut message);
+        let full = CheckRequest::decode(message.as_slice()).unwrap();
+        let http = full.attributes.unwrap().request.unwrap().http.unwrap();
+        assert_eq!(http.headers["x-api-key"], "last", "protobuf's own reading");
+        assert_eq!(parse(&message).unwrap().api_key, ApiKey::Several);
+    }
+
+    #[test]
+    fn singular_messages_sent_twice_are_merged_as_protobuf_does() {
+        let first = wire(HttpRequest {
+            method: "GET".into(),
+            headers: headers(&[("x-api-key", "k")]),
+            ..Default::default()
+        });
+        let second = wire(HttpRequest {
+            path: "/v1/x".into(),
+            ..Default::default()
+        });
+        let merged = [first, second].concat();
+        let full = CheckRequest::decode(merged.as_slice()).unwrap();
+        let http = full.attributes.unwrap().request.unwrap().http.unwrap();
+        assert_eq!((http.method.as_str(), http.path.as_str()), ("GET", "/v1/x"));
         assert_eq!(
-            HttpCheck::from_request(&bad_key, "x-api-key"),
-            Err(RequestError::NotUtf8)
+            parse(&merged).unwrap(),
+            HttpCheck {
+                method: "GET",
+                path: "/v1/x",
+                api_key: ApiKey::One("k")
+            }
         );
     }
 
     #[test]
-    fn the_last_of_repeated_map_entries_wins_as_in_protobuf() {
-        let entry = |value: &'static str| super::Header {
-            key: "x-api-key".into(),
-            value: value.into(),
-        };
-        let wire = CheckRequest {
-            attributes: Some(super::AttributeContext {
-                request: Some(super::Request {
-                    http: Some(super::HttpRequest {
-                        method: "GET".into(),
-                        path: "/v1/x".into(),
-                        headers: vec![entry("first"), entry("last")],
-                        header_map: None,
-                    }),
-                }),
-            }),
+    fn broken_wire_format_is_malformed() {
+        let good = wire(HttpRequest {
+            method: "GET".into(),
+            path: "/v1/x".into(),
+            ..Default::default()
+        });
+        for cut in 1..good.len() {
+            let truncated = &good[..cut];
+            // Every strict prefix cuts a length-delimited field short.
+            assert_eq!(parse(truncated), Err(RequestError::Malformed), "{cut}");
         }
-        .encode_to_vec();
-        let full = EnvoyCheckRequest::decode(wire.as_slice()).unwrap();
-        let http = full.attributes.unwrap().request.unwrap().http.unwrap();
-        assert_eq!(http.headers["x-api-key"], "last");
-        let subset = CheckRequest::decode(wire.as_slice()).unwrap();
-        assert_eq!(
-            HttpCheck::from_request(&subset, "x-api-key")
-                .unwrap()
-                .api_key,
-            Some("last")
-        );
+        for garbage in [
+            &[0xff][..],
+            &[0x0a, 0x80], // length varint never ends
+            &[0x00, 0x00], // field number 0
+            &[0x0b, 0x0c], // a group
+            &[0x08, 0x01], // `attributes` as a varint
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+            ], // 11-byte varint
+        ] {
+            assert_eq!(parse(garbage), Err(RequestError::Malformed), "{garbage:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers.
 
+use crate::request::RequestError;
 use crate::verdict::{Quota, Verdict};
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
@@ -43,11 +44,22 @@ pub fn render(verdict: &Verdict, api_key_header: &str) -> CheckResponse {
                 r#"{{"error":"missing_api_key","message":"Send your API key in the {api_key_header} header."}}"#
             ),
         ),
-        Verdict::BadRequest(reason) => denied(
+        Verdict::AmbiguousKey => denied(
             code::INVALID_ARGUMENT,
             HttpStatusCode::BadRequest,
             Vec::new(),
-            format!(r#"{{"error":"bad_request","message":"{reason}"}}"#),
+            format!(
+                r#"{{"error":"ambiguous_api_key","message":"Send exactly one {api_key_header} header, without commas."}}"#
+            ),
+        ),
+        Verdict::BadRequest(error) => denied(
+            code::INVALID_ARGUMENT,
+            HttpStatusCode::BadRequest,
+            Vec::new(),
+            format!(
+                r#"{{"error":"bad_request","message":"{}"}}"#,
+                bad_request_message(error)
+            ),
         ),
         Verdict::FailedClosed => denied(
             code::UNAVAILABLE,
@@ -55,6 +67,20 @@ pub fn render(verdict: &Verdict, api_key_header: &str) -> CheckResponse {
             Vec::new(),
             r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#.to_owned(),
         ),
+    }
+}
+
+/// The sentence a client reads in a 400's body. It names what is wrong, never what was sent.
+fn bad_request_message(error: &RequestError) -> &'static str {
+    match error {
+        RequestError::Malformed => "The check request is not a valid CheckRequest message.",
+        RequestError::TooLarge { .. } => "The check request is larger than tollgate accepts.",
+        RequestError::Compressed => "The check request is compressed; send it uncompressed.",
+        RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
+        RequestError::NoMethod => "The request has no method.",
+        RequestError::NoPath => "The request has no path.",
+        RequestError::NotUtf8 => "The request's method, path or API key is not UTF-8.",
+        RequestError::PathNotAbsolute => "The request path is not an absolute path.",
     }
 }
 
@@ -221,7 +247,12 @@ mod tests {
         }
         let expectations = [
             (Verdict::MissingKey, 401, "missing_api_key"),
-            (Verdict::BadRequest("no path"), 400, "bad_request"),
+            (Verdict::AmbiguousKey, 400, "ambiguous_api_key"),
+            (
+                Verdict::BadRequest(RequestError::NoPath),
+                400,
+                "bad_request",
+            ),
             (Verdict::FailedClosed, 503, "rate_limit_unavailable"),
         ];
         for (verdict, status, error) in expectations {

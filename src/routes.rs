@@ -1,6 +1,8 @@
 //! Route templates and the precompiled table that maps a request to its bucket.
 
+use crate::api_key::KeyDigest;
 use crate::limit::Limit;
+use crate::path::is_plain;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ pub enum TemplateError {
     TooLong(String),
     /// Characters that normalisation would remove or that a normalised path never contains.
     #[error(
-        "path template {0:?} has segment {1:?}, which no normalised path contains (no '.', '..', '?', '#', '%', '*' or '\\\\')"
+        "path template {0:?} has segment {1:?}, which no normalised path contains (printable ASCII only; no '.', '..', '?', '#', '%', ';', '*' or '\\\\')"
     )]
     BadLiteral(String, String),
 }
@@ -106,7 +108,7 @@ fn parse_segment(text: &str, segment: &str) -> Result<Segment, TemplateError> {
             Err(TemplateError::BadParam(text.to_owned()))
         };
     }
-    if segment == "." || segment == ".." || segment.contains(['?', '#', '%', '*', '\\']) {
+    if segment == "." || segment == ".." || !segment.bytes().all(|b| is_plain(b) && b != b'*') {
         return Err(TemplateError::BadLiteral(
             text.to_owned(),
             segment.to_owned(),
@@ -233,10 +235,12 @@ impl RouteTable {
     /// Finds the bucket of a request, or `None` outside the prefix (not rate limited). `method`
     /// is upper-case with `HEAD` already mapped to `GET`; `path` is normalised.
     pub fn bucket(&self, method: &str, path: &str) -> Option<Bucket<'_>> {
-        let rest = path.strip_prefix(self.prefix.as_str())?;
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
+        let rest = match path.strip_prefix(self.prefix.as_str())? {
+            // The root itself, under the prefix `/`.
+            "/" => "",
+            rest if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => return None,
+        };
         // Split once, on the stack; a normalised path has no empty segments.
         let mut segments = [""; MAX_SEGMENTS];
         let mut count = 0;
@@ -259,13 +263,26 @@ impl RouteTable {
         let (name, limit) = match (matched, self.default_bucket) {
             (Some(route), _) => (Cow::Borrowed(&*route.id), route.limit),
             (None, DefaultBucket::Shared) => (Cow::Borrowed("default"), self.default_limit),
-            (None, DefaultBucket::PerPath) => (
-                Cow::Owned(format!("default {method} {path}")),
-                self.default_limit,
-            ),
+            (None, DefaultBucket::PerPath) => {
+                (Cow::Owned(per_path_name(method, path)), self.default_limit)
+            }
         };
         Some(Bucket { name, limit })
     }
+}
+
+/// Bucket names of undeclared requests longer than this are replaced by a digest, so a client
+/// that sends long paths cannot make tollgate or Redis keep long names.
+pub const MAX_PER_PATH_NAME: usize = 128;
+
+/// `default GET /v1/x/y`, or `default #<128-bit digest of that>` when it is longer than
+/// [`MAX_PER_PATH_NAME`] (methods are client-chosen text too).
+fn per_path_name(method: &str, path: &str) -> String {
+    let name = format!("default {method} {path}");
+    if name.len() <= MAX_PER_PATH_NAME {
+        return name;
+    }
+    format!("default #{}", KeyDigest::of(&name).as_str())
 }
 
 #[cfg(test)]
@@ -350,6 +367,34 @@ mod tests {
         }
         let everything = RouteTable::new("/".into(), vec![], limit(1), DefaultBucket::Shared);
         assert_eq!(route_id(&everything, "GET", "/anything"), "default");
+        assert_eq!(route_id(&everything, "GET", "/"), "default");
+    }
+
+    #[test]
+    fn the_root_matches_its_template_under_the_prefix_slash() {
+        let routes = [("GET", "/", 5), ("GET", "/:id", 7)]
+            .into_iter()
+            .map(|(m, p, n)| Route::new(m, Template::parse(p).unwrap(), limit(n)))
+            .collect();
+        let root = RouteTable::new("/".into(), routes, limit(1), DefaultBucket::Shared);
+        assert_eq!(route_id(&root, "GET", "/"), "GET /");
+        assert_eq!(route_id(&root, "GET", "/x"), "GET /:id");
+        assert_eq!(route_id(&root, "GET", "/x/y"), "default");
+        let v1 = table(DefaultBucket::Shared);
+        assert_eq!(route_id(&v1, "GET", "/v1"), "default");
+    }
+
+    #[test]
+    fn per_path_names_are_bounded() {
+        let per_path = table(DefaultBucket::PerPath);
+        let long = format!("/v1/{}", "x".repeat(10_000));
+        let name = route_id(&per_path, "GET", &long);
+        assert!(name.len() <= MAX_PER_PATH_NAME, "{name}");
+        assert!(name.starts_with("default #"), "{name}");
+        let other = route_id(&per_path, "GET", &format!("{long}y"));
+        assert_ne!(name, other, "different long paths stay different buckets");
+        let long_method = route_id(&per_path, &"M".repeat(1000), "/v1/x");
+        assert!(long_method.len() <= MAX_PER_PATH_NAME, "{long_method}");
     }
 
     #[test]
@@ -380,10 +425,16 @@ mod tests {
             Template::parse("/a/b?c"),
             Err(TemplateError::BadLiteral(..))
         ));
-        assert!(matches!(
-            Template::parse("/a/../b"),
-            Err(TemplateError::BadLiteral(..))
-        ));
+        for bad in ["/a/../b", "/a;x", "/a b", "/ü", "/a*", "/a\\b", "/a%3a"] {
+            assert!(
+                matches!(Template::parse(bad), Err(TemplateError::BadLiteral(..))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Template::parse("/Items:search").unwrap().to_string(),
+            "/items:search"
+        );
         let long = "/x".repeat(MAX_SEGMENTS + 1);
         assert!(matches!(
             Template::parse(&long),

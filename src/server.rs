@@ -45,7 +45,13 @@ pub async fn run(
             tracing::warn!(
                 "using the in-memory store: quotas are per process, so run a single instance only (configure redis.url for several)"
             );
-            serve(&config, MemoryStore::new(), listener, shutdown).await
+            serve(
+                &config,
+                MemoryStore::new(config.memory_store_entries),
+                listener,
+                shutdown,
+            )
+            .await
         }
         Some(settings) => {
             let store = RedisStore::new(settings)?;
@@ -93,7 +99,7 @@ async fn serve<S: QuotaStore>(
         .map(|accepted| accepted.map(CopiedWrites));
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationService::new(limiter))
+        .add_service(AuthorizationService::new(limiter, config.max_request_bytes))
         .serve_with_incoming_shutdown(incoming, drained)
         .await;
     report.abort();

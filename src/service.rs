@@ -1,41 +1,49 @@
-//! The `envoy.service.auth.v3.Authorization` gRPC service, with a codec that decodes only what
-//! tollgate reads ([`crate::request`]) and answers every message it cannot decode with a 400.
+//! The `envoy.service.auth.v3.Authorization` gRPC service: reads the one request message of a
+//! `Check` call itself and always answers with a well-formed `CheckResponse`.
 //!
-//! envoy-types' generated `AuthorizationServer` decodes the whole `CheckRequest` with prost, and a
-//! message prost rejects (a truncated field, a header that is not UTF-8) becomes a gRPC error,
-//! which Envoy turns into its failure mode instead of an answer. Here the codec hands the decode
-//! result to the service, so the answer is always a well-formed `CheckResponse`.
+//! tonic's generated server (and its `Grpc::unary`) turns every message it cannot take into a gRPC
+//! error: a message over its size limit, a compressed one, one prost rejects. Envoy answers a gRPC
+//! error with its failure mode and drops every header, so a client could choose to skip its rate
+//! limit. Here the call's body is read directly: the gRPC frame's 5-byte prefix is checked before
+//! anything else is buffered, so a message over `max_request_bytes` is refused without being read,
+//! and every unusable message becomes a 400 like any other bad request.
 
 use crate::authz::RateLimiter;
-use crate::request::CheckRequest;
+use crate::request::RequestError;
 use crate::store::QuotaStore;
-use bytes::Buf;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::ext_authz::v3::pb::CheckResponse;
-use prost::{DecodeError, Message};
+use http_body::Frame;
+use prost::Message;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::Body as HttpBody;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::server::NamedService;
 
 /// The gRPC service name, also used for its health status.
 pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
+/// The gRPC length prefix: a compression flag and a big-endian `u32` length.
+const PREFIX_LEN: usize = 5;
+
 /// `Authorization/Check` over a [`RateLimiter`].
 pub struct AuthorizationService<S> {
     limiter: Arc<RateLimiter<S>>,
+    max_request_bytes: usize,
 }
 
 impl<S> AuthorizationService<S> {
-    /// Serves `limiter`.
-    pub fn new(limiter: RateLimiter<S>) -> Self {
+    /// Serves `limiter`, refusing request messages over `max_request_bytes`.
+    pub fn new(limiter: RateLimiter<S>, max_request_bytes: usize) -> Self {
         Self {
             limiter: Arc::new(limiter),
+            max_request_bytes,
         }
     }
 }
@@ -44,6 +52,7 @@ impl<S> Clone for AuthorizationService<S> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
+            max_request_bytes: self.max_request_bytes,
         }
     }
 }
@@ -71,64 +80,227 @@ where
             let status = Status::unimplemented(format!("{SERVICE_NAME} has only Check"));
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        let check = Check(self.limiter.clone());
-        Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(check, request).await) })
-    }
-}
-
-/// The unary `Check` call.
-struct Check<S>(Arc<RateLimiter<S>>);
-
-impl<S: QuotaStore> UnaryService<Result<CheckRequest, DecodeError>> for Check<S> {
-    type Response = CheckResponse;
-    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
-
-    fn call(&mut self, request: tonic::Request<Result<CheckRequest, DecodeError>>) -> Self::Future {
-        let limiter = self.0.clone();
+        let limiter = self.limiter.clone();
+        let limit = self.max_request_bytes;
         Box::pin(async move {
-            let answer = limiter.respond(request.get_ref().as_ref()).await;
-            Ok(tonic::Response::new(answer))
+            let message = read_message(request.into_body(), limit).await;
+            let answer = limiter.respond(message.as_deref()).await;
+            Ok(unary_response(&answer))
         })
     }
 }
 
-/// Encodes `CheckResponse`s; decodes `CheckRequest`s into tollgate's subset, passing decode
-/// errors on to the service instead of failing the call.
-#[derive(Debug, Clone, Copy)]
-struct CheckCodec;
-
-impl Codec for CheckCodec {
-    type Encode = CheckResponse;
-    type Decode = Result<CheckRequest, DecodeError>;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self {
-        *self
+/// Reads the first gRPC message of a call's body. Buffers at most `limit` bytes of message; the
+/// common case (the whole message in one DATA frame) copies nothing.
+async fn read_message<B>(body: B, limit: usize) -> Result<Bytes, RequestError>
+where
+    B: HttpBody,
+{
+    let mut body = std::pin::pin!(body);
+    let mut received = Received::Empty;
+    loop {
+        if let Some(prefix) = received.prefix() {
+            if prefix[0] != 0 {
+                return Err(RequestError::Compressed);
+            }
+            let size = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            if size > limit {
+                return Err(RequestError::TooLarge { size, limit });
+            }
+            if received.len() >= PREFIX_LEN + size {
+                return Ok(received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size));
+            }
+        }
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            // The body ended (or broke) before the message did.
+            None | Some(Err(_)) => return Err(RequestError::Malformed),
+            Some(Ok(frame)) => {
+                if let Ok(mut data) = frame.into_data() {
+                    received.push(data.copy_to_bytes(data.remaining()));
+                }
+            }
+        }
     }
 }
 
-impl Encoder for CheckCodec {
-    type Item = CheckResponse;
-    type Error = Status;
+/// The body received so far: one chunk as it came, or several copied together.
+enum Received {
+    Empty,
+    One(Bytes),
+    Several(BytesMut),
+}
 
-    fn encode(&mut self, item: CheckResponse, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(buf)
-            .map_err(|e| Status::internal(format!("cannot encode the CheckResponse: {e}")))
+impl Received {
+    fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::replace(self, Received::Empty) {
+            Received::Empty => Received::One(chunk),
+            Received::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+                Received::Several(joined)
+            }
+            Received::Several(mut joined) => {
+                joined.extend_from_slice(&chunk);
+                Received::Several(joined)
+            }
+        };
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Received::Empty => &[],
+            Received::One(bytes) => bytes,
+            Received::Several(joined) => joined,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The gRPC length prefix, once it has arrived.
+    fn prefix(&self) -> Option<&[u8]> {
+        self.as_slice().get(..PREFIX_LEN)
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Received::Empty => Bytes::new(),
+            Received::One(bytes) => bytes,
+            Received::Several(joined) => joined.freeze(),
+        }
     }
 }
 
-impl Decoder for CheckCodec {
-    type Item = Result<CheckRequest, DecodeError>;
-    type Error = Status;
+/// A successful unary gRPC response carrying `message`.
+fn unary_response(message: &CheckResponse) -> http::Response<Body> {
+    let len = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(PREFIX_LEN + len);
+    frame.put_u8(0);
+    frame.put_u32(len as u32);
+    message
+        .encode(&mut frame)
+        .expect("the buffer was sized by encoded_len");
+    let mut response = http::Response::new(Body::new(UnaryBody {
+        message: Some(frame.freeze()),
+        trailers_sent: false,
+    }));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        // One `Bytes` for the whole message (no copy): the fields kept are slices of it.
-        let message = buf.copy_to_bytes(buf.remaining());
-        Ok(Some(CheckRequest::decode(message)))
+/// One message, then the trailers `grpc-status: 0`.
+struct UnaryBody {
+    message: Option<Bytes>,
+    trailers_sent: bool,
+}
+
+impl HttpBody for UnaryBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(message) = self.message.take() {
+            return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        if self.trailers_sent {
+            return Poll::Ready(None);
+        }
+        self.trailers_sent = true;
+        let mut trailers = http::HeaderMap::with_capacity(1);
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.message.is_none() && self.trailers_sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Received, RequestError, read_message};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use std::convert::Infallible;
+
+    /// A body that yields these chunks, then ends.
+    fn body(chunks: Vec<Vec<u8>>) -> impl tonic::codegen::Body<Data = Bytes, Error = Infallible> {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+        http_body_util::StreamBody::new(tonic::codegen::tokio_stream::iter(frames))
+    }
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        frame
+    }
+
+    #[tokio::test]
+    async fn a_message_split_anywhere_is_read_whole() {
+        let frame = framed(b"hello world");
+        for a in 0..frame.len() {
+            for b in a..frame.len() {
+                let chunks = vec![
+                    frame[..a].to_vec(),
+                    frame[a..b].to_vec(),
+                    frame[b..].to_vec(),
+                ];
+                assert_eq!(
+                    read_message(body(chunks), 64).await.unwrap(),
+                    &b"hello world"[..]
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_compressed_and_truncated_messages_are_refused() {
+        // Only the prefix is sent: the size is judged before the message is read.
+        let prefix = framed(&[0; 65])[..5].to_vec();
+        assert_eq!(
+            read_message(body(vec![prefix]), 64).await,
+            Err(RequestError::TooLarge {
+                size: 65,
+                limit: 64
+            })
+        );
+        let mut compressed = framed(b"x");
+        compressed[0] = 1;
+        assert_eq!(
+            read_message(body(vec![compressed]), 64).await,
+            Err(RequestError::Compressed)
+        );
+        let frame = framed(b"hello");
+        assert_eq!(
+            read_message(body(vec![frame[..7].to_vec()]), 64).await,
+            Err(RequestError::Malformed)
+        );
+        assert_eq!(
+            read_message(body(vec![]), 64).await,
+            Err(RequestError::Malformed)
+        );
+    }
+
+    #[test]
+    fn received_bytes_keep_their_order() {
+        let mut received = Received::Empty;
+        assert_eq!(received.prefix(), None);
+        received.push(Bytes::from_static(b"ab"));
+        received.push(Bytes::from_static(b"cd"));
+        received.push(Bytes::from_static(b"ef"));
+        assert_eq!(received.prefix(), Some(&b"abcde"[..]));
+        assert_eq!(received.len(), 6);
+        assert_eq!(received.into_bytes(), &b"abcdef"[..]);
     }
 }

@@ -1,6 +1,7 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
 use crate::limit::Limit;
+use crate::request::RequestError;
 use crate::store::Outcome;
 
 /// The quota state that the `X-RateLimit-*` headers report.
@@ -41,8 +42,10 @@ pub enum Verdict {
     RateLimited(Quota),
     /// No API key under the prefix: 401.
     MissingKey,
+    /// More than one API key under the prefix: 400, since no bucket is the right one.
+    AmbiguousKey,
     /// The check request cannot be evaluated: 400.
-    BadRequest(&'static str),
+    BadRequest(RequestError),
     /// The store failed and `failure_mode` is `allow`: allowed, no headers.
     FailedOpen,
     /// The store failed and `failure_mode` is `deny`: 503.

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Backend, Tollgate, check, sleep_until_unix_millis, unique_key, unix_millis};
+use common::{
+    Backend, Tollgate, WireRequest, check, sleep_until_unix_millis, unique_key, unix_millis,
+};
 use prost::Message;
 use std::time::{Duration, Instant};
 use tollgate::config::DEFAULT_YAML;
@@ -45,6 +47,8 @@ for_each_store!(
     path_spellings_cannot_reach_a_fresh_bucket,
     head_options_and_foreign_paths,
     missing_or_empty_key_is_401,
+    two_api_keys_are_refused_and_cost_nothing,
+    a_header_flood_costs_its_bytes_only,
     malformed_check_requests_get_400,
     a_burst_waits_for_the_oldest_request_to_leave,
     denied_requests_do_not_consume_quota,
@@ -187,20 +191,10 @@ async fn path_spellings_cannot_reach_a_fresh_bucket(backend: Backend) {
     let tollgate = Tollgate::start(backend.config(DEFAULT_YAML)).await;
     let mut client = tollgate.client().await;
     let key = unique_key("spellings");
-    let spellings = [
-        "/v1/analytics/daily",
-        "/v1/analytics/daily?from=2026-01-01",
-        "/v1/analytics/daily/",
-        "//v1//analytics///daily",
-        "/V1/Analytics/DAILY",
-        "/v1/analytics%2Fdaily",
-        "/v1/analytics%2fdaily?x=%2F",
-        "/v1/%61nalytics/daily",
-        "/v1/./analytics/x/../daily",
-        "/v1/analytics/daily#frag",
-    ];
-    for i in 0..30 {
-        let path = spellings[i % spellings.len()];
+    let spellings = common::ANALYTICS_DAILY_SPELLINGS
+        .iter()
+        .chain(&["/v1/analytics/daily#frag", "/v1\\analytics\\daily"]);
+    for (i, path) in spellings.clone().cycle().take(30).enumerate() {
         let answer = check(&mut client, "GET", path, Some(&key)).await;
         assert_eq!(answer.status, 200, "{path}");
         assert_eq!(answer.number("x-ratelimit-limit"), 30, "{path}");
@@ -262,6 +256,92 @@ async fn missing_or_empty_key_is_401(backend: Backend) {
     }
 }
 
+async fn two_api_keys_are_refused_and_cost_nothing(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(DEFAULT_YAML)).await;
+    let key = unique_key("twice");
+    let send = |message: Vec<u8>| {
+        let tollgate = &tollgate;
+        async move {
+            common::Answer::from_response(
+                common::check_raw(tollgate, message)
+                    .await
+                    .expect("never a gRPC error"),
+            )
+        }
+    };
+    let other = format!("{key}-other");
+    let ambiguous = [
+        // Envoy joins a repeated header with a comma in `headers`...
+        WireRequest::new("GET", "/v1/users")
+            .header("x-api-key", format!("{key},{other}").as_bytes())
+            .encode(),
+        // ...and sends one entry each in `header_map` (encode_raw_headers).
+        WireRequest::new("GET", "/v1/users")
+            .raw_header("x-api-key", key.as_bytes())
+            .raw_header("X-Api-Key", other.as_bytes())
+            .encode(),
+        WireRequest::new("GET", "/v1/users")
+            .raw_header("x-api-key", key.as_bytes())
+            .raw_header("x-api-key", key.as_bytes())
+            .encode(),
+        // Two map entries never come from Envoy; neither may pick a bucket.
+        WireRequest::new("GET", "/v1/users")
+            .header("x-api-key", key.as_bytes())
+            .header("x-api-key", other.as_bytes())
+            .encode(),
+    ];
+    for _ in 0..3 {
+        for message in &ambiguous {
+            let answer = send(message.clone()).await;
+            assert_eq!(answer.status, 400, "{answer:?}");
+            assert!(answer.body.contains("ambiguous_api_key"), "{}", answer.body);
+            assert!(answer.body.contains("x-api-key"), "{}", answer.body);
+            assert!(!answer.has_rate_limit_headers());
+        }
+    }
+    // The key's own bucket was not touched, and outside the prefix nothing is asked.
+    let mut client = tollgate.client().await;
+    let first = check(&mut client, "GET", "/v1/users", Some(&key)).await;
+    assert_eq!(first.number("x-ratelimit-remaining"), 59, "{first:?}");
+    let outside = send(
+        WireRequest::new("GET", "/healthz")
+            .header("x-api-key", b"a,b")
+            .encode(),
+    )
+    .await;
+    assert_eq!(outside.status, 200);
+}
+
+async fn a_header_flood_costs_its_bytes_only(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(DEFAULT_YAML)).await;
+    let key = unique_key("flood");
+    // 2-byte empty header entries: as many as fit under max_request_bytes (256 KiB), key last.
+    let flood = WireRequest::new("GET", "/v1/users")
+        .empty_headers(120_000)
+        .header("x-api-key", key.as_bytes())
+        .encode();
+    assert!(flood.len() < 256 << 10, "{}", flood.len());
+    let answer = common::Answer::from_response(
+        common::check_raw(&tollgate, flood)
+            .await
+            .expect("never a gRPC error"),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.number("x-ratelimit-remaining"), 59);
+    // Past the limit the message is refused unread, with a 400 like any unusable message.
+    let huge = WireRequest::new("GET", "/v1/users")
+        .empty_headers(2_000_000)
+        .header("x-api-key", key.as_bytes())
+        .encode();
+    let answer = common::Answer::from_response(
+        common::check_raw(&tollgate, huge)
+            .await
+            .expect("never a gRPC error"),
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.body.contains("larger than"), "{}", answer.body);
+}
+
 async fn malformed_check_requests_get_400(backend: Backend) {
     use envoy_types::ext_authz::v3::pb::CheckRequest;
     let tollgate = Tollgate::start(backend.config(DEFAULT_YAML)).await;
@@ -289,7 +369,19 @@ async fn malformed_check_requests_get_400(backend: Backend) {
         ),
         ("truncated message", truncated),
         ("not protobuf at all", b"\xff\xff\xff\xff".to_vec()),
-        ("API key not UTF-8", wire_request(b"k\xff", b"chocolate")),
+        (
+            "API key not UTF-8",
+            WireRequest::new("GET", "/v1/users")
+                .header("x-api-key", b"k\xff")
+                .encode(),
+        ),
+        (
+            "larger than max_request_bytes",
+            WireRequest::new("GET", "/v1/users")
+                .header("x-api-key", b"k")
+                .header("x-padding", &vec![b'p'; 300 << 10])
+                .encode(),
+        ),
     ];
     for (label, message) in cases {
         let response = common::check_raw(&tollgate, message)
@@ -305,36 +397,17 @@ async fn malformed_check_requests_get_400(backend: Backend) {
     }
     // A header tollgate does not read may hold any byte (envoy-types would refuse the message).
     let key = unique_key("stray-byte");
+    let stray_byte = WireRequest::new("GET", "/v1/users")
+        .header("x-api-key", key.as_bytes())
+        .header("cookie", b"\xff")
+        .encode();
     let answer = common::Answer::from_response(
-        common::check_raw(&tollgate, wire_request(key.as_bytes(), b"\xff"))
+        common::check_raw(&tollgate, stray_byte)
             .await
             .expect("a stray byte in an unread header is not an error"),
     );
     assert_eq!(answer.status, 200);
     assert!(answer.has_rate_limit_headers());
-}
-
-/// A `GET /v1/users` check encoded from tollgate's own subset of the message, whose text fields
-/// are bytes: the API key and a `cookie` header as given.
-fn wire_request(api_key: &[u8], cookie: &[u8]) -> Vec<u8> {
-    use tollgate::request::{AttributeContext, CheckRequest, Header, HttpRequest, Request};
-    let header = |key: &str, value: &[u8]| Header {
-        key: key.as_bytes().to_vec().into(),
-        value: value.to_vec().into(),
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/v1/users".into(),
-                    headers: vec![header("x-api-key", api_key), header("cookie", cookie)],
-                    header_map: None,
-                }),
-            }),
-        }),
-    }
-    .encode_to_vec()
 }
 
 /// A short-window configuration for timing tests.

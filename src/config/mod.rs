@@ -44,6 +44,11 @@ pub struct Config {
     pub drain_period: Duration,
     /// Buckets the local over-limit cache may hold; 0 disables it.
     pub deny_cache_entries: usize,
+    /// Largest `CheckRequest` accepted, in bytes; larger ones are answered 400 unread.
+    pub max_request_bytes: usize,
+    /// Buckets the in-memory store may hold; checks of new buckets beyond it fail like a store
+    /// failure.
+    pub memory_store_entries: usize,
 }
 
 /// Values given on the command line or in the environment, which win over the file.
@@ -149,6 +154,10 @@ impl fmt::Display for Config {
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
         writeln!(f, "drain period:    {:?}", self.drain_period)?;
         writeln!(f, "deny cache:      {} buckets", self.deny_cache_entries)?;
+        if self.redis.is_none() {
+            writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;
+        }
+        writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
         let prefix = self.path_prefix.trim_end_matches('/');
         writeln!(f, "routes (most specific first):")?;
         for route in self.routes.routes() {

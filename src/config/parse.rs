@@ -30,6 +30,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "failure_mode",
     "drain_period",
     "deny_cache_entries",
+    "max_request_bytes",
+    "memory_store_entries",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
@@ -154,6 +156,26 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
     )
     .map(|n| n as usize);
 
+    let max_request_bytes = whole_number(
+        root,
+        "max_request_bytes",
+        "max_request_bytes",
+        4096..=16 << 20,
+        256 << 10,
+        problems,
+    )
+    .map(|n| n as usize);
+
+    let memory_store_entries = whole_number(
+        root,
+        "memory_store_entries",
+        "memory_store_entries",
+        1..=100_000_000,
+        200_000,
+        problems,
+    )
+    .map(|n| n as usize);
+
     let routes = parse_routes(root.get("routes"), problems);
     let redis = match root.get("redis") {
         None | Some(Value::Null) => Some(None),
@@ -174,6 +196,8 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         failure_mode: failure_mode?,
         drain_period: drain_period?,
         deny_cache_entries: deny_cache_entries?,
+        max_request_bytes: max_request_bytes?,
+        memory_store_entries: memory_store_entries?,
     })
 }
 

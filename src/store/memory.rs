@@ -6,6 +6,7 @@ use crate::limit::Limit;
 use std::collections::VecDeque;
 use std::collections::hash_map::{DefaultHasher, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Independent locks, so concurrent checks of different buckets rarely wait for each other.
@@ -14,17 +15,30 @@ const SHARDS: usize = 16;
 /// Checks a shard makes between sweeps for expired logs.
 const SWEEP_EVERY: u32 = 1024;
 
+/// While the store is full, a shard sweeps for expired logs at most this often (µs), so that a
+/// flood of new buckets cannot make every check walk a whole shard.
+const FULL_SWEEP_INTERVAL: u64 = 1_000_000;
+
 /// Sliding-log quotas held in memory. Exact for one process; replicas do not share it.
+///
+/// At most about `max_entries` buckets are held (concurrent checks of different shards may each
+/// add one past it). When the store is full of live buckets, a check of a bucket it does not hold
+/// fails with [`StoreError::Full`], which tollgate answers like any store failure; buckets it
+/// holds keep being counted exactly.
 #[derive(Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>; SHARDS]>,
     clock: Arc<dyn Clock>,
+    max_entries: usize,
+    entries: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct Shard {
     logs: HashMap<String, Log>,
     checks_since_sweep: u32,
+    /// When this shard last swept because the store was full (µs on the store's clock).
+    last_full_sweep: Option<u64>,
 }
 
 /// The admitted requests of one bucket, oldest first, in Unix µs.
@@ -35,16 +49,18 @@ struct Log {
 }
 
 impl MemoryStore {
-    /// A store on the system clock.
-    pub fn new() -> Self {
-        Self::with_clock(Arc::new(SystemClock))
+    /// A store on the system clock holding at most about `max_entries` buckets.
+    pub fn new(max_entries: usize) -> Self {
+        Self::with_clock(Arc::new(SystemClock), max_entries)
     }
 
     /// A store on the given clock.
-    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(clock: Arc<dyn Clock>, max_entries: usize) -> Self {
         Self {
             shards: Arc::new(std::array::from_fn(|_| Mutex::default())),
             clock,
+            max_entries,
+            entries: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -61,7 +77,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn check_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Outcome {
+    fn check_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
         let now = self.clock.now_micros();
         let window = limit.window_micros();
         let limit = limit.requests.get() as usize;
@@ -74,7 +90,17 @@ impl MemoryStore {
         // A std Mutex: the critical section is short and never awaits. A poisoned lock only means
         // another check panicked mid-update; the log is still a valid list of times.
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        shard.sweep_if_due(now);
+        self.forget(shard.sweep_if_due(now));
+        if !shard.logs.contains_key(&name) {
+            if self.entries.load(Ordering::Relaxed) >= self.max_entries {
+                let swept = shard.sweep_when_full(now);
+                self.forget(swept);
+                if swept == 0 {
+                    return Err(StoreError::Full(self.max_entries));
+                }
+            }
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
         let log = shard.logs.entry(name).or_insert_with(|| Log {
             times: VecDeque::new(),
             window,
@@ -84,7 +110,7 @@ impl MemoryStore {
             log.times.pop_front();
         }
         let count = log.times.len();
-        if count < limit {
+        Ok(if count < limit {
             log.times.push_back(now);
             Outcome {
                 allowed: true,
@@ -99,6 +125,13 @@ impl MemoryStore {
                 reset_micros: log.times[count - limit] + window,
                 now_micros: now,
             }
+        })
+    }
+
+    /// Accounts for `swept` logs dropped by a sweep.
+    fn forget(&self, swept: usize) {
+        if swept > 0 {
+            self.entries.fetch_sub(swept, Ordering::Relaxed);
         }
     }
 }
@@ -110,27 +143,40 @@ fn shard_of(name: &str) -> usize {
 }
 
 impl Shard {
-    /// Drops every log whose newest request has left its window, every [`SWEEP_EVERY`] checks.
-    fn sweep_if_due(&mut self, now: u64) {
+    /// Every [`SWEEP_EVERY`] checks, drops the logs whose newest request has left its window.
+    /// Returns how many were dropped.
+    fn sweep_if_due(&mut self, now: u64) -> usize {
         self.checks_since_sweep += 1;
         if self.checks_since_sweep < SWEEP_EVERY {
-            return;
+            return 0;
         }
         self.checks_since_sweep = 0;
+        self.sweep(now)
+    }
+
+    /// Sweeps a full store's shard, at most once per [`FULL_SWEEP_INTERVAL`].
+    fn sweep_when_full(&mut self, now: u64) -> usize {
+        if self
+            .last_full_sweep
+            .is_some_and(|last| now < last + FULL_SWEEP_INTERVAL)
+        {
+            return 0;
+        }
+        self.last_full_sweep = Some(now);
+        self.sweep(now)
+    }
+
+    fn sweep(&mut self, now: u64) -> usize {
+        let before = self.logs.len();
         self.logs
             .retain(|_, log| log.times.back().is_some_and(|&t| t + log.window > now));
-    }
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
+        before - self.logs.len()
     }
 }
 
 impl QuotaStore for MemoryStore {
     async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
-        Ok(self.check_now(bucket, limit))
+        self.check_now(bucket, limit)
     }
 }
 
@@ -152,7 +198,7 @@ mod tests {
 
     fn store() -> (MemoryStore, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
-        (MemoryStore::with_clock(clock.clone()), clock)
+        (MemoryStore::with_clock(clock.clone(), 1_000_000), clock)
     }
 
     #[test]
@@ -166,19 +212,22 @@ mod tests {
         let l = limit(3, 1000);
         let start = clock.now_micros();
         for remaining in [2, 1, 0] {
-            let o = store.check_now(bucket, l);
+            let o = store.check_now(bucket, l).unwrap();
             assert!(o.allowed);
             assert_eq!(o.remaining, remaining);
             assert_eq!(o.reset_micros, start + 1_000_000);
             clock.advance(100_000);
         }
-        let denied = store.check_now(bucket, l);
+        let denied = store.check_now(bucket, l).unwrap();
         assert!(!denied.allowed);
         assert_eq!(denied.reset_micros, start + 1_000_000);
         clock.advance(1_000_000 - 300_001);
-        assert!(!store.check_now(bucket, l).allowed, "1 µs before the reset");
+        assert!(
+            !store.check_now(bucket, l).unwrap().allowed,
+            "1 µs before the reset"
+        );
         clock.advance(1);
-        let after = store.check_now(bucket, l);
+        let after = store.check_now(bucket, l).unwrap();
         assert!(after.allowed, "at the reset");
         assert_eq!(after.reset_micros, start + 1_100_000);
     }
@@ -193,10 +242,10 @@ mod tests {
         };
         let start = clock.now_micros();
         for _ in 0..4 {
-            store.check_now(bucket, limit(10, 1000));
+            store.check_now(bucket, limit(10, 1000)).unwrap();
             clock.advance(10);
         }
-        let denied = store.check_now(bucket, limit(2, 1000));
+        let denied = store.check_now(bucket, limit(2, 1000)).unwrap();
         assert!(!denied.allowed);
         // Three of the four must leave before the count is below 2: the third, admitted at +20 µs.
         assert_eq!(denied.reset_micros, start + 20 + 1_000_000);
@@ -207,13 +256,15 @@ mod tests {
         let (store, clock) = store();
         for i in 0..5000 {
             let key = KeyDigest::of(&format!("key-{i}"));
-            store.check_now(
-                BucketRef {
-                    key: &key,
-                    name: "r",
-                },
-                limit(1, 10),
-            );
+            store
+                .check_now(
+                    BucketRef {
+                        key: &key,
+                        name: "r",
+                    },
+                    limit(1, 10),
+                )
+                .unwrap();
         }
         assert_eq!(store.len(), 5000);
         clock.advance(10_000);
@@ -231,10 +282,56 @@ mod tests {
         }
         for key in late.iter().flatten() {
             for _ in 0..SWEEP_EVERY {
-                store.check_now(BucketRef { key, name: "r" }, limit(1, 10));
+                store
+                    .check_now(BucketRef { key, name: "r" }, limit(1, 10))
+                    .unwrap();
             }
         }
         assert_eq!(store.len(), SHARDS);
+    }
+
+    #[test]
+    fn a_million_keys_cannot_grow_it_past_its_cap() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
+        let store = MemoryStore::with_clock(clock.clone(), 10_000);
+        let minute = limit(5, 60_000);
+        let held = KeyDigest::of("held");
+        let held = BucketRef {
+            key: &held,
+            name: "r",
+        };
+        assert!(store.check_now(held, minute).unwrap().allowed);
+        let mut refused = 0;
+        for i in 0..1_000_000 {
+            let key = KeyDigest::of(&format!("flood-{i}"));
+            let bucket = BucketRef {
+                key: &key,
+                name: "r",
+            };
+            match store.check_now(bucket, minute) {
+                Ok(outcome) => assert!(outcome.allowed),
+                Err(StoreError::Full(10_000)) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            if i % 100_000 == 0 {
+                assert!(store.len() <= 10_000 + SHARDS, "{} at {i}", store.len());
+            }
+        }
+        assert!(store.len() <= 10_000 + SHARDS, "{}", store.len());
+        assert!(refused >= 1_000_000 - 10_000, "{refused}");
+        // A bucket it holds is still counted exactly.
+        for remaining in [3, 2, 1, 0] {
+            assert_eq!(store.check_now(held, minute).unwrap().remaining, remaining);
+        }
+        assert!(!store.check_now(held, minute).unwrap().allowed);
+        // Once the flood's window has passed, new buckets are taken again.
+        clock.advance(60_000_000);
+        let late = KeyDigest::of("late");
+        let late = BucketRef {
+            key: &late,
+            name: "r",
+        };
+        assert!(store.check_now(late, minute).unwrap().allowed);
     }
 
     proptest! {
@@ -255,7 +352,7 @@ mod tests {
                 clock.advance(gap);
                 let now = clock.now_micros();
                 let in_window = admitted.iter().filter(|&&t| t + window > now).count();
-                let outcome = store.check_now(bucket, limit(n, window_ms));
+                let outcome = store.check_now(bucket, limit(n, window_ms)).unwrap();
                 prop_assert_eq!(outcome.allowed, in_window < n as usize);
                 if outcome.allowed {
                     admitted.push(now);

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// Redis answered with an error, or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The in-memory store holds as many buckets as it may, all of them live.
+    #[error("the in-memory store is full ({0} buckets, memory_store_entries)")]
+    Full(usize),
 }
 
 /// A backend that evaluates sliding-window quotas.

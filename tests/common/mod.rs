@@ -186,6 +186,77 @@ pub fn envoy_request(method: &str, path: &str, api_key: Option<&str>) -> CheckRe
     }
 }
 
+/// Spellings of `/v1/analytics/daily` (limit 30 in the contract) that some upstream routes to the
+/// same handler; every one must land in that route's bucket, directly and through Envoy.
+pub const ANALYTICS_DAILY_SPELLINGS: &[&str] = &[
+    "/v1/analytics/daily",
+    "/v1/analytics/daily?from=2026-01-01",
+    "/v1/analytics/daily/",
+    "//v1//analytics///daily",
+    "/V1/ANALYTICS/Daily",
+    "/v1/analytics%2Fdaily",
+    "/v1/analytics%2fdaily?x=%2F",
+    "/v1/analytics%5Cdaily",
+    "/v1/%61nalytics/daily",
+    "/v1/./analytics/x/../daily",
+    "/v1;x/analytics/daily",
+    "/v1/analytics/daily;jsessionid=0A1B",
+    "/v1/analytics;a=1/daily;b=2/",
+    "/v1/analytics/x/..;/daily",
+];
+
+/// A `CheckRequest` encoded field by field, for messages no protobuf library builds: header
+/// values that are not UTF-8, one map key sent twice.
+pub struct WireRequest {
+    http: Vec<u8>,
+}
+
+impl WireRequest {
+    pub fn new(method: &str, path: &str) -> Self {
+        let mut http = Vec::new();
+        prost::encoding::string::encode(2, &method.to_owned(), &mut http);
+        prost::encoding::string::encode(4, &path.to_owned(), &mut http);
+        Self { http }
+    }
+
+    /// An entry of the `headers` map, as Envoy sends by default.
+    pub fn header(mut self, name: &str, value: &[u8]) -> Self {
+        let mut entry = Vec::new();
+        prost::encoding::bytes::encode(1, &name.as_bytes().to_vec(), &mut entry);
+        prost::encoding::bytes::encode(2, &value.to_vec(), &mut entry);
+        prost::encoding::bytes::encode(3, &entry, &mut self.http);
+        self
+    }
+
+    /// `count` empty `headers` entries, two bytes each on the wire: the cheapest flood.
+    pub fn empty_headers(mut self, count: usize) -> Self {
+        for _ in 0..count {
+            self.http.extend_from_slice(&[3 << 3 | 2, 0]);
+        }
+        self
+    }
+
+    /// An entry of `header_map`, as Envoy sends with `encode_raw_headers` (value in `raw_value`).
+    pub fn raw_header(mut self, name: &str, value: &[u8]) -> Self {
+        let mut header = Vec::new();
+        prost::encoding::bytes::encode(1, &name.as_bytes().to_vec(), &mut header);
+        prost::encoding::bytes::encode(3, &value.to_vec(), &mut header);
+        let mut map = Vec::new();
+        prost::encoding::bytes::encode(1, &header, &mut map);
+        prost::encoding::bytes::encode(13, &map, &mut self.http);
+        self
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let nest = |number: u32, inner: &[u8]| {
+            let mut outer = Vec::new();
+            prost::encoding::bytes::encode(number, &inner.to_vec(), &mut outer);
+            outer
+        };
+        nest(1, &nest(4, &nest(2, &self.http)))
+    }
+}
+
 /// What the client of Envoy would see.
 #[derive(Debug, Clone)]
 pub struct Answer {

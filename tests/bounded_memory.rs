@@ -1,0 +1,98 @@
+//! Memory per check is bounded by design, not by message size: reading a `CheckRequest` allocates
+//! nothing, and a whole decision allocates the same whatever the number of headers.
+//!
+//! A counting allocator (this test binary's own) measures it; counts are per thread, so the test
+//! harness's own allocations on other threads do not leak into them.
+
+mod common;
+
+use common::WireRequest;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use tollgate::authz::RateLimiter;
+use tollgate::config::{Config, DEFAULT_YAML, Overrides};
+use tollgate::request::{ApiKey, HttpCheck};
+use tollgate::store::MemoryStore;
+use tollgate::verdict::Verdict;
+
+struct Counting;
+
+thread_local! {
+    /// Bytes allocated by this thread. `const`-initialised, so reading it never allocates.
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + layout.size()));
+        // SAFETY: the caller's contract for `alloc` is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes `f` allocates on this thread.
+fn allocated_by<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATED.with(Cell::get);
+    let value = f();
+    (ALLOCATED.with(Cell::get) - before, value)
+}
+
+/// Polls a future that never waits (the in-memory store's) to completion.
+fn ready<T>(future: impl Future<Output = T>) -> T {
+    match pin!(future)
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("the in-memory store never waits"),
+    }
+}
+
+fn flood(empty_headers: usize) -> Vec<u8> {
+    WireRequest::new("GET", "/v1/campaigns/7?x=1")
+        .empty_headers(empty_headers)
+        .header("user-agent", b"curl/8.5.0")
+        .header("x-api-key", b"bounded")
+        .raw_header("cookie", b"c=1")
+        .encode()
+}
+
+#[test]
+fn reading_a_check_request_allocates_nothing() {
+    for headers in [0, 1_000, 1_000_000] {
+        let message = flood(headers);
+        let (bytes, check) = allocated_by(|| HttpCheck::parse(&message, "x-api-key"));
+        let check = check.unwrap();
+        assert_eq!(check.api_key, ApiKey::One("bounded"));
+        assert_eq!(bytes, 0, "{headers} headers");
+    }
+}
+
+#[test]
+fn a_decision_costs_the_same_whatever_the_header_count() {
+    let config = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
+    let limiter = RateLimiter::new(&config, MemoryStore::new(1000));
+    let small = flood(0);
+    // The first decision creates the bucket; the ones after it are the steady state.
+    assert!(matches!(ready(limiter.decide(&small)), Verdict::Allowed(_)));
+    let (baseline, _) = allocated_by(|| ready(limiter.decide(&small)));
+    for headers in [1_000, 1_000_000] {
+        let message = flood(headers);
+        let (bytes, verdict) = allocated_by(|| ready(limiter.decide(&message)));
+        assert!(matches!(verdict, Verdict::Allowed(_)), "{verdict:?}");
+        assert_eq!(bytes, baseline, "{headers} headers");
+    }
+    assert!(baseline < 1024, "a decision allocates {baseline} bytes");
+}
