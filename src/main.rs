@@ -74,6 +74,7 @@ async fn run(args: Args) -> ExitCode {
         api_key_header = %config.api_key_header,
         failure_mode = ?config.failure_mode,
         drain_period = ?config.drain_period,
+        shutdown_grace = ?config.shutdown_grace,
         "tollgate starting"
     );
     match server::run(config, listener, shutdown::signal()).await {
