@@ -421,10 +421,13 @@ fn istio_and_envoy_gateway_objects_point_at_tollgate() {
         policy["spec"]["selector"]["matchLabels"].is_mapping(),
         "scoped to a workload"
     );
-    let paths = &policy["spec"]["rules"][0]["to"][0]["operation"]["paths"];
-    assert!(
-        paths.as_sequence().unwrap().iter().any(|p| p == "/v1/*"),
-        "{paths:?}"
+    // Every request of the workload: one rule without any `to`, `from` or `when` condition. A
+    // condition on paths, hosts, methods or ports is matched case-sensitively on the path with its
+    // `;` parameters, so some spelling of an API path would escape it.
+    assert_eq!(
+        policy["spec"]["rules"],
+        serde_yaml::from_str::<Value>("[{}]").unwrap(),
+        "the CUSTOM policy must match every request"
     );
 
     let gateway =
@@ -433,7 +436,22 @@ fn istio_and_envoy_gateway_objects_point_at_tollgate() {
         .iter()
         .find(|d| d["kind"] == "SecurityPolicy")
         .unwrap();
-    let backend = &security["spec"]["extAuth"]["grpc"]["backendRefs"][0];
+    // Attached to the Gateway, so every route on it is checked, whatever path it matches.
+    let targets = security["spec"]["targetRefs"].as_sequence().unwrap();
+    assert!(!targets.is_empty());
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["kind"] == "Gateway" && t["group"] == "gateway.networking.k8s.io"),
+        "{targets:?}"
+    );
+    let ext_auth = &security["spec"]["extAuth"];
+    assert!(
+        ext_auth["headersToExtAuth"].is_null(),
+        "every header, the API key included, reaches tollgate"
+    );
+    assert_eq!(ext_auth["failOpen"], Value::Bool(true));
+    let backend = &ext_auth["grpc"]["backendRefs"][0];
     assert_eq!(
         (
             backend["name"].as_str(),
