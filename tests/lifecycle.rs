@@ -288,20 +288,19 @@ async fn an_open_watch_stream_does_not_hold_the_shutdown_and_in_flight_checks_ar
 
     // Redis stalls from shortly before the end of the drain period until well after it, so the
     // check sent now is answered only during the grace.
-    tokio::time::sleep((DRAIN - Duration::from_millis(600)).saturating_sub(sigterm_at.elapsed()))
+    tokio::time::sleep((DRAIN - Duration::from_millis(500)).saturating_sub(sigterm_at.elapsed()))
         .await;
-    let mut stall = redis.connection();
-    let stalled = tokio::task::spawn_blocking(move || {
-        redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg(1.5)
-            .query::<()>(&mut stall)
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // CLIENT PAUSE answers at once and holds every other client's commands for 1.5 s, so the
+    // stall has begun when the check is sent.
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query::<()>(&mut redis.connection())
+        .expect("CLIENT PAUSE");
     let sent_after = sigterm_at.elapsed();
     let answer = check(&mut client, "GET", "/v1/users", Some(&key)).await;
     let answered_after = sigterm_at.elapsed();
-    stalled.await.unwrap().expect("DEBUG SLEEP");
     println!("check sent {sent_after:?} after SIGTERM, answered after {answered_after:?}");
     assert!(
         sent_after < DRAIN && answered_after > DRAIN,
