@@ -281,6 +281,7 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
 /// A stopped pod finishes its drain and grace before Kubernetes kills it, the readiness probe
 /// sees the drain before it ends, and the liveness probe never restarts a draining pod.
 fn check_shutdown_fits(overlay: &str, spec: &Value, container: &Value, config: &Config) {
+    // A field left out takes Kubernetes' default.
     let seconds =
         |value: &Value, default: u64| Duration::from_secs(value.as_u64().unwrap_or(default));
     let pod = &spec["template"]["spec"];
