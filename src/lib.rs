@@ -12,7 +12,7 @@
 //!
 //! [`service`] is the ext_authz gRPC service and its codec, [`config`] parses and validates the
 //! YAML configuration, [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the
-//! graceful drain, [`shutdown`] waits for signals.
+//! bounded shutdown (drain, grace, close), [`shutdown`] waits for signals.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

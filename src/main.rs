@@ -1,5 +1,6 @@
 use clap::Parser;
 use std::process::ExitCode;
+use std::time::Duration;
 use tollgate::cli::{self, Args, Command};
 use tollgate::config::Config;
 use tollgate::{server, shutdown};
@@ -9,9 +10,17 @@ use tollgate::{server, shutdown};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long, once the server has stopped, the exit waits for blocking tasks (a DNS lookup of a
+/// Redis reconnect, say) that dropping the runtime would otherwise wait for without a limit.
+const BLOCKING_TASKS_AT_EXIT: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
     match runtime() {
-        Ok(runtime) => runtime.block_on(run(Args::parse())),
+        Ok(runtime) => {
+            let code = runtime.block_on(run(Args::parse()));
+            runtime.shutdown_timeout(BLOCKING_TASKS_AT_EXIT);
+            code
+        }
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -74,6 +83,7 @@ async fn run(args: Args) -> ExitCode {
         api_key_header = %config.api_key_header,
         failure_mode = ?config.failure_mode,
         drain_period = ?config.drain_period,
+        shutdown_grace = ?config.shutdown_grace,
         "tollgate starting"
     );
     match server::run(config, listener, shutdown::signal()).await {

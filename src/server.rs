@@ -1,5 +1,5 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
-//! listener, and the drain on shutdown.
+//! listener, and the bounded shutdown: drain, grace, then close.
 
 use crate::authz::RateLimiter;
 use crate::config::Config;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
@@ -34,7 +35,8 @@ pub enum ServerError {
 }
 
 /// Serves ext_authz and health on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// keeps answering for the drain period and stops once in-flight checks are answered.
+/// keeps answering for the drain period, stops accepting, gives the calls still in flight up to
+/// the shutdown grace to finish, and then closes every connection that remains.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -76,6 +78,7 @@ async fn serve<S: QuotaStore>(
     health.set_service_status("", ServingStatus::Serving).await;
 
     let drain_period = config.drain_period;
+    let (drain_over, drain_ended) = oneshot::channel();
     let drained = async move {
         shutdown.await;
         tracing::info!(
@@ -89,19 +92,43 @@ async fn serve<S: QuotaStore>(
             .set_service_status("", ServingStatus::NotServing)
             .await;
         tokio::time::sleep(drain_period).await;
-        tracing::info!("drain period over; finishing in-flight checks and stopping");
+        tracing::info!("drain period over; finishing in-flight calls and stopping");
+        let _ = drain_over.send(());
     };
+    // tonic's graceful shutdown waits for every connection to close, and a connection carrying a
+    // health Watch stream (or any stream the client never ends) never does: the grace bounds it.
+    let shutdown_grace = config.shutdown_grace;
+    let grace_over = async move {
+        if drain_ended.await.is_err() {
+            // The server stopped before the drain ended (it failed): nothing to bound.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(shutdown_grace).await;
+    };
+    let (close, closing) = watch::channel(false);
 
     let limiter = RateLimiter::new(config, store);
     let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(|accepted| accepted.map(CopiedWrites));
+        .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationService::new(limiter, config.max_request_bytes))
-        .serve_with_incoming_shutdown(incoming, drained)
-        .await;
+        .serve_with_incoming_shutdown(incoming, drained);
+    tokio::pin!(served);
+    let served = tokio::select! {
+        served = &mut served => served,
+        () = grace_over => {
+            tracing::info!(
+                ?shutdown_grace,
+                "shutdown grace over; closing the connections still open"
+            );
+            let _ = close.send(true);
+            // Each connection fails its next I/O at once, so this returns promptly.
+            served.await
+        }
+    };
     report.abort();
     served?;
     tracing::info!("stopped");
@@ -125,46 +152,92 @@ async fn report_deny_cache(cache: Arc<DenyCache>) {
     }
 }
 
-/// An accepted connection that does not offer vectored writes, so that h2 copies every frame of
+/// An accepted connection. It does not offer vectored writes, so that h2 copies every frame of
 /// up to 1 KiB into its write buffer and sends the answers of many checks in one write. With
 /// vectored writes h2 keeps each DATA payload over 256 bytes out of its buffer and must write it
 /// before it buffers the next frame: every 429 (about 360 bytes) then cost a `writev` of its own
 /// (1.09 per check measured, against 0.12 for the small OK answers; BENCHMARKS.md).
-struct CopiedWrites(TcpStream);
+///
+/// It also ends when the shutdown grace is over: its I/O then fails, so hyper drops the
+/// connection with whatever streams are still open, and tonic's graceful shutdown completes.
+struct Accepted {
+    stream: TcpStream,
+    /// Resolves when the shutdown grace is over; `None` once it has.
+    closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
 
-impl Connected for CopiedWrites {
-    type ConnectInfo = TcpConnectInfo;
+impl Accepted {
+    fn new(stream: TcpStream, mut closing: watch::Receiver<bool>) -> Self {
+        let closed = async move {
+            // An error means the server is gone, which also ends the connection.
+            let _ = closing.wait_for(|closed| *closed).await;
+        };
+        Self {
+            stream,
+            closed: Some(Box::pin(closed)),
+        }
+    }
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.0.connect_info()
+    /// `io` as it is, unless it is pending and the shutdown grace is over: then an error. Only
+    /// pending I/O looks at the grace, so a busy connection pays nothing for it; hyper reads until
+    /// the socket would block, so every connection reaches this regularly.
+    fn unless_closed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if io.is_ready() {
+            return io;
+        }
+        if let Some(closed) = &mut self.closed {
+            if closed.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.closed = None;
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "closed at the end of the shutdown grace",
+        )))
     }
 }
 
-impl AsyncRead for CopiedWrites {
+impl Connected for Accepted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Accepted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let io = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.unless_closed(cx, io)
     }
 }
 
 /// `poll_write_vectored` and `is_write_vectored` keep their defaults: not vectored.
-impl AsyncWrite for CopiedWrites {
+impl AsyncWrite for Accepted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        let io = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.unless_closed(cx, io)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        let io = Pin::new(&mut self.stream).poll_flush(cx);
+        self.unless_closed(cx, io)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

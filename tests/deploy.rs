@@ -14,6 +14,8 @@ use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The Kubernetes version the manifests are validated against.
 const KUBERNETES_VERSION: &str = "1.33.0";
+/// The health service tollgate reports for ext_authz (and turns NOT_SERVING when it drains).
+const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
 fn k8s(path: &str) -> PathBuf {
     Path::new(ROOT).join("k8s").join(path)
@@ -199,6 +201,10 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
         "ALL"
     );
     assert_eq!(container["readinessProbe"]["grpc"]["port"], 9191);
+    assert_eq!(
+        container["readinessProbe"]["grpc"]["service"], AUTHZ_SERVICE,
+        "{overlay}: readiness follows the service that turns NOT_SERVING when tollgate drains"
+    );
     assert_eq!(container["livenessProbe"]["grpc"]["port"], 9191);
     assert!(
         container["resources"]["requests"].is_mapping()
@@ -223,12 +229,7 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
         std::fs::read_to_string(k8s("base/tollgate.yaml")).unwrap()
     );
     let config = k8s_config(config_text);
-    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
-    assert!(
-        grace > config.drain_period + Duration::from_secs(5),
-        "{grace:?} vs {:?}",
-        config.drain_period
-    );
+    check_shutdown_fits(overlay, spec, container, &config);
     let config_volume = pod["volumes"]
         .as_sequence()
         .unwrap()
@@ -251,12 +252,20 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
         (Some("grpc"), Some("grpc"), Some(9191))
     );
     assert_eq!(service["spec"]["type"], "ClusterIP");
-    for kind in [
-        "PodDisruptionBudget",
-        "HorizontalPodAutoscaler",
-        "NetworkPolicy",
-        "ServiceAccount",
-    ] {
+    let budget = find(docs, "PodDisruptionBudget", "tollgate");
+    assert_eq!(
+        (
+            budget["spec"]["maxUnavailable"].as_u64(),
+            &budget["spec"]["minAvailable"]
+        ),
+        (Some(1), &Value::Null),
+        "{overlay}: voluntary disruptions take one pod at a time, whatever the replica count"
+    );
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"], spec["selector"]["matchLabels"],
+        "{overlay}: the budget covers the Deployment's pods"
+    );
+    for kind in ["HorizontalPodAutoscaler", "NetworkPolicy", "ServiceAccount"] {
         find(docs, kind, "tollgate");
     }
     let policy = find(docs, "NetworkPolicy", "tollgate");
@@ -266,6 +275,49 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
     assert_eq!(
         policy["spec"]["policyTypes"],
         serde_yaml::from_str::<Value>("[Ingress, Egress]").unwrap()
+    );
+}
+
+/// A stopped pod finishes its drain and grace before Kubernetes kills it, the readiness probe
+/// sees the drain before it ends, and the liveness probe never restarts a draining pod.
+fn check_shutdown_fits(overlay: &str, spec: &Value, container: &Value, config: &Config) {
+    // A field left out takes Kubernetes' default.
+    let seconds =
+        |value: &Value, default: u64| Duration::from_secs(value.as_u64().unwrap_or(default));
+    let pod = &spec["template"]["spec"];
+    // tollgate drains by itself from SIGTERM on; a preStop hook would run before the SIGTERM and
+    // add its own time to the sum below.
+    assert!(
+        container["lifecycle"]["preStop"].is_null(),
+        "{overlay}: a preStop hook delays the drain"
+    );
+    let stop = config.drain_period + config.shutdown_grace;
+    let kill_after = seconds(&pod["terminationGracePeriodSeconds"], 30);
+    assert!(
+        stop + Duration::from_secs(5) <= kill_after,
+        "{overlay}: drain {:?} + grace {:?} leave under 5 s before SIGKILL at {kill_after:?}",
+        config.drain_period,
+        config.shutdown_grace
+    );
+    let readiness = &container["readinessProbe"];
+    let not_ready_within = seconds(&readiness["periodSeconds"], 10)
+        * readiness["failureThreshold"].as_u64().unwrap_or(3) as u32;
+    assert!(
+        not_ready_within < config.drain_period,
+        "{overlay}: readiness fails after up to {not_ready_within:?}, the drain lasts {:?}",
+        config.drain_period
+    );
+    let liveness = &container["livenessProbe"];
+    let restarted_after = seconds(&liveness["periodSeconds"], 10)
+        * liveness["failureThreshold"].as_u64().unwrap_or(3) as u32;
+    assert!(
+        restarted_after > stop,
+        "{overlay}: the liveness probe (NOT_SERVING from SIGTERM on) restarts a draining pod after {restarted_after:?}, before it stops by itself ({stop:?})"
+    );
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(0),
+        "{overlay}: a rolling update starts the new pod before it stops an old one"
     );
 }
 
@@ -370,10 +422,13 @@ fn istio_and_envoy_gateway_objects_point_at_tollgate() {
         policy["spec"]["selector"]["matchLabels"].is_mapping(),
         "scoped to a workload"
     );
-    let paths = &policy["spec"]["rules"][0]["to"][0]["operation"]["paths"];
-    assert!(
-        paths.as_sequence().unwrap().iter().any(|p| p == "/v1/*"),
-        "{paths:?}"
+    // Every request of the workload: one rule without any `to`, `from` or `when` condition. A
+    // condition on paths, hosts, methods or ports is matched case-sensitively on the path with its
+    // `;` parameters, so some spelling of an API path would escape it.
+    assert_eq!(
+        policy["spec"]["rules"],
+        serde_yaml::from_str::<Value>("[{}]").unwrap(),
+        "the CUSTOM policy must match every request"
     );
 
     let gateway =
@@ -382,7 +437,22 @@ fn istio_and_envoy_gateway_objects_point_at_tollgate() {
         .iter()
         .find(|d| d["kind"] == "SecurityPolicy")
         .unwrap();
-    let backend = &security["spec"]["extAuth"]["grpc"]["backendRefs"][0];
+    // Attached to the Gateway, so every route on it is checked, whatever path it matches.
+    let targets = security["spec"]["targetRefs"].as_sequence().unwrap();
+    assert!(!targets.is_empty());
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["kind"] == "Gateway" && t["group"] == "gateway.networking.k8s.io"),
+        "{targets:?}"
+    );
+    let ext_auth = &security["spec"]["extAuth"];
+    assert!(
+        ext_auth["headersToExtAuth"].is_null(),
+        "every header, the API key included, reaches tollgate"
+    );
+    assert_eq!(ext_auth["failOpen"], Value::Bool(true));
+    let backend = &ext_auth["grpc"]["backendRefs"][0];
     assert_eq!(
         (
             backend["name"].as_str(),

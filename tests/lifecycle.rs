@@ -1,10 +1,12 @@
-//! Health reporting, the drain on shutdown, and the binary's command line.
+//! Health reporting, the drain and the bounded shutdown, and the binary's command line.
 
 mod common;
 
-use common::{Backend, Tollgate, check, unique_key};
+use common::process::TollgateProcess;
+use common::{Backend, RedisServer, Tollgate, check, unique_key};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -231,4 +233,101 @@ async fn the_binary_serves_the_built_in_configuration_and_stops_on_sigterm() {
     assert!(log.contains("single instance"), "{log}");
     // .cargo/config.toml took effect: the runtime runs with its LIFO slot off.
     assert!(!log.contains("tokio_unstable"), "{log}");
+}
+
+/// After SIGTERM a health Watch stream, which never ends on its own, holds the process only until
+/// the drain period and the shutdown grace are over; a check that is in flight when the drain
+/// period ends is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_stream_does_not_hold_the_shutdown_and_in_flight_checks_are_answered() {
+    const DRAIN: Duration = Duration::from_secs(2);
+    const GRACE: Duration = Duration::from_secs(3);
+    let redis = RedisServer::start();
+    // A Redis timeout longer than the stall below: the check waits for Redis's real answer.
+    let yaml = format!(
+        "drain_period: 2s\nshutdown_grace: 3s\nredis: {{ url: \"{}\", timeout: 10s }}\n",
+        redis.url()
+    );
+    let mut tollgate =
+        tokio::task::spawn_blocking(move || TollgateProcess::start(&yaml, common::free_port()))
+            .await
+            .unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", tollgate.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: AUTHZ_SERVICE.to_owned(),
+        })
+        .await
+        .expect("Watch answers")
+        .into_inner();
+    let mut next_status = async || {
+        let response = watch
+            .message()
+            .await
+            .expect("Watch stream")
+            .expect("status");
+        ServingStatus::try_from(response.status).unwrap()
+    };
+    assert_eq!(next_status().await, ServingStatus::Serving);
+    let mut client = AuthorizationClient::new(channel);
+    let key = unique_key("grace");
+    assert!(
+        check(&mut client, "GET", "/v1/users", Some(&key))
+            .await
+            .has_rate_limit_headers()
+    );
+
+    tollgate.sigterm();
+    let sigterm_at = Instant::now();
+    assert_eq!(next_status().await, ServingStatus::NotServing);
+
+    // Redis stalls from shortly before the end of the drain period until well after it, so the
+    // check sent now is answered only during the grace.
+    tokio::time::sleep((DRAIN - Duration::from_millis(500)).saturating_sub(sigterm_at.elapsed()))
+        .await;
+    // CLIENT PAUSE answers at once and holds every other client's commands for 1.5 s, so the
+    // stall has begun when the check is sent.
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query::<()>(&mut redis.connection())
+        .expect("CLIENT PAUSE");
+    let sent_after = sigterm_at.elapsed();
+    let answer = check(&mut client, "GET", "/v1/users", Some(&key)).await;
+    let answered_after = sigterm_at.elapsed();
+    println!("check sent {sent_after:?} after SIGTERM, answered after {answered_after:?}");
+    assert!(
+        sent_after < DRAIN && answered_after > DRAIN,
+        "the check must be in flight when the drain period ends: sent {sent_after:?}, answered {answered_after:?}"
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.number("x-ratelimit-remaining"), 58, "{answer:?}");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = tollgate.wait(DRAIN + GRACE + Duration::from_secs(5));
+        (status, tollgate.log())
+    });
+    let (status, log) = status.await.unwrap();
+    let exited_after = sigterm_at.elapsed();
+    println!("exited {exited_after:?} after SIGTERM with an open Watch stream");
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(
+        exited_after >= DRAIN + GRACE,
+        "the grace was cut short: {exited_after:?}\n{log}"
+    );
+    assert!(
+        exited_after < DRAIN + GRACE + Duration::from_secs(3),
+        "{exited_after:?}\n{log}"
+    );
+    assert!(log.contains("shutdown grace over"), "{log}");
+    assert!(
+        !matches!(watch.message().await, Ok(Some(_))),
+        "the Watch stream ended with the process"
+    );
 }

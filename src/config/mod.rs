@@ -42,6 +42,9 @@ pub struct Config {
     pub failure_mode: FailureMode,
     /// How long checks are still answered after SIGTERM while health reports NOT_SERVING.
     pub drain_period: Duration,
+    /// After the drain period, how long calls still in flight may take before the connections
+    /// that remain (a health `Watch` stream never ends on its own) are closed.
+    pub shutdown_grace: Duration,
     /// Buckets the local over-limit cache may hold; 0 disables it.
     pub deny_cache_entries: usize,
     /// Largest `CheckRequest` accepted, in bytes; larger ones are answered 400 unread.
@@ -153,6 +156,7 @@ impl fmt::Display for Config {
         writeln!(f, "api key header:  {}", self.api_key_header)?;
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
         writeln!(f, "drain period:    {:?}", self.drain_period)?;
+        writeln!(f, "shutdown grace:  {:?}", self.shutdown_grace)?;
         writeln!(f, "deny cache:      {} buckets", self.deny_cache_entries)?;
         if self.redis.is_none() {
             writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;

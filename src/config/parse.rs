@@ -29,6 +29,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "redis",
     "failure_mode",
     "drain_period",
+    "shutdown_grace",
     "deny_cache_entries",
     "max_request_bytes",
     "memory_store_entries",
@@ -134,17 +135,10 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         }
     };
 
-    let drain_period = match string(root, "drain_period", "top level", problems) {
-        None => Some(Duration::from_secs(5)),
-        Some(text) => match parse_window(text) {
-            Ok(period) => Some(period),
-            Err(WindowError::Zero(_)) => Some(Duration::ZERO),
-            Err(e) => {
-                problems.add("drain_period", e);
-                None
-            }
-        },
-    };
+    let drain_period = duration(root, "drain_period", Duration::from_secs(5), problems);
+    // Checks in flight end within Envoy's ext_authz timeout (0.25 s shipped); what is still open
+    // after a couple of seconds is a stream that never ends, such as a health Watch.
+    let shutdown_grace = duration(root, "shutdown_grace", Duration::from_secs(2), problems);
 
     let deny_cache_entries = whole_number(
         root,
@@ -195,10 +189,31 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         redis: redis?,
         failure_mode: failure_mode?,
         drain_period: drain_period?,
+        shutdown_grace: shutdown_grace?,
         deny_cache_entries: deny_cache_entries?,
         max_request_bytes: max_request_bytes?,
         memory_store_entries: memory_store_entries?,
     })
+}
+
+/// A top-level duration that may be zero, `default` when absent.
+fn duration(
+    root: &Mapping,
+    key: &str,
+    default: Duration,
+    problems: &mut Problems,
+) -> Option<Duration> {
+    match string(root, key, "top level", problems) {
+        None => Some(default),
+        Some(text) => match parse_window(text) {
+            Ok(period) => Some(period),
+            Err(WindowError::Zero(_)) => Some(Duration::ZERO),
+            Err(e) => {
+                problems.add(key, e);
+                None
+            }
+        },
+    }
 }
 
 fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<Route>> {
@@ -339,6 +354,7 @@ mod tests {
         );
         assert_eq!(config.failure_mode, FailureMode::Allow);
         assert_eq!(config.drain_period, Duration::from_secs(5));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(2));
         assert!(config.redis.is_none());
     }
 
@@ -399,5 +415,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn the_shutdown_durations_may_be_zero_and_are_checked_together() {
+        let config = parse(
+            "drain_period: 0s\nshutdown_grace: 500ms\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.drain_period, config.shutdown_grace),
+            (Duration::ZERO, Duration::from_millis(500))
+        );
+        let problems = parse(
+            "drain_period: soon\nshutdown_grace: 2x\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("drain_period"), "{problems:#?}");
+        assert!(problems[1].starts_with("shutdown_grace"), "{problems:#?}");
     }
 }

@@ -20,6 +20,11 @@ pub struct Ports {
 
 impl Envoy {
     pub fn start(ports: Ports) -> Self {
+        Self::start_with_replicas(&[ports.tollgate], ports.upstream)
+    }
+
+    /// With one endpoint in the `tollgate` cluster per port of `tollgate`, in that order.
+    pub fn start_with_replicas(tollgate: &[u16], upstream: u16) -> Self {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
                 .expect("envoy/envoy.yaml");
@@ -32,11 +37,11 @@ impl Envoy {
             ),
             (
                 "{ address: 127.0.0.1, port_value: 9191 }",
-                format!("{{ address: 127.0.0.1, port_value: {} }}", ports.tollgate),
+                format!("{{ address: 127.0.0.1, port_value: {} }}", tollgate[0]),
             ),
             (
                 "{ address: 127.0.0.1, port_value: 8000 }",
-                format!("{{ address: 127.0.0.1, port_value: {} }}", ports.upstream),
+                format!("{{ address: 127.0.0.1, port_value: {upstream} }}"),
             ),
             (
                 "{ address: 127.0.0.1, port_value: 9901 }",
@@ -52,6 +57,7 @@ impl Envoy {
             );
             text.replace(from, to)
         });
+        let config = with_more_endpoints(&config, tollgate);
         let path =
             std::env::temp_dir().join(format!("{}.envoy.yaml", super::unique_key("tollgate")));
         std::fs::write(&path, config).unwrap();
@@ -77,6 +83,20 @@ impl Envoy {
         envoy
     }
 
+    /// The health flags Envoy's admin interface shows for the tollgate replica on `port`:
+    /// `healthy`, or the reasons it is not (`/failed_active_hc`, `/failed_outlier_check`...).
+    pub fn tollgate_health(&self, port: u16) -> String {
+        let clusters = super::http::request_blocking(self.admin_port, "GET", "/clusters", &[])
+            .expect("envoy admin /clusters");
+        let prefix = format!("tollgate::127.0.0.1:{port}::health_flags::");
+        clusters
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{}", clusters.body))
+            .to_owned()
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -100,4 +120,31 @@ impl Drop for Envoy {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `config` with the `lb_endpoints` entry of the tollgate cluster (already on `ports[0]`) repeated
+/// for each further port.
+fn with_more_endpoints(config: &str, ports: &[u16]) -> String {
+    let first = format!("{{ address: 127.0.0.1, port_value: {} }}", ports[0]);
+    let lines: Vec<&str> = config.lines().collect();
+    let at = lines
+        .iter()
+        .position(|line| line.ends_with(&first))
+        .expect("the tollgate endpoint");
+    assert_eq!(
+        (lines[at - 2].trim(), lines[at - 1].trim()),
+        ("- endpoint:", "address:"),
+        "the tollgate endpoint is an lb_endpoints entry of three lines"
+    );
+    let mut out: Vec<String> = lines[..=at].iter().map(|line| (*line).to_owned()).collect();
+    for port in &ports[1..] {
+        out.push(lines[at - 2].to_owned());
+        out.push(lines[at - 1].to_owned());
+        out.push(lines[at].replace(
+            &first,
+            &format!("{{ address: 127.0.0.1, port_value: {port} }}"),
+        ));
+    }
+    out.extend(lines[at + 1..].iter().map(|line| (*line).to_owned()));
+    out.join("\n") + "\n"
 }

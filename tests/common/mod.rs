@@ -4,6 +4,7 @@
 
 pub mod envoy;
 pub mod http;
+pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 
