@@ -1,0 +1,6 @@
+#![no_main]
+
+#[path = "../../tests/common/fuzz_bodies.rs"]
+mod fuzz_bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_bodies::config_text(data));
