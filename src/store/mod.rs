@@ -4,6 +4,8 @@
 //! [`MemoryStore`] as the embedded default for a single instance. Both implement the same sliding
 //! log, so the same tests run against both.
 
+mod breaker;
+mod connections;
 mod memory;
 mod redis;
 
@@ -45,6 +47,12 @@ pub enum StoreError {
     /// Redis answered with an error, or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// Redis failed several times in a row; checks fail at once until a probe gets an answer.
+    #[error("redis circuit breaker open after repeated failures")]
+    CircuitOpen,
+    /// The Redis Cluster connection is still being made in the background.
+    #[error("not connected to the redis cluster yet")]
+    NotConnected,
 }
 
 /// A backend that evaluates sliding-window quotas.
