@@ -12,6 +12,7 @@ use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
@@ -112,13 +113,16 @@ impl RedisStore {
                 builder = builder.certs(certificates);
             }
             let connection = Arc::new(OnceLock::new());
+            let connected = Arc::new(Notify::new());
             let connector = tokio::spawn(connect_cluster(
                 builder.build()?,
                 connection.clone(),
+                connected.clone(),
                 script.clone(),
             ));
             Backend::Cluster {
                 connection,
+                connected,
                 _connector: AbortOnDrop(connector.abort_handle()),
             }
         } else {
@@ -149,17 +153,38 @@ impl RedisStore {
         })
     }
 
-    /// Loads the script on a standalone server ahead of the first check. Failure is not fatal:
-    /// the first check loads it when Redis is reachable again. A cluster's background connection
-    /// loads it on every primary once it is connected.
+    /// Gets ready for the first check, so that a healthy Redis is used from the start: loads the
+    /// script on a standalone server, or waits a moment for the background connection to a
+    /// cluster (which loads the script on every primary). Failure is not fatal: checks fail open
+    /// until Redis answers, and the first check then loads the script.
     pub async fn preload(&self) -> Result<(), StoreError> {
-        let Backend::Standalone { connections, .. } = &self.backend else {
-            return Ok(());
-        };
-        let mut lease = connections.lease();
-        tokio::time::timeout(self.timeout, self.script.load_async(&mut lease.manager))
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))??;
+        match &self.backend {
+            Backend::Standalone { connections, .. } => {
+                let mut lease = connections.lease();
+                tokio::time::timeout(self.timeout, self.script.load_async(&mut lease.manager))
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.timeout))??;
+            }
+            Backend::Cluster {
+                connection,
+                connected,
+                ..
+            } => {
+                let wait = async {
+                    loop {
+                        // Registered before the look, so a connection made in between wakes it.
+                        let notified = connected.notified();
+                        if connection.get().is_some() {
+                            return;
+                        }
+                        notified.await;
+                    }
+                };
+                tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, wait)
+                    .await
+                    .map_err(|_| StoreError::NotConnected)?;
+            }
+        }
         Ok(())
     }
 
@@ -246,6 +271,8 @@ enum Backend {
     Cluster {
         /// Set once by the background connector; empty until the cluster first answers.
         connection: Arc<OnceLock<ClusterConnection>>,
+        /// Woken when `connection` is set.
+        connected: Arc<Notify>,
         _connector: AbortOnDrop,
     },
 }
@@ -266,6 +293,7 @@ impl Drop for AbortOnDrop {
 async fn connect_cluster(
     client: ClusterClient,
     connection: Arc<OnceLock<ClusterConnection>>,
+    connected: Arc<Notify>,
     script: redis::Script,
 ) {
     let mut delay = CLUSTER_RETRY_MIN;
@@ -273,12 +301,17 @@ async fn connect_cluster(
     loop {
         let attempt = tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, client.get_async_connection());
         match attempt.await {
-            Ok(Ok(mut connected)) => {
-                if let Err(e) = script.load_async(&mut connected).await {
-                    tracing::warn!(error = %e, "cannot load the quota script into the redis cluster yet; the first checks load it");
+            Ok(Ok(mut ready)) => {
+                let load =
+                    tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, script.load_async(&mut ready));
+                if !matches!(load.await, Ok(Ok(_))) {
+                    tracing::warn!(
+                        "cannot load the quota script into the redis cluster yet; the first checks load it"
+                    );
                 }
                 tracing::info!("connected to the redis cluster");
-                let _ = connection.set(connected);
+                let _ = connection.set(ready);
+                connected.notify_waiters();
                 return;
             }
             Ok(Err(e)) if !warned => {
