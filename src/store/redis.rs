@@ -50,7 +50,7 @@ fn tcp_settings() -> TcpSettings {
 }
 
 /// How the store reaches Redis.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL.
     pub url: String,
@@ -66,6 +66,20 @@ pub struct RedisSettings {
     pub tls_ca: Option<TlsCa>,
     /// `url` is one node of a Redis Cluster; the others are discovered from it.
     pub cluster: bool,
+}
+
+/// By hand, so that printing a `Config` with `{:?}` never shows the password.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connections", &self.connections)
+            .field("key_prefix", &self.key_prefix)
+            .field("tls_ca", &self.tls_ca)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
 }
 
 /// A CA certificate for Redis TLS, read once when the configuration is validated.
