@@ -5,10 +5,11 @@
 mod common;
 
 use common::fault_proxy::{Fault, FaultProxy};
-use common::{RedisServer, Tollgate, unique_key};
+use common::{RedisCluster, RedisServer, Tollgate, unique_key};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tollgate::api_key::KeyDigest;
 use tollgate::config::{Config, Overrides};
 use tonic::transport::Channel;
 
@@ -219,4 +220,96 @@ async fn a_delay_past_the_timeout_fails_open_at_once_and_heals_within_two_second
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_fail_open_at_once_and_heal_within_two_seconds() {
     fault_then_heal(Fault::Reset).await;
+}
+
+/// One check of `key`: its latency and whether Redis counted it (rate-limit headers).
+async fn timed_check(mut client: AuthorizationClient<Channel>, key: String) -> (Duration, bool) {
+    let sent = Instant::now();
+    let answer = common::check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    (sent.elapsed(), answer.has_rate_limit_headers())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_primary_fails_open_fast_and_its_replica_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RedisCluster::start_with_replicas();
+    let mut config = config_for(&cluster.url(), TIMEOUT);
+    config.redis.as_mut().unwrap().cluster = true;
+    let tollgate = Tollgate::start(config).await;
+    let client = tollgate.client().await;
+
+    // Two API keys: one served by the primary that is killed, one by another primary.
+    let primary_of = |key: &str| {
+        let tag = format!("{{{}}}", KeyDigest::of(key).as_str());
+        cluster.primary_of_slot(cluster.slot_of(&tag))
+    };
+    let victim_key = unique_key("failover-victim");
+    let victim = primary_of(&victim_key);
+    let other_key = (0..)
+        .map(|i| unique_key(&format!("failover-other-{i}")))
+        .find(|key| primary_of(key) != victim)
+        .unwrap();
+    for key in [&victim_key, &other_key] {
+        let (_, counted) = timed_check(client.clone(), key.clone()).await;
+        assert!(counted, "the cluster counts before the failure");
+    }
+
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let mut victim_latencies = Vec::new();
+    let mut fast_after = None;
+    let mut waited = false;
+    let mut other_failed_open = 0;
+    let mut other_checks = 0;
+    let recovered = loop {
+        let (victim_answer, other_answer) = tokio::join!(
+            timed_check(client.clone(), victim_key.clone()),
+            timed_check(client.clone(), other_key.clone()),
+        );
+        other_checks += 1;
+        if !other_answer.1 {
+            other_failed_open += 1;
+        }
+        if victim_answer.1 {
+            break killed.elapsed();
+        }
+        // The first answers may fail at once (the dropped connection); then calls wait for the
+        // timeout until the node's breaker opens, and from then on fail at once.
+        if victim_answer.0 >= TIMEOUT / 4 {
+            waited = true;
+        } else if waited {
+            fast_after.get_or_insert(killed.elapsed() - victim_answer.0);
+        }
+        victim_latencies.push(victim_answer.0);
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the replica did not take over within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let failed_open = victim_latencies.len();
+    let p50 = percentile(&mut victim_latencies, 0.50);
+    let slow = victim_latencies
+        .iter()
+        .filter(|l| **l >= TIMEOUT / 4)
+        .count();
+    println!(
+        "cluster failover (node timeout 1 s, store timeout {TIMEOUT:?}): the dead primary's keys \
+         failed open {failed_open} times, {slow} of them after waiting (p50 {p50:?}), at once from \
+         {fast_after:?} after the kill; limits applied again {recovered:?} after the kill; \
+         another primary's key failed open {other_failed_open} of {other_checks} times"
+    );
+    assert!(
+        failed_open > 10,
+        "the dead primary's keys fail open until the failover"
+    );
+    assert!(
+        p50 < TIMEOUT / 4,
+        "once its breaker is open, the dead primary's keys fail open at once: p50 {p50:?}"
+    );
+    assert_eq!(
+        other_failed_open, 0,
+        "another primary's keys are counted throughout"
+    );
 }

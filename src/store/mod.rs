@@ -5,6 +5,7 @@
 //! log, so the same tests run against both.
 
 mod breaker;
+mod cluster;
 mod connections;
 mod memory;
 mod redis;
@@ -54,6 +55,9 @@ pub enum StoreError {
     #[error("not connected to the redis cluster yet")]
     NotConnected,
 }
+
+/// The script's answer: allowed (0/1), remaining, reset and now in Unix µs.
+type Reply = (u8, u32, u64, u64);
 
 /// A backend that evaluates sliding-window quotas.
 pub trait QuotaStore: Send + Sync + 'static {

@@ -1,38 +1,28 @@
 //! The Redis store: one `EVALSHA` of the sliding-window script per check.
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::cluster::{self, Cluster};
 use super::connections::Connections;
-use super::{BucketRef, Outcome, QuotaStore, StoreError};
+use super::{BucketRef, Outcome, QuotaStore, Reply, StoreError};
 use crate::limit::Limit;
 use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
-/// The standalone store's breaker. Five failures in a row is a Redis that is down, not one slow
+/// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in a row is a Redis that is down, not one slow
 /// answer; half a second between probes bounds both the checks that wait for a probe (two a
 /// second) and the time limits stay off after Redis heals.
 const BREAKER: BreakerSettings = BreakerSettings {
     failures_to_open: 5,
     probe_interval: Duration::from_millis(500),
 };
-
-/// Time allowed to connect to a Redis Cluster in the background: the topology takes several
-/// round trips, which need not fit in one check's timeout.
-const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Backoff between background attempts to connect to the cluster.
-const CLUSTER_RETRY_MIN: Duration = Duration::from_millis(100);
-const CLUSTER_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// TCP settings of every Redis socket. Keepalive finds a dead peer of an idle connection, and
 /// TCP_USER_TIMEOUT one that leaves sent data unacknowledged, in about ten seconds instead of the
@@ -108,8 +98,8 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
-    /// Redis is down. A cluster is connected by a background task (see [`connect_cluster`]), so
-    /// this must run inside the tokio runtime.
+    /// Redis is down. A cluster is connected by a background task, so this must run inside the
+    /// tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
         let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
             client_tls: None,
@@ -118,27 +108,17 @@ impl RedisStore {
         let script = redis::Script::new(SCRIPT);
         let backend = if settings.cluster {
             let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
-                .connection_timeout(CLUSTER_CONNECT_TIMEOUT.max(settings.timeout))
+                .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
                 .response_timeout(settings.timeout)
                 .tcp_settings(tcp_settings())
-                // A redirect after a resharding is retried; a dead node is not waited for.
+                // A redirect after a resharding is retried, and so is a call that met the
+                // connection while it refreshed its slot map (which fails every pending call,
+                // whatever its node); a dead node's keys are stopped by its breaker.
                 .retries(2);
             if let Some(certificates) = certificates {
                 builder = builder.certs(certificates);
             }
-            let connection = Arc::new(OnceLock::new());
-            let connected = Arc::new(Notify::new());
-            let connector = tokio::spawn(connect_cluster(
-                builder.build()?,
-                connection.clone(),
-                connected.clone(),
-                script.clone(),
-            ));
-            Backend::Cluster {
-                connection,
-                connected,
-                _connector: AbortOnDrop(connector.abort_handle()),
-            }
+            Backend::Cluster(Cluster::start(builder.build()?, script.clone(), BREAKER))
         } else {
             let info = settings
                 .url
@@ -179,25 +159,7 @@ impl RedisStore {
                     .await
                     .map_err(|_| StoreError::Timeout(self.timeout))??;
             }
-            Backend::Cluster {
-                connection,
-                connected,
-                ..
-            } => {
-                let wait = async {
-                    loop {
-                        // Registered before the look, so a connection made in between wakes it.
-                        let notified = connected.notified();
-                        if connection.get().is_some() {
-                            return;
-                        }
-                        notified.await;
-                    }
-                };
-                tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, wait)
-                    .await
-                    .map_err(|_| StoreError::NotConnected)?;
-            }
+            Backend::Cluster(cluster) => cluster.wait_connected(cluster::CONNECT_TIMEOUT).await?,
         }
         Ok(())
     }
@@ -264,9 +226,6 @@ impl RedisStore {
     }
 }
 
-/// The script's answer: allowed (0/1), remaining, reset and now in Unix µs.
-type Reply = (u8, u32, u64, u64);
-
 /// How the store reaches Redis.
 enum Backend {
     /// A single Redis (or a primary behind a proxy): a few multiplexed connections that pipeline
@@ -277,75 +236,15 @@ enum Backend {
         breaker: Breaker,
     },
     /// Redis Cluster: one cluster connection that routes each script call to the node owning the
-    /// key's slot, follows redirects and reconnects to nodes by itself. No breaker: one for all
-    /// keys would open when a single node fails, and redis-rs keeps its slot map to itself, so a
-    /// breaker per node cannot be built on it. A dead node's keys fail fast instead: a killed
-    /// node refuses connections at once, and the cluster client refreshes its slot map and finds
-    /// the promoted replica by itself; a node that vanished costs its keys the timeout.
-    Cluster {
-        /// Set once by the background connector; empty until the cluster first answers.
-        connection: Arc<OnceLock<ClusterConnection>>,
-        /// Woken when `connection` is set.
-        connected: Arc<Notify>,
-        _connector: AbortOnDrop,
-    },
-}
-
-/// Stops the background connector when the store goes away (tests start many in one process).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Connects to the cluster outside any check, retrying with backoff until it answers, then
-/// loads the script on every primary. A first connection discovers the whole topology, which
-/// under load can take longer than a check's timeout: made inside a check, it would be cancelled
-/// again and again. Until it is made, checks fail open at once.
-async fn connect_cluster(
-    client: ClusterClient,
-    connection: Arc<OnceLock<ClusterConnection>>,
-    connected: Arc<Notify>,
-    script: redis::Script,
-) {
-    let mut delay = CLUSTER_RETRY_MIN;
-    let mut warned = false;
-    loop {
-        let attempt = tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, client.get_async_connection());
-        match attempt.await {
-            Ok(Ok(mut ready)) => {
-                let load =
-                    tokio::time::timeout(CLUSTER_CONNECT_TIMEOUT, script.load_async(&mut ready));
-                if !matches!(load.await, Ok(Ok(_))) {
-                    tracing::warn!(
-                        "cannot load the quota script into the redis cluster yet; the first checks load it"
-                    );
-                }
-                tracing::info!("connected to the redis cluster");
-                let _ = connection.set(ready);
-                connected.notify_waiters();
-                return;
-            }
-            Ok(Err(e)) if !warned => {
-                warned = true;
-                tracing::warn!(error = %e, "cannot connect to the redis cluster yet; checks fail open until it answers, retrying in the background");
-            }
-            Err(_) if !warned => {
-                warned = true;
-                tracing::warn!(timeout = ?CLUSTER_CONNECT_TIMEOUT, "the redis cluster did not answer in time; checks fail open until it answers, retrying in the background");
-            }
-            Ok(Err(_)) | Err(_) => {}
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(CLUSTER_RETRY_MAX);
-    }
+    /// key's slot, follows redirects and reconnects to nodes by itself, with a breaker per
+    /// primary.
+    Cluster(Cluster),
 }
 
 impl QuotaStore for RedisStore {
     async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
-        let mut invocation = self.script.key(self.key_name(bucket));
+        let key = self.key_name(bucket);
+        let mut invocation = self.script.key(&key);
         invocation
             .arg(limit.requests.get())
             .arg(limit.window_micros());
@@ -357,11 +256,7 @@ impl QuotaStore for RedisStore {
                 self.call_standalone(connections, breaker, &invocation)
                     .await?
             }
-            Backend::Cluster { connection, .. } => {
-                let mut connection = connection.get().ok_or(StoreError::NotConnected)?.clone();
-                self.within_timeout(invocation.invoke_async(&mut connection))
-                    .await?
-            }
+            Backend::Cluster(cluster) => cluster.call(&key, &invocation, self.timeout).await?,
         };
         Ok(Outcome {
             allowed: allowed == 1,

@@ -19,12 +19,15 @@ impl RedisCluster {
 
     /// Three primaries with one replica each. Nodes count as failing after 1 s without an
     /// answer (`cluster-node-timeout`), so a replica takes over from a killed primary in a few
-    /// seconds.
+    /// seconds, and the other primaries keep serving their slots meanwhile
+    /// (`cluster-require-full-coverage no`, as a deployment that wants one node's failure to
+    /// stay one node's would set).
     pub fn start_with_replicas() -> Self {
         Self::start_with(1, 1000)
     }
 
     fn start_with(replicas: usize, node_timeout_ms: u32) -> Self {
+        let full_coverage = if replicas == 0 { "yes" } else { "no" };
         let dir = std::env::temp_dir().join(super::unique_key("tollgate-cluster"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cluster = Self {
@@ -36,7 +39,8 @@ impl RedisCluster {
             let (port, child) = (0..10)
                 .find_map(|_| {
                     let port = node_port();
-                    spawn_node(port, &cluster.dir, node_timeout_ms).map(|child| (port, child))
+                    spawn_node(port, &cluster.dir, node_timeout_ms, full_coverage)
+                        .map(|child| (port, child))
                 })
                 .expect(
                     "cannot start a cluster node (is redis-server installed? .ci/run installs it)",
@@ -169,7 +173,12 @@ fn node_port() -> u16 {
 }
 
 /// Starts one node; `None` when it does not come up (see `answering`).
-fn spawn_node(port: u16, dir: &std::path::Path, node_timeout_ms: u32) -> Option<Child> {
+fn spawn_node(
+    port: u16,
+    dir: &std::path::Path,
+    node_timeout_ms: u32,
+    full_coverage: &str,
+) -> Option<Child> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
@@ -182,6 +191,7 @@ fn spawn_node(port: u16, dir: &std::path::Path, node_timeout_ms: u32) -> Option<
         ])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+        .args(["--cluster-require-full-coverage", full_coverage])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
