@@ -9,6 +9,7 @@
 //! again as soon as the topology shows it.
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::redis::within_timeout;
 use super::{Reply, StoreError};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -117,10 +118,7 @@ impl Cluster {
                 .ok_or(StoreError::CircuitOpen)?,
             None => Call::Normal,
         };
-        let result = tokio::time::timeout(timeout, invocation.invoke_async(&mut connection))
-            .await
-            .map_err(|_| StoreError::Timeout(timeout))
-            .and_then(|reply| reply.map_err(StoreError::from));
+        let result = within_timeout(timeout, invocation.invoke_async(&mut connection)).await;
         if let Some((address, breaker)) = node {
             match breaker.record(call, result.is_ok(), Instant::now()) {
                 Some(Transition::Opened) => {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
-/// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in a row is a Redis that is down, not one slow
-/// answer; half a second between probes bounds both the checks that wait for a probe (two a
-/// second) and the time limits stay off after Redis heals.
+/// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in
+/// a row is a Redis that is down, not one slow answer; half a second between probes bounds both
+/// the checks that wait for a probe (two a second) and the time limits stay off after Redis heals.
 const BREAKER: BreakerSettings = BreakerSettings {
     failures_to_open: 5,
     probe_interval: Duration::from_millis(500),
@@ -186,9 +186,8 @@ impl RedisStore {
             return Err(StoreError::CircuitOpen);
         };
         let mut lease = connections.lease();
-        let result = self
-            .within_timeout(invocation.invoke_async(&mut lease.manager))
-            .await;
+        let result =
+            within_timeout(self.timeout, invocation.invoke_async(&mut lease.manager)).await;
         match (&result, call) {
             (Ok(_), _) => connections.succeeded(&lease),
             // The next probe must not find the same dead connection.
@@ -215,15 +214,16 @@ impl RedisStore {
         }
         result
     }
+}
 
-    async fn within_timeout(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<Reply>>,
-    ) -> Result<Reply, StoreError> {
-        Ok(tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))??)
-    }
+/// `call`'s reply, or a timeout error once `timeout` has passed.
+pub(super) async fn within_timeout(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<Reply>>,
+) -> Result<Reply, StoreError> {
+    Ok(tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| StoreError::Timeout(timeout))??)
 }
 
 /// How the store reaches Redis.
