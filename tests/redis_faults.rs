@@ -313,3 +313,67 @@ async fn a_killed_cluster_primary_fails_open_fast_and_its_replica_takes_over() {
         "another primary's keys are counted throughout"
     );
 }
+
+/// tollgate configured with a Redis Cluster whose seed node is reached through `proxy`.
+fn cluster_config(proxy: &FaultProxy, timeout: Duration) -> Config {
+    let mut config = config_for(&proxy.url(), timeout);
+    config.redis.as_mut().unwrap().cluster = true;
+    config
+}
+
+/// Checks a fresh key until Redis counts it, and returns how long that took.
+async fn until_counted(client: &AuthorizationClient<Channel>, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (_, counted) = timed_check(client.clone(), unique_key("cluster-start")).await;
+        if counted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the cluster connection was not made within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_fails_open_at_once_and_is_connected_in_the_background() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start();
+    let proxy = FaultProxy::start(cluster.ports[0]).await;
+    proxy.set(Fault::BlackHole);
+    let tollgate = Tollgate::start(cluster_config(&proxy, TIMEOUT)).await;
+    let client = tollgate.client().await;
+    // The first check waits for the start-up's bounded wait for the cluster.
+    let (_, counted) = timed_check(client.clone(), unique_key("cluster-start")).await;
+    assert!(!counted);
+    for _ in 0..20 {
+        let (latency, counted) = timed_check(client.clone(), unique_key("cluster-start")).await;
+        assert!(!counted, "fails open while the cluster is unreachable");
+        assert!(
+            latency < TIMEOUT / 4,
+            "fails open at once, without trying to connect: {latency:?}"
+        );
+    }
+    proxy.set(Fault::Pass);
+    let connected = until_counted(&client, Duration::from_secs(10)).await;
+    println!("an unreachable cluster seed healed: limits apply {connected:?} later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_slower_to_discover_than_a_check_timeout_still_gets_connected() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start();
+    let proxy = FaultProxy::start(cluster.ports[0]).await;
+    // Every answer of the seed node takes 60 ms, under the 100 ms timeout; discovering the
+    // cluster takes several of them in a row, well over it.
+    proxy.set(Fault::Delay(Duration::from_millis(30)));
+    let timeout = Duration::from_millis(100);
+    let tollgate = Tollgate::start(cluster_config(&proxy, timeout)).await;
+    let client = tollgate.client().await;
+    let connected = until_counted(&client, Duration::from_secs(10)).await;
+    println!(
+        "a slow cluster seed (60 ms round trips, timeout {timeout:?}): limits apply {connected:?} after start"
+    );
+}
