@@ -21,7 +21,9 @@ const TIMEOUT: Duration = Duration::from_millis(200);
 const ROUTES: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 100000, window: 60s } }\n";
 
-/// One check every 2.5 ms (400 a second), sent whether or not earlier ones were answered.
+/// One check every 2.5 ms (400 a second), sent whether or not earlier ones were answered: the
+/// probes (two a second, each waiting for the timeout) stay at 0.5 % of them, under the 1 % a p99
+/// looks past, and a debug build keeps up on two loaded cores.
 const PACE: Duration = Duration::from_micros(2500);
 
 /// The fault tests each run a stream of checks; on two shared cores they run one at a time so
@@ -165,14 +167,16 @@ async fn fault_then_heal(fault: Fault) {
         .collect();
     let steady_checks = steady.len();
     assert!(
-        steady_checks > 300,
+        steady_checks > 500,
         "{fault:?}: only {steady_checks} checks sent"
     );
     let p50 = percentile(&mut steady, 0.50);
     let p99 = percentile(&mut steady, 0.99);
     let waited = steady.iter().filter(|l| **l >= fast).count();
+    // Half the timeout: a check that waited for Redis takes the whole timeout; the margin is for
+    // a loaded machine's scheduling, not for Redis.
     assert!(
-        p99 < fast,
+        p99 < TIMEOUT / 2,
         "{fault:?}: p99 {p99:?} under the fault, not well under the timeout {TIMEOUT:?}"
     );
 
