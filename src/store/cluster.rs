@@ -55,7 +55,14 @@ struct Shared {
 struct Topology {
     /// Index into `primaries` for every slot; `u16::MAX` for a slot no node serves.
     slots: Vec<u16>,
-    primaries: Vec<(String, Arc<Breaker>)>,
+    primaries: Vec<Arc<Primary>>,
+}
+
+/// A primary node and its breaker; shared, so a check takes it without copying the address.
+struct Primary {
+    /// `host:port`, as `CLUSTER SLOTS` gives it.
+    address: String,
+    breaker: Breaker,
 }
 
 impl Cluster {
@@ -113,19 +120,20 @@ impl Cluster {
         // Until the topology is known, calls go without a breaker.
         let node = self.shared.primary_of(slot(key));
         let call = match &node {
-            Some((_, breaker)) => breaker
+            Some(primary) => primary
+                .breaker
                 .admit(Instant::now())
                 .ok_or(StoreError::CircuitOpen)?,
             None => Call::Normal,
         };
         let result = within_timeout(timeout, invocation.invoke_async(&mut connection)).await;
-        if let Some((address, breaker)) = node {
-            match breaker.record(call, result.is_ok(), Instant::now()) {
+        if let Some(primary) = node {
+            match primary.breaker.record(call, result.is_ok(), Instant::now()) {
                 Some(Transition::Opened) => {
                     self.shared.stale.notify_one();
                     if let Err(e) = &result {
                         tracing::warn!(
-                            node = %address,
+                            node = %primary.address,
                             error = %e,
                             failures = self.shared.breaker.failures_to_open,
                             probe_interval = ?self.shared.breaker.probe_interval,
@@ -134,7 +142,7 @@ impl Cluster {
                     }
                 }
                 Some(Transition::Closed) => {
-                    tracing::info!(node = %address, "redis cluster node answered the probe: circuit breaker closed");
+                    tracing::info!(node = %primary.address, "redis cluster node answered the probe: circuit breaker closed");
                 }
                 None => {}
             }
@@ -144,15 +152,14 @@ impl Cluster {
 }
 
 impl Shared {
-    fn primary_of(&self, slot: u16) -> Option<(String, Arc<Breaker>)> {
+    fn primary_of(&self, slot: u16) -> Option<Arc<Primary>> {
         let topology = self
             .topology
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let index = *topology.slots.get(usize::from(slot))?;
-        let (address, breaker) = topology.primaries.get(usize::from(index))?;
-        Some((address.clone(), breaker.clone()))
+        topology.primaries.get(usize::from(index)).cloned()
     }
 }
 
@@ -249,23 +256,27 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let known: HashMap<&str, &Arc<Breaker>> = current
+        let known: HashMap<&str, &Arc<Primary>> = current
             .primaries
             .iter()
-            .map(|(address, breaker)| (address.as_str(), breaker))
+            .map(|primary| (primary.address.as_str(), primary))
             .collect();
         let mut topology = Topology {
             slots: vec![u16::MAX; SLOTS],
             primaries: Vec::new(),
         };
         for (start, end, address) in ranges {
-            let index = match topology.primaries.iter().position(|(a, _)| *a == address) {
+            let index = match topology.primaries.iter().position(|p| p.address == address) {
                 Some(index) => index,
                 None => {
-                    let breaker = known
-                        .get(address.as_str())
-                        .map_or_else(|| Arc::new(Breaker::new(self.breaker)), |b| (*b).clone());
-                    topology.primaries.push((address, breaker));
+                    let primary = match known.get(address.as_str()) {
+                        Some(primary) => Arc::clone(primary),
+                        None => Arc::new(Primary {
+                            address,
+                            breaker: Breaker::new(self.breaker),
+                        }),
+                    };
+                    topology.primaries.push(primary);
                     topology.primaries.len() - 1
                 }
             };
@@ -362,19 +373,19 @@ mod tests {
             (5461, 10922, "10.0.0.2:6379".into()),
             (10923, 16383, "10.0.0.3:6379".into()),
         ]);
-        assert_eq!(shared.primary_of(0).unwrap().0, "10.0.0.1:6379");
-        assert_eq!(shared.primary_of(10922).unwrap().0, "10.0.0.2:6379");
-        assert_eq!(shared.primary_of(16383).unwrap().0, "10.0.0.3:6379");
+        assert_eq!(shared.primary_of(0).unwrap().address, "10.0.0.1:6379");
+        assert_eq!(shared.primary_of(10922).unwrap().address, "10.0.0.2:6379");
+        assert_eq!(shared.primary_of(16383).unwrap().address, "10.0.0.3:6379");
 
         // The second node's breaker opens.
         let now = Instant::now();
-        let (_, second) = shared.primary_of(6000).unwrap();
+        let second = shared.primary_of(6000).unwrap();
         assert_eq!(
-            second.record(Call::Normal, false, now),
+            second.breaker.record(Call::Normal, false, now),
             Some(Transition::Opened)
         );
-        assert_eq!(shared.primary_of(6000).unwrap().1.admit(now), None);
-        assert!(shared.primary_of(0).unwrap().1.admit(now).is_some());
+        assert_eq!(shared.primary_of(6000).unwrap().breaker.admit(now), None);
+        assert!(shared.primary_of(0).unwrap().breaker.admit(now).is_some());
 
         // Still there after a refresh; after a failover its slots have a closed breaker.
         shared.update(vec![
@@ -382,15 +393,15 @@ mod tests {
             (5461, 10922, "10.0.0.2:6379".into()),
             (10923, 16383, "10.0.0.3:6379".into()),
         ]);
-        assert_eq!(shared.primary_of(6000).unwrap().1.admit(now), None);
+        assert_eq!(shared.primary_of(6000).unwrap().breaker.admit(now), None);
         shared.update(vec![
             (0, 5460, "10.0.0.1:6379".into()),
             (5461, 10922, "10.0.0.5:6379".into()),
             (10923, 16383, "10.0.0.3:6379".into()),
         ]);
-        let (address, promoted) = shared.primary_of(6000).unwrap();
-        assert_eq!(address, "10.0.0.5:6379");
-        assert_eq!(promoted.admit(now), Some(Call::Normal));
+        let promoted = shared.primary_of(6000).unwrap();
+        assert_eq!(promoted.address, "10.0.0.5:6379");
+        assert_eq!(promoted.breaker.admit(now), Some(Call::Normal));
     }
 
     #[test]
