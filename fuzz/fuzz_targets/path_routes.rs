@@ -1,5 +1,7 @@
 #![no_main]
 
+// Each target uses one of the bodies.
+#[allow(dead_code)]
 #[path = "../../tests/common/fuzz_bodies.rs"]
 mod fuzz_bodies;
 

@@ -111,26 +111,48 @@ impl Config {
     }
 }
 
-/// Replaces the password of a URL's user-info with `***`.
+/// Replaces every password in a Redis URL with `***`: the user-info's (`redis://user:pw@host`)
+/// and the `pass` or `password` query parameters (`redis+unix:///path?pass=pw`). The text need not
+/// parse as a URL: a password with a raw `/`, `?` or `@` still ends at the last `@` before the
+/// host, so everything before it is treated as user-info. Only the user name is kept.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
+    let (scheme, rest) = url
+        .find("://")
+        .map_or(("", url), |i| (&url[..i + 3], &url[i + 3..]));
+    // A Unix socket URL has no user-info; an `@` there belongs to the path or the query.
+    let unix = scheme.contains("unix");
+    let (user_info, host_and_rest) = match rest.rfind('@') {
+        Some(at) if !unix => (Some(&rest[..at]), &rest[at..]),
+        _ => (None, rest),
     };
-    let authority_end = url[scheme_end..]
-        .find('/')
-        .map_or(url.len(), |i| scheme_end + i);
-    match url[scheme_end..authority_end].rfind('@') {
-        None => url.to_owned(),
-        Some(at) => {
-            let user_info = &url[scheme_end..scheme_end + at];
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!(
-                "{}{user}:***{}",
-                &url[..scheme_end],
-                &url[scheme_end + at..]
-            )
+    let mut redacted = scheme.to_owned();
+    if let Some(user_info) = user_info {
+        match user_info.split_once(':') {
+            Some((user, _)) => {
+                redacted.push_str(user);
+                redacted.push_str(":***");
+            }
+            None => redacted.push_str(user_info),
         }
     }
+    let (before_query, query) = match host_and_rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (host_and_rest, None),
+    };
+    redacted.push_str(before_query);
+    if let Some(query) = query {
+        redacted.push('?');
+        let pairs = query.split('&').map(|pair| match pair.split_once('=') {
+            Some((key, _))
+                if key.eq_ignore_ascii_case("pass") || key.eq_ignore_ascii_case("password") =>
+            {
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        });
+        redacted.push_str(&pairs.collect::<Vec<_>>().join("&"));
+    }
+    redacted
 }
 
 /// The resolved table that `tollgate check-config` prints.
@@ -205,6 +227,45 @@ mod tests {
             redact_url("rediss://user:p@ss@host/"),
             "rediss://user:***@host/"
         );
+        assert_eq!(
+            redact_url("redis://:p%2Fss@host:6379"),
+            "redis://:***@host:6379"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=a@b"),
+            "redis+unix:///run/redis.sock?pass=***"
+        );
+    }
+
+    #[test]
+    fn passwords_that_break_the_url_syntax_are_redacted() {
+        // Raw `/`, `?`, `#` or `@` in the password: not a valid URL, but still no leak.
+        for (url, expected) in [
+            ("redis://:pa/ss@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:a?b/c@host", "redis://user:***@host"),
+            ("redis://:x#y@host", "redis://:***@host"),
+            (":s3cret@host:6379", ":***@host:6379"),
+            ("redis://user:pw", "redis://user:pw"),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_printed_configuration_shows_no_password() {
+        let yaml = "redis: { url: \"redis://app:s3cret@redis:6379/0\" }\n";
+        let config = Config::from_yaml(yaml, "test", &Overrides::default()).expect("valid");
+        for printed in [format!("{config:?}"), config.to_string()] {
+            assert!(!printed.contains("s3cret"), "{printed}");
+            assert!(
+                printed.contains("redis://app:***@redis:6379/0"),
+                "{printed}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! [`MemoryStore`] as the embedded default for a single instance. Both implement the same sliding
 //! log, so the same tests run against both.
 
+mod breaker;
+mod cluster;
+mod connections;
 mod memory;
 mod redis;
 
@@ -48,7 +51,16 @@ pub enum StoreError {
     /// The in-memory store holds as many buckets as it may, all of them live.
     #[error("the in-memory store is full ({0} buckets, memory_store_entries)")]
     Full(usize),
+    /// Redis failed several times in a row; checks fail at once until a probe gets an answer.
+    #[error("redis circuit breaker open after repeated failures")]
+    CircuitOpen,
+    /// The Redis Cluster connection is still being made in the background.
+    #[error("not connected to the redis cluster yet")]
+    NotConnected,
 }
+
+/// The script's answer: allowed (0/1), remaining, reset and now in Unix µs.
+type Reply = (u8, u32, u64, u64);
 
 /// A backend that evaluates sliding-window quotas.
 pub trait QuotaStore: Send + Sync + 'static {

@@ -1,21 +1,46 @@
 //! The Redis store: one `EVALSHA` of the sliding-window script per check.
 
-use super::{BucketRef, Outcome, QuotaStore, StoreError};
+use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::cluster::{self, Cluster};
+use super::connections::Connections;
+use super::{BucketRef, Outcome, QuotaStore, Reply, StoreError};
 use crate::limit::Limit;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio::sync::OnceCell;
+use std::time::{Duration, Instant};
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
+/// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in
+/// a row is a Redis that is down, not one slow answer; half a second between probes bounds both
+/// the checks that wait for a probe (two a second) and the time limits stay off after Redis heals.
+const BREAKER: BreakerSettings = BreakerSettings {
+    failures_to_open: 5,
+    probe_interval: Duration::from_millis(500),
+};
+
+/// TCP settings of every Redis socket. Keepalive finds a dead peer of an idle connection, and
+/// TCP_USER_TIMEOUT one that leaves sent data unacknowledged, in about ten seconds instead of the
+/// kernel's defaults (two hours, and about fifteen minutes of retransmissions). Nagle's algorithm
+/// stays as redis-rs sets it.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default()
+        .set_keepalive(
+            TcpKeepalive::new()
+                .with_time(Duration::from_secs(5))
+                .with_interval(Duration::from_secs(2))
+                .with_retries(3),
+        )
+        .set_user_timeout(Duration::from_secs(10))
+}
+
 /// How the store reaches Redis.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL.
     pub url: String,
@@ -31,6 +56,20 @@ pub struct RedisSettings {
     pub tls_ca: Option<TlsCa>,
     /// `url` is one node of a Redis Cluster; the others are discovered from it.
     pub cluster: bool,
+}
+
+/// By hand, so that printing a `Config` with `{:?}` never shows the password.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connections", &self.connections)
+            .field("key_prefix", &self.key_prefix)
+            .field("tls_ca", &self.tls_ca)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
 }
 
 /// A CA certificate for Redis TLS, read once when the configuration is validated.
@@ -59,74 +98,69 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
-    /// Redis is down.
+    /// Redis is down. A cluster is connected by a background task, so this must run inside the
+    /// tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
         let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca.pem.clone()),
         });
+        let script = redis::Script::new(SCRIPT);
         let backend = if settings.cluster {
             let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
-                .connection_timeout(settings.timeout)
+                .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
                 .response_timeout(settings.timeout)
-                // A redirect after a resharding is retried; a dead node is not waited for.
+                .tcp_settings(tcp_settings())
+                // A redirect after a resharding is retried, and so is a call that met the
+                // connection while it refreshed its slot map (which fails every pending call,
+                // whatever its node); a dead node's keys are stopped by its breaker.
                 .retries(2);
             if let Some(certificates) = certificates {
                 builder = builder.certs(certificates);
             }
-            Backend::Cluster {
-                client: Box::new(builder.build()?),
-                connection: OnceCell::new(),
-            }
+            Backend::Cluster(Cluster::start(builder.build()?, script.clone(), BREAKER))
         } else {
+            let info = settings
+                .url
+                .as_str()
+                .into_connection_info()?
+                .set_tcp_settings(tcp_settings());
             let client = match certificates {
-                None => redis::Client::open(settings.url.as_str())?,
-                Some(certificates) => {
-                    redis::Client::build_with_tls(settings.url.as_str(), certificates)?
-                }
+                None => redis::Client::open(info)?,
+                Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
             };
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(settings.timeout))
                 .set_response_timeout(Some(settings.timeout))
                 // Fail fast and let the next check try again: a check never waits for backoff.
                 .set_number_of_retries(0);
-            let connections = (0..settings.connections.max(1))
-                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-                .collect::<Result<_, _>>()?;
             Backend::Standalone {
-                connections,
-                next: AtomicUsize::new(0),
+                connections: Box::new(Connections::new(client, config, settings.connections)?),
+                breaker: Breaker::new(BREAKER),
             }
         };
         Ok(Self {
             backend,
-            script: redis::Script::new(SCRIPT),
+            script,
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
         })
     }
 
-    /// Loads the script on the server ahead of the first check. Failure is not fatal: the first
-    /// check loads it when Redis is reachable again.
+    /// Gets ready for the first check, so that a healthy Redis is used from the start: loads the
+    /// script on a standalone server, or waits a moment for the background connection to a
+    /// cluster (which loads the script on every primary). Failure is not fatal: checks fail open
+    /// until Redis answers, and the first check then loads the script.
     pub async fn preload(&self) -> Result<(), StoreError> {
-        let load = async {
-            match &self.backend {
-                Backend::Standalone { connections, .. } => {
-                    self.script.load_async(&mut connections[0].clone()).await
-                }
-                // SCRIPT LOAD goes to every primary of the cluster.
-                Backend::Cluster { client, connection } => {
-                    let mut connection = connection
-                        .get_or_try_init(|| client.get_async_connection())
-                        .await?
-                        .clone();
-                    self.script.load_async(&mut connection).await
-                }
+        match &self.backend {
+            Backend::Standalone { connections, .. } => {
+                let mut lease = connections.lease();
+                tokio::time::timeout(self.timeout, self.script.load_async(&mut lease.manager))
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.timeout))??;
             }
-        };
-        tokio::time::timeout(self.timeout, load)
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))??;
+            Backend::Cluster(cluster) => cluster.wait_connected(cluster::CONNECT_TIMEOUT).await?,
+        }
         Ok(())
     }
 
@@ -140,54 +174,90 @@ impl RedisStore {
             bucket.name
         )
     }
+
+    /// One script call on a standalone server, through the breaker, on the next connection.
+    async fn call_standalone(
+        &self,
+        connections: &Connections,
+        breaker: &Breaker,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Reply, StoreError> {
+        let Some(call) = breaker.admit(Instant::now()) else {
+            return Err(StoreError::CircuitOpen);
+        };
+        let mut lease = connections.lease();
+        let result =
+            within_timeout(self.timeout, invocation.invoke_async(&mut lease.manager)).await;
+        match (&result, call) {
+            (Ok(_), _) => connections.succeeded(&lease),
+            // The next probe must not find the same dead connection.
+            (Err(_), Call::Probe) => connections.replace(&lease),
+            (Err(_), Call::Normal) => connections.failed(&lease),
+        }
+        match breaker.record(call, result.is_ok(), Instant::now()) {
+            Some(Transition::Opened) => {
+                // Any of them may be dead: each reconnects from scratch on its next use.
+                connections.replace_all();
+                if let Err(e) = &result {
+                    tracing::warn!(
+                        error = %e,
+                        failures = BREAKER.failures_to_open,
+                        probe_interval = ?BREAKER.probe_interval,
+                        "redis keeps failing: circuit breaker open, checks fail at once while one check per interval probes redis"
+                    );
+                }
+            }
+            Some(Transition::Closed) => {
+                tracing::info!("redis answered the probe: circuit breaker closed");
+            }
+            None => {}
+        }
+        result
+    }
+}
+
+/// `call`'s reply, or a timeout error once `timeout` has passed.
+pub(super) async fn within_timeout(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<Reply>>,
+) -> Result<Reply, StoreError> {
+    Ok(tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| StoreError::Timeout(timeout))??)
 }
 
 /// How the store reaches Redis.
 enum Backend {
-    /// A single Redis (or a primary behind a proxy): a few [`ConnectionManager`]s, each one
-    /// multiplexed connection that pipelines concurrent requests and reconnects by itself.
+    /// A single Redis (or a primary behind a proxy): a few multiplexed connections that pipeline
+    /// concurrent requests, behind one breaker (they all reach the same server).
     Standalone {
-        connections: Vec<ConnectionManager>,
-        next: AtomicUsize,
+        /// Boxed: the client and its configuration are large and there is one per process.
+        connections: Box<Connections>,
+        breaker: Breaker,
     },
     /// Redis Cluster: one cluster connection that routes each script call to the node owning the
-    /// key's slot, follows redirects and reconnects to nodes by itself.
-    Cluster {
-        /// Boxed: the client is large and there is one per process.
-        client: Box<ClusterClient>,
-        connection: OnceCell<ClusterConnection>,
-    },
+    /// key's slot, follows redirects and reconnects to nodes by itself, with a breaker per
+    /// primary.
+    Cluster(Cluster),
 }
 
 impl QuotaStore for RedisStore {
     async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
-        let mut invocation = self.script.key(self.key_name(bucket));
+        let key = self.key_name(bucket);
+        let mut invocation = self.script.key(&key);
         invocation
             .arg(limit.requests.get())
             .arg(limit.window_micros());
-        let call = async {
-            match &self.backend {
-                Backend::Standalone { connections, next } => {
-                    let index = next.fetch_add(1, Ordering::Relaxed) % connections.len();
-                    invocation
-                        .invoke_async(&mut connections[index].clone())
-                        .await
-                }
-                Backend::Cluster { client, connection } => {
-                    // Connects on first use (and again after a failed attempt), so tollgate
-                    // starts while the cluster is unreachable.
-                    let mut connection = connection
-                        .get_or_try_init(|| client.get_async_connection())
-                        .await?
-                        .clone();
-                    invocation.invoke_async(&mut connection).await
-                }
+        let (allowed, remaining, reset_micros, now_micros) = match &self.backend {
+            Backend::Standalone {
+                connections,
+                breaker,
+            } => {
+                self.call_standalone(connections, breaker, &invocation)
+                    .await?
             }
+            Backend::Cluster(cluster) => cluster.call(&key, &invocation, self.timeout).await?,
         };
-        let reply: (u8, u32, u64, u64) = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))??;
-        let (allowed, remaining, reset_micros, now_micros) = reply;
         Ok(Outcome {
             allowed: allowed == 1,
             remaining,

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 pub mod envoy;
+pub mod fault_proxy;
 pub mod fuzz_bodies;
 pub mod http;
 pub mod process;
