@@ -15,13 +15,13 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tollgate::api_key::KeyDigest;
-use tollgate::authz::RateLimiter;
+use tollgate::check::authz::RateLimiter;
+use tollgate::check::path::normalize;
+use tollgate::check::request::HttpCheck;
+use tollgate::check::response::render;
+use tollgate::check::verdict::{Quota, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
-use tollgate::path::normalize;
-use tollgate::request::HttpCheck;
-use tollgate::response::render;
 use tollgate::store::MemoryStore;
-use tollgate::verdict::{Quota, Verdict};
 
 /// Runs `op` in rounds of `iterations` and prints the median time per call.
 fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {

@@ -1,34 +1,27 @@
 //! tollgate: API rate limits for an Envoy or Istio mesh, over Envoy's `ext_authz` gRPC protocol.
 //!
-//! For each `CheckRequest` the flow is:
-//! 1. [`request`] reads method, path and API key out of the request attributes;
-//! 2. [`path`] normalises the path and [`routes`] finds its bucket (a declared route, the default
-//!    bucket, or none outside the prefix);
-//! 3. [`store`] runs one atomic sliding-window check for (key digest, bucket) in Redis or memory,
-//!    unless [`deny_cache`] already knows the bucket is full until a later moment;
-//! 4. [`authz`] turns the outcome (or a failure) into a [`verdict::Verdict`], which [`response`]
-//!    renders as a `CheckResponse` whose header mutations make Envoy send `X-RateLimit-*` and
-//!    `Retry-After`.
-//!
-//! [`service`] is the ext_authz gRPC service and its codec, [`config`] parses and validates the
-//! YAML configuration, [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the
-//! bounded shutdown (drain, grace, close), [`shutdown`] waits for signals.
+//! The crate is laid out as the flow of a check:
+//! - [`check`]: the ext_authz check path. [`check::service`] reads the gRPC call,
+//!   [`check::request`] reads method, path and API key off the wire, [`check::path`] normalises
+//!   the path and [`check::routes`] finds its bucket, [`check::authz`] asks the store (unless
+//!   [`check::deny_cache`] already knows the bucket is full) and turns the outcome into a
+//!   [`check::verdict::Verdict`], which [`check::response`] renders as a `CheckResponse` whose
+//!   header mutations make Envoy send `X-RateLimit-*` and `Retry-After`.
+//! - [`store`]: the quota store, one atomic sliding-window check per request, in Redis (with its
+//!   connections, circuit breakers and cluster routing) or in memory.
+//! - [`config`]: YAML parsed and validated into typed settings, every problem reported at once.
+//! - [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the bounded shutdown
+//!   (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the command line.
+//! - Shared types: [`api_key`] (digests, never the raw key), [`limit`], [`clock`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api_key;
-pub mod authz;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod deny_cache;
 pub mod limit;
-pub mod path;
-pub mod request;
-pub mod response;
-pub mod routes;
 pub mod server;
-pub mod service;
 pub mod shutdown;
 pub mod store;
-pub mod verdict;

@@ -1,10 +1,10 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
 //! listener, and the bounded shutdown: drain, grace, then close.
 
-use crate::authz::RateLimiter;
+use crate::check::authz::RateLimiter;
+use crate::check::deny_cache::DenyCache;
+use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::Config;
-use crate::deny_cache::DenyCache;
-use crate::service::{AuthorizationService, SERVICE_NAME};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
 use std::future::Future;
 use std::io;

@@ -12,11 +12,11 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use tollgate::authz::RateLimiter;
+use tollgate::check::authz::RateLimiter;
+use tollgate::check::request::{ApiKey, HttpCheck};
+use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
-use tollgate::request::{ApiKey, HttpCheck};
 use tollgate::store::MemoryStore;
-use tollgate::verdict::Verdict;
 
 struct Counting;
 

@@ -5,7 +5,7 @@ mod parse;
 mod redis;
 mod yaml;
 
-use crate::routes::{DefaultBucket, RouteTable};
+use crate::check::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;
 use std::fmt;
 use std::net::SocketAddr;

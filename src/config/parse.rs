@@ -3,9 +3,9 @@
 use super::redis::parse_redis;
 use super::yaml::{Problems, check_keys, render, string, whole_number};
 use super::{Config, FailureMode, Overrides};
+use crate::check::path::normalize;
+use crate::check::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
 use crate::limit::{Limit, WindowError, parse_window};
-use crate::path::normalize;
-use crate::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
 use serde_yaml::{Mapping, Value};
 use std::num::NonZeroU32;
 use std::time::Duration;

@@ -9,14 +9,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
-use tollgate::authz::RateLimiter;
+use tollgate::check::authz::RateLimiter;
+use tollgate::check::path::{is_plain, normalize};
+use tollgate::check::request::{ApiKey, HttpCheck};
+use tollgate::check::response::render;
+use tollgate::check::routes::MAX_PER_PATH_NAME;
+use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
-use tollgate::path::{is_plain, normalize};
-use tollgate::request::{ApiKey, HttpCheck};
-use tollgate::response::render;
-use tollgate::routes::MAX_PER_PATH_NAME;
 use tollgate::store::MemoryStore;
-use tollgate::verdict::Verdict;
 
 /// The contract's table with per-path default buckets, so undeclared paths name buckets too.
 fn config() -> &'static Config {

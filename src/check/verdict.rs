@@ -1,7 +1,7 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
+use crate::check::request::RequestError;
 use crate::limit::Limit;
-use crate::request::RequestError;
 use crate::store::Outcome;
 
 /// The quota state that the `X-RateLimit-*` headers report.

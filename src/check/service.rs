@@ -8,8 +8,8 @@
 //! anything else is buffered, so a message over `max_request_bytes` is refused without being read,
 //! and every unusable message becomes a 400 like any other bad request.
 
-use crate::authz::RateLimiter;
-use crate::request::RequestError;
+use crate::check::authz::RateLimiter;
+use crate::check::request::RequestError;
 use crate::store::QuotaStore;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::ext_authz::v3::pb::CheckResponse;

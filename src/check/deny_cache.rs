@@ -8,9 +8,9 @@
 //! that the store would allow.
 
 use crate::api_key::KeyDigest;
+use crate::check::verdict::Quota;
 use crate::limit::Limit;
 use crate::store::{BucketRef, Outcome};
-use crate::verdict::Quota;
 use std::collections::hash_map::{DefaultHasher, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;

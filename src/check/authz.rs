@@ -1,14 +1,14 @@
 //! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
 
 use crate::api_key::KeyDigest;
+use crate::check::deny_cache::DenyCache;
+use crate::check::path::normalize;
+use crate::check::request::{ApiKey, HttpCheck, RequestError};
+use crate::check::response::render;
+use crate::check::routes::{Bucket, RouteTable};
+use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
-use crate::deny_cache::DenyCache;
-use crate::path::normalize;
-use crate::request::{ApiKey, HttpCheck, RequestError};
-use crate::response::render;
-use crate::routes::{Bucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore, StoreError};
-use crate::verdict::{Quota, Verdict};
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

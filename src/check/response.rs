@@ -1,7 +1,7 @@
 //! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers.
 
-use crate::request::RequestError;
-use crate::verdict::{Quota, Verdict};
+use crate::check::request::RequestError;
+use crate::check::verdict::{Quota, Verdict};
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,

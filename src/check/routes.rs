@@ -1,8 +1,8 @@
 //! Route templates and the precompiled table that maps a request to its bucket.
 
 use crate::api_key::KeyDigest;
+use crate::check::path::is_plain;
 use crate::limit::Limit;
-use crate::path::is_plain;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,14 @@
+//! The ext_authz check path: a `CheckRequest` in, a `CheckResponse` out, in this order.
+
+pub mod service;
+
+pub mod request;
+
+pub mod path;
+pub mod routes;
+
+pub mod authz;
+pub mod deny_cache;
+
+pub mod response;
+pub mod verdict;
