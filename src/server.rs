@@ -4,7 +4,7 @@
 use crate::check::authz::RateLimiter;
 use crate::check::deny_cache::DenyCache;
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
-use crate::config::Config;
+use crate::config::{Config, reload};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
 use std::future::Future;
 use std::io;
@@ -107,8 +107,15 @@ async fn serve<S: QuotaStore>(
     };
     let (close, closing) = watch::channel(false);
 
-    let limiter = RateLimiter::new(config, store);
+    let limiter = Arc::new(RateLimiter::new(config, store));
     let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
+    // With a configuration file, changes to it apply without a restart.
+    let reload = config.source.clone().map(|source| {
+        let limiter = limiter.clone();
+        tokio::spawn(reload::watch(source, config.clone(), move |new| {
+            limiter.apply(new)
+        }))
+    });
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
@@ -130,6 +137,9 @@ async fn serve<S: QuotaStore>(
         }
     };
     report.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     served?;
     tracing::info!("stopped");
     Ok(())

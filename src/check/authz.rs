@@ -9,6 +9,7 @@ use crate::check::routes::{Bucket, RouteTable};
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
 use crate::store::{BucketRef, QuotaStore, StoreError};
+use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,11 +18,29 @@ use std::time::{Duration, Instant};
 /// At most one store-failure warning per this interval; the others are counted.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Decides every check request against the route table and the store.
-pub struct RateLimiter<S> {
+/// The settings a check is decided by, which a configuration reload may replace.
+#[derive(Debug)]
+pub struct Policy {
     routes: RouteTable,
     api_key_header: String,
     failure_mode: FailureMode,
+}
+
+impl Policy {
+    /// The live part of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            routes: config.routes.clone(),
+            api_key_header: config.api_key_header.clone(),
+            failure_mode: config.failure_mode,
+        }
+    }
+}
+
+/// Decides every check request against the route table and the store.
+pub struct RateLimiter<S> {
+    /// Swapped whole by a reload; each check holds the policy it started with to its end.
+    policy: ArcSwap<Policy>,
     store: S,
     deny_cache: Arc<DenyCache>,
     failures: FailureLog,
@@ -31,13 +50,21 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// A limiter for `config` over `store`.
     pub fn new(config: &Config, store: S) -> Self {
         Self {
-            routes: config.routes.clone(),
-            api_key_header: config.api_key_header.clone(),
-            failure_mode: config.failure_mode,
+            policy: ArcSwap::from_pointee(Policy::of(config)),
             store,
             deny_cache: Arc::new(DenyCache::new(config.deny_cache_entries)),
             failures: FailureLog::new(),
         }
+    }
+
+    /// Replaces the policy with `config`'s: checks that start from now on use it, checks in flight
+    /// finish with the one they started with. Over-limit cache entries of buckets whose limit
+    /// changed (or that no longer exist) are dropped.
+    pub fn apply(&self, config: &Config) {
+        let policy = Arc::new(Policy::of(config));
+        self.policy.store(policy.clone());
+        self.deny_cache
+            .retain(|name, limit| policy.routes.limit_of(name) == Some(limit));
     }
 
     /// The over-limit cache, for the server's periodic report.
@@ -47,19 +74,24 @@ impl<S: QuotaStore> RateLimiter<S> {
 
     /// Answers one check message, or a call whose message could not be read (400).
     pub async fn respond(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+        let policy = self.policy.load_full();
         let verdict = match message {
-            Ok(message) => self.decide(message).await,
+            Ok(message) => self.decide_with(&policy, message).await,
             Err(&e) => Verdict::BadRequest(e),
         };
         if let Verdict::BadRequest(e) = verdict {
             tracing::debug!(error = %e, "unusable check request");
         }
-        render(&verdict, &self.api_key_header)
+        render(&verdict, &policy.api_key_header)
     }
 
     /// Decides one encoded `CheckRequest`. Never fails: every problem becomes a verdict.
     pub async fn decide(&self, message: &[u8]) -> Verdict {
-        let check = match HttpCheck::parse(message, &self.api_key_header) {
+        self.decide_with(&self.policy.load_full(), message).await
+    }
+
+    async fn decide_with(&self, policy: &Policy, message: &[u8]) -> Verdict {
+        let check = match HttpCheck::parse(message, &policy.api_key_header) {
             Ok(check) => check,
             Err(e) => return Verdict::BadRequest(e),
         };
@@ -72,7 +104,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         let Ok(path) = normalize(check.path) else {
             return Verdict::BadRequest(RequestError::PathNotAbsolute);
         };
-        let Some(Bucket { name, limit }) = self.routes.bucket(method, &path) else {
+        let Some(Bucket { name, limit }) = policy.routes.bucket(method, &path) else {
             return Verdict::Unlimited;
         };
         let api_key = match check.api_key {
@@ -102,8 +134,8 @@ impl<S: QuotaStore> RateLimiter<S> {
                 }
             }
             Err(e) => {
-                self.failures.record(&e, self.failure_mode);
-                match self.failure_mode {
+                self.failures.record(&e, policy.failure_mode);
+                match policy.failure_mode {
                     FailureMode::Allow => Verdict::FailedOpen,
                     FailureMode::Deny => Verdict::FailedClosed,
                 }

@@ -108,6 +108,14 @@ impl DenyCache {
         );
     }
 
+    /// Keeps only the entries for which `keep(bucket name, limit)` holds; a reload drops those
+    /// whose bucket's limit changed.
+    pub fn retain(&self, keep: impl Fn(&str, Limit) -> bool) {
+        for shard in &self.shards {
+            lock(shard).retain(|_, entry| keep(&entry.name, entry.limit));
+        }
+    }
+
     /// Checks answered from memory since the last call.
     pub fn take_hits(&self) -> u64 {
         self.hits.swap(0, Ordering::Relaxed)
@@ -193,6 +201,28 @@ mod tests {
         );
         assert!(cache.is_empty(), "expired entries are dropped on lookup");
         assert_eq!(cache.take_hits(), 2);
+    }
+
+    #[test]
+    fn a_reload_drops_the_buckets_whose_limit_changed() {
+        let cache = DenyCache::new(100);
+        let key = KeyDigest::of("k");
+        let asked = Instant::now();
+        for name in ["kept", "changed", "gone"] {
+            let bucket = BucketRef { key: &key, name };
+            cache.insert(bucket, limit(5), &denied(10_000_000), asked);
+        }
+        cache.retain(|name, old| match name {
+            "kept" => old == limit(5),
+            "changed" => old == limit(50),
+            _ => false,
+        });
+        assert_eq!(cache.len(), 1);
+        let kept = BucketRef {
+            key: &key,
+            name: "kept",
+        };
+        assert!(cache.lookup(kept, limit(5), asked).is_some());
     }
 
     #[test]

@@ -232,6 +232,20 @@ impl RouteTable {
         self.default_bucket
     }
 
+    /// The limit this table gives the bucket named `name` (as [`RouteTable::bucket`] names them),
+    /// or `None` when no request can fall in it any more.
+    pub fn limit_of(&self, name: &str) -> Option<Limit> {
+        match name {
+            "default" => {
+                (self.default_bucket == DefaultBucket::Shared).then_some(self.default_limit)
+            }
+            per_path if per_path.starts_with("default ") => {
+                (self.default_bucket == DefaultBucket::PerPath).then_some(self.default_limit)
+            }
+            id => self.routes.iter().find(|r| &*r.id == id).map(|r| r.limit),
+        }
+    }
+
     /// Finds the bucket of a request, or `None` outside the prefix (not rate limited). `method`
     /// is upper-case with `HEAD` already mapped to `GET`; `path` is normalised.
     pub fn bucket(&self, method: &str, path: &str) -> Option<Bucket<'_>> {
@@ -382,6 +396,30 @@ mod tests {
         assert_eq!(route_id(&root, "GET", "/x/y"), "default");
         let v1 = table(DefaultBucket::Shared);
         assert_eq!(route_id(&v1, "GET", "/v1"), "default");
+    }
+
+    #[test]
+    fn limits_are_found_by_bucket_name() {
+        let shared = table(DefaultBucket::Shared);
+        assert_eq!(shared.limit_of("GET /campaigns/:id"), Some(limit(120)));
+        assert_eq!(shared.limit_of("default"), Some(limit(60)));
+        assert_eq!(shared.limit_of("default GET /v1/x"), None);
+        assert_eq!(shared.limit_of("GET /gone"), None);
+        let per_path = table(DefaultBucket::PerPath);
+        assert_eq!(per_path.limit_of("default GET /v1/x"), Some(limit(60)));
+        assert_eq!(per_path.limit_of("default"), None);
+        for path in [
+            "/v1/campaigns/7",
+            "/v1/zzz",
+            &format!("/v1/{}", "y".repeat(300)),
+        ] {
+            let bucket = per_path.bucket("GET", path).unwrap();
+            assert_eq!(
+                per_path.limit_of(&bucket.name),
+                Some(bucket.limit),
+                "{path}"
+            );
+        }
     }
 
     #[test]

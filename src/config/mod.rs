@@ -3,13 +3,14 @@
 
 mod parse;
 mod redis;
+pub mod reload;
 mod yaml;
 
 use crate::check::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The built-in configuration: exactly the contract's table, with the in-memory store.
@@ -52,6 +53,18 @@ pub struct Config {
     /// Buckets the in-memory store may hold; checks of new buckets beyond it fail like a store
     /// failure.
     pub memory_store_entries: usize,
+    /// The file it was read from, which [`reload`] watches; `None` for the built-in configuration
+    /// and YAML given in code.
+    pub source: Option<Source>,
+}
+
+/// Where a configuration was read from, so that a reload reads it the same way.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The configuration file, as given on the command line.
+    pub path: PathBuf,
+    /// The command line and environment, which win over the file on every reload too.
+    pub overrides: Overrides,
 }
 
 /// Values given on the command line or in the environment, which win over the file.
@@ -96,9 +109,42 @@ impl Config {
                     source_name: name.clone(),
                     problems: vec![format!("cannot read the file: {e}")],
                 })?;
-                Self::from_yaml(&text, &name, overrides)
+                let mut config = Self::from_yaml(&text, &name, overrides)?;
+                config.source = Some(Source {
+                    path: path.to_owned(),
+                    overrides: overrides.clone(),
+                });
+                Ok(config)
             }
         }
+    }
+
+    /// The settings that differ from `new` and that only a restart applies: the listener, the
+    /// store and its connections, sizes fixed at start, the shutdown timings.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut compare = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        compare("listen", self.listen != new.listen);
+        compare("redis", self.redis != new.redis);
+        compare("drain_period", self.drain_period != new.drain_period);
+        compare("shutdown_grace", self.shutdown_grace != new.shutdown_grace);
+        compare(
+            "deny_cache_entries",
+            self.deny_cache_entries != new.deny_cache_entries,
+        );
+        compare(
+            "max_request_bytes",
+            self.max_request_bytes != new.max_request_bytes,
+        );
+        compare(
+            "memory_store_entries",
+            self.memory_store_entries != new.memory_store_entries,
+        );
+        changed
     }
 
     /// A one-line description of the store, with any password redacted.

@@ -193,6 +193,7 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         deny_cache_entries: deny_cache_entries?,
         max_request_bytes: max_request_bytes?,
         memory_store_entries: memory_store_entries?,
+        source: None,
     })
 }
 

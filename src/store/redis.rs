@@ -40,7 +40,7 @@ fn tcp_settings() -> TcpSettings {
 }
 
 /// How the store reaches Redis.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL.
     pub url: String,

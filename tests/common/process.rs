@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 pub struct TollgateProcess {
     pub port: u16,
     child: Child,
-    config: PathBuf,
+    /// The configuration file, when this process wrote it (and removes it).
+    config: Option<PathBuf>,
     log: PathBuf,
 }
 
@@ -18,11 +19,19 @@ impl TollgateProcess {
     pub fn start(yaml: &str, port: u16) -> Self {
         let name = super::unique_key("tollgate-process");
         let config = std::env::temp_dir().join(format!("{name}.yaml"));
-        let log = std::env::temp_dir().join(format!("{name}.log"));
         std::fs::write(&config, yaml).unwrap();
+        let mut process = Self::start_file(&config, port);
+        process.config = Some(config);
+        process
+    }
+
+    /// Starts the binary with the configuration file at `config` (left in place on drop).
+    pub fn start_file(config: &std::path::Path, port: u16) -> Self {
+        let name = super::unique_key("tollgate-process");
+        let log = std::env::temp_dir().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -32,7 +41,7 @@ impl TollgateProcess {
         let mut process = Self {
             port,
             child,
-            config,
+            config: None,
             log,
         };
         process.wait_listening();
@@ -60,8 +69,17 @@ impl TollgateProcess {
 
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGHUP: read the configuration again.
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -88,7 +106,9 @@ impl Drop for TollgateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }

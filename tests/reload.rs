@@ -1,0 +1,243 @@
+//! Hot reload with the real binary under continuous checks: a file rewritten in place, a
+//! Kubernetes ConfigMap update (a `..data` symlink swapped), a broken file, a setting that needs a
+//! restart, and SIGHUP for a change the watcher cannot see.
+
+mod common;
+
+use common::process::TollgateProcess;
+use common::{check, free_port, unique_key};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A configuration whose one route admits `limit` per second: far more than the load sends, so
+/// every answer is a 200 that shows the limit in force.
+fn yaml(limit: u32) -> String {
+    format!(
+        "drain_period: 0s\nroutes:\n  - {{ method: GET, path: /live, limit: {{ requests: {limit}, window: 1s }} }}\n"
+    )
+}
+
+/// Checks sent one after another until stopped; every answer's `x-ratelimit-limit` is recorded,
+/// and anything that is not a 200 with that header fails the test.
+struct Load {
+    limits: Arc<Mutex<Vec<(Instant, u64)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl Load {
+    async fn start(port: u16) -> Self {
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let limits = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let key = unique_key("reload");
+        let task = tokio::spawn({
+            let (limits, stop) = (limits.clone(), stop.clone());
+            async move {
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = check(&mut client, "GET", "/v1/live", Some(&key)).await;
+                    assert_eq!(
+                        answer.status, 200,
+                        "a check failed during a reload: {answer:?}"
+                    );
+                    let limit = answer.number("x-ratelimit-limit");
+                    limits.lock().unwrap().push((Instant::now(), limit));
+                    sent += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                sent
+            }
+        });
+        Self { limits, stop, task }
+    }
+
+    /// How long after `since` the answers first showed `limit`.
+    async fn wait_for_limit(&self, limit: u64, since: Instant) -> Duration {
+        let deadline = since + Duration::from_secs(5);
+        loop {
+            let seen = self
+                .limits
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, l)| *at >= since && *l == limit)
+                .map(|(at, _)| *at - since);
+            if let Some(after) = seen {
+                return after;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "limit {limit} never showed; last answers: {:?}",
+                self.limits
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every limit shown since `since`.
+    fn limits_since(&self, since: Instant) -> Vec<u64> {
+        let mut limits: Vec<u64> = (self.limits.lock().unwrap().iter())
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, l)| *l)
+            .collect();
+        limits.dedup();
+        limits
+    }
+
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("no check failed")
+    }
+}
+
+/// A directory laid out as Kubernetes mounts a ConfigMap: `tollgate.yaml` → `..data/tollgate.yaml`,
+/// `..data` → `..<version>`, replaced by renaming a new symlink over it.
+struct ConfigMapDir {
+    dir: PathBuf,
+    version: u32,
+}
+
+impl ConfigMapDir {
+    fn new(text: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_key("tollgate-configmap"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut configmap = Self { dir, version: 0 };
+        configmap.update(text);
+        std::os::unix::fs::symlink("..data/tollgate.yaml", configmap.file()).unwrap();
+        configmap
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("tollgate.yaml")
+    }
+
+    /// What the kubelet does: a new timestamped directory, then an atomic swap of `..data`.
+    fn update(&mut self, text: &str) {
+        self.version += 1;
+        let version = format!("..2026_11_28_{:02}", self.version);
+        std::fs::create_dir(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join("tollgate.yaml"), text).unwrap();
+        let staged = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &staged).unwrap();
+        std::fs::rename(&staged, self.dir.join("..data")).unwrap();
+    }
+}
+
+impl Drop for ConfigMapDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_applies_within_two_seconds_and_a_broken_one_is_refused() {
+    let mut configmap = ConfigMapDir::new(&yaml(1000));
+    let port = free_port();
+    let tollgate = TollgateProcess::start_file(&configmap.file(), port);
+    let load = Load::start(port).await;
+    load.wait_for_limit(1000, Instant::now()).await;
+
+    let swapped = Instant::now();
+    configmap.update(&yaml(2000));
+    let after = load.wait_for_limit(2000, swapped).await;
+    println!("ConfigMap update: new limit in the headers {after:?} after the swap");
+    assert!(after <= Duration::from_secs(2), "{after:?}");
+
+    // A broken file: every problem is logged, the old limit keeps applying.
+    let broken = Instant::now();
+    configmap.update(
+        "routes:\n  - { method: GET, path: /live, limit: { requests: 0, window: 1s } }\nlisten_typo: x\n",
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(load.limits_since(broken), vec![2000]);
+    let log = tollgate.log();
+    assert!(log.contains("configuration reload refused"), "{log}");
+    assert!(log.contains("listen_typo"), "{log}");
+    assert!(log.contains("requests"), "{log}");
+
+    // A setting that needs a restart is reported; the rest applies.
+    let restart = Instant::now();
+    configmap.update(&format!("max_request_bytes: 65536\n{}", yaml(3000)));
+    load.wait_for_limit(3000, restart).await;
+    let log = tollgate.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("only apply after a restart") && l.contains("max_request_bytes")),
+        "{log}"
+    );
+
+    let sent = load.stop().await;
+    println!("{sent} checks answered during the reloads, none failed");
+    assert!(sent > 20, "the load ran throughout: {sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_applies_within_two_seconds() {
+    let dir = std::env::temp_dir().join(unique_key("tollgate-reload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tollgate.yaml");
+    std::fs::write(&file, yaml(1000)).unwrap();
+    let port = free_port();
+    let _tollgate = TollgateProcess::start_file(&file, port);
+    let load = Load::start(port).await;
+    load.wait_for_limit(1000, Instant::now()).await;
+    let written = Instant::now();
+    std::fs::write(&file, yaml(1500)).unwrap();
+    let after = load.wait_for_limit(1500, written).await;
+    println!("file rewritten in place: new limit in the headers {after:?} later");
+    assert!(after <= Duration::from_secs(2), "{after:?}");
+    load.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_change_the_watcher_cannot_see() {
+    // The configuration is a symlink into another directory, which is not watched.
+    let outside = std::env::temp_dir().join(unique_key("tollgate-real"));
+    let watched = std::env::temp_dir().join(unique_key("tollgate-link"));
+    for dir in [&outside, &watched] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let real = outside.join("real.yaml");
+    std::fs::write(&real, yaml(1000)).unwrap();
+    let link = watched.join("tollgate.yaml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let port = free_port();
+    let tollgate = TollgateProcess::start_file(&link, port);
+    let load = Load::start(port).await;
+    load.wait_for_limit(1000, Instant::now()).await;
+
+    let edited = Instant::now();
+    std::fs::write(&real, yaml(1200)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        load.limits_since(edited),
+        vec![1000],
+        "the watched directory saw nothing"
+    );
+    let signalled = Instant::now();
+    tollgate.sighup();
+    let after = load.wait_for_limit(1200, signalled).await;
+    println!("SIGHUP: new limit in the headers {after:?} later");
+    assert!(after <= Duration::from_secs(2), "{after:?}");
+    load.stop().await;
+    remove_dirs(&[&outside, &watched]);
+}
+
+fn remove_dirs(dirs: &[&Path]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
