@@ -3,10 +3,10 @@
 //! route matching, key hashing, response rendering, and a whole decision against the in-memory
 //! store. `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
 
-#[path = "shared/envoy_request.rs"]
-mod envoy_request;
+#[path = "../tests/common/check_request.rs"]
+mod check_request;
 
-use envoy_request::envoy_request;
+use check_request::envoy_request;
 use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
 use prost::Message;
 use std::future::Future;
@@ -63,11 +63,16 @@ fn main() {
     let requests: Vec<Vec<u8>> = (0..1024)
         .map(|i| {
             let path = format!("/v1/campaigns/{i}/statistics?from=2026-01-01");
-            envoy_request(&path, &keys[i]).encode_to_vec()
+            envoy_request("GET", &path, Some(&keys[i])).encode_to_vec()
         })
         .collect();
     let wire = bytes::Bytes::from(
-        envoy_request("/v1/campaigns/123/statistics?from=2026-01-01", &keys[0]).encode_to_vec(),
+        envoy_request(
+            "GET",
+            "/v1/campaigns/123/statistics?from=2026-01-01",
+            Some(&keys[0]),
+        )
+        .encode_to_vec(),
     );
 
     println!("| operation | ns per call |");

@@ -1,6 +1,6 @@
 //! Checks against tollgate over a lean gRPC client.
 
-use crate::envoy_request::envoy_request;
+use crate::check_request::envoy_request;
 use crate::measure::{Keys, Outcome, Tally, drive};
 use crate::processes::{RedisProcess, TollgateProcess, Window, cpu_seconds, script_calls};
 use crate::{Options, Shape};
@@ -154,11 +154,12 @@ pub fn grpc_message(request: &CheckRequest) -> Bytes {
     frame.freeze()
 }
 
-/// A check as Envoy sends it (`benches/shared/envoy_request.rs`), inside or outside the prefix.
+/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix.
 pub fn check_request(key: u64, unlimited: bool) -> CheckRequest {
     let prefix = if unlimited { "/outside" } else { "/v1" };
     envoy_request(
+        "GET",
         &format!("{prefix}/bench/{}", key % 1000),
-        &format!("bench-key-{key}"),
+        Some(&format!("bench-key-{key}")),
     )
 }

@@ -16,9 +16,9 @@
 //! - `floor` (not in `all`): like `allowed`, but every path is outside the rate-limited prefix, so
 //!   tollgate answers without Redis or hashing: the cost of the gRPC path alone.
 
+#[path = "../../tests/common/check_request.rs"]
+mod check_request;
 mod checks;
-#[path = "../shared/envoy_request.rs"]
-mod envoy_request;
 mod measure;
 mod processes;
 mod redis_direct;

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, and check requests shaped the way Envoy sends them.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod check_request;
 pub mod envoy;
 pub mod fault_proxy;
 pub mod fuzz_bodies;
@@ -10,12 +11,12 @@ pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 
+pub use check_request::envoy_request;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,45 +148,6 @@ impl Drop for Tollgate {
         if let Some(task) = &self.task {
             task.abort();
         }
-    }
-}
-
-/// A check request as Envoy builds it: lower-case headers including the pseudo-headers, the
-/// request target (query included) in `path`.
-pub fn envoy_request(method: &str, path: &str, api_key: Option<&str>) -> CheckRequest {
-    let mut headers: HashMap<String, String> = [
-        (":method", method),
-        (":path", path),
-        (":authority", "api.example.com"),
-        (":scheme", "http"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "5f0c0e7e-6c7f-4a43-9a49-1f3c4c1b2a77"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    if let Some(key) = api_key {
-        headers.insert("x-api-key".into(), key.into());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: "1234".into(),
-                    method: method.into(),
-                    headers,
-                    path: path.into(),
-                    host: "api.example.com".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
     }
 }
 
