@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::redis_server::script_calls;
 use common::{Backend, Tollgate, check, unique_key};
 use redis::Commands;
 use std::time::{Duration, Instant};
@@ -205,28 +206,6 @@ async fn keys_are_hashed_hash_tagged_and_expire() {
     tokio::time::sleep(Duration::from_millis(ttl as u64 + 100)).await;
     let exists: bool = connection.exists(item_key).unwrap();
     assert!(!exists, "the log is gone once its window has passed");
-}
-
-/// Calls of the quota script that Redis has served so far.
-fn script_calls(connection: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(connection)
-        .unwrap();
-    ["cmdstat_evalsha:", "cmdstat_eval:"]
-        .iter()
-        .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
-        .map(|line| {
-            let calls = line
-                .split("calls=")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap();
-            calls.parse::<u64>().unwrap()
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 
 use crate::check_request::envoy_request;
 use crate::measure::{Keys, Outcome, Tally, drive};
-use crate::processes::{RedisProcess, TollgateProcess, Window, cpu_seconds, script_calls};
+use crate::processes::{TollgateProcess, Window, cpu_seconds};
+use crate::redis_server::{RedisServer, script_calls};
 use crate::{Options, Shape};
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub async fn drive_tollgate(
     tollgate: &TollgateProcess,
-    redis: &RedisProcess,
+    redis: &RedisServer,
     shape: Shape,
     o: &Options,
 ) -> (Tally, Window) {
@@ -37,17 +38,17 @@ pub async fn drive_tollgate(
     let counted = allowed_total.clone();
     // Script calls are read around the measurement window, from a task that wakes at its edges.
     let before_after = {
-        let url = redis.url();
+        let mut connection = redis.connection();
         let (warmup, duration) = (o.warmup, o.duration);
-        let pids = [tollgate.child.id(), redis.child.id(), std::process::id()];
+        let pids = [tollgate.child.id(), redis.pid(), std::process::id()];
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            let calls = script_calls(&url);
+            let calls = script_calls(&mut connection);
             let cpu = pids.map(cpu_seconds);
             tokio::time::sleep(duration).await;
             let after = pids.map(cpu_seconds);
             Window {
-                script_calls: script_calls(&url) - calls,
+                script_calls: script_calls(&mut connection) - calls,
                 cpu_seconds: [0, 1, 2].map(|i| after[i] - cpu[i]),
             }
         })

@@ -14,6 +14,8 @@ pub mod redis_server;
 pub use check_request::envoy_request;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
+pub use redis_server::ports;
+pub use redis_server::ports::free_port;
 
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -365,15 +367,6 @@ impl tonic::codec::Decoder for RawCodec {
             .map(Some)
             .map_err(|e| tonic::Status::internal(e.to_string()))
     }
-}
-
-/// A port that was free a moment ago (the usual bind-to-0 race is accepted in tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn unix_millis() -> u64 {

@@ -40,17 +40,15 @@ impl TollgateProcess {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tollgate exited with {status}:\n{}", self.log());
+        match super::ports::wait_listening(&mut self.child, self.port, Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(super::ports::NotListening::Exited(status)) => {
+                panic!("tollgate exited with {status}:\n{}", self.log())
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            Err(super::ports::NotListening::Silent) => {
+                panic!("tollgate does not listen within 10 s:\n{}", self.log())
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("tollgate does not listen within 10 s:\n{}", self.log());
     }
 
     /// What it logged so far.
