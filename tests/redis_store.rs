@@ -332,9 +332,8 @@ fn private_pki(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_is_verified_and_used() {
-    let dir = std::env::temp_dir().join(unique_key("tollgate-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = private_pki(&dir);
+    let dir = common::temp::dir();
+    let (ca, cert, key) = private_pki(dir.path());
     let redis = common::RedisServer::start_tls(&cert, &key);
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     let overrides = tollgate::config::Overrides {
@@ -368,7 +367,6 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
         answer.headers.is_empty(),
         "an unverified server is not used: {answer:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,9 @@ mod redis_direct;
 #[allow(dead_code)]
 #[path = "../../tests/common/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)] // only its files, not its directories
+#[path = "../../tests/common/temp.rs"]
+mod temp;
 
 use checks::drive_tollgate;
 use processes::{TollgateProcess, flush};

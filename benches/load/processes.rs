@@ -5,6 +5,7 @@ use crate::Options;
 use crate::Shape;
 use crate::ports::{NotListening, free_port, wait_listening};
 use crate::redis_server::RedisServer;
+use crate::temp::yaml_file;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -18,30 +19,25 @@ pub fn flush(redis: &RedisServer) {
 pub struct TollgateProcess {
     pub port: u16,
     pub child: Child,
-    pub config: std::path::PathBuf,
+    /// Kept until the process is gone; removed on drop.
+    _config: tempfile::NamedTempFile,
 }
 
 impl TollgateProcess {
     pub fn start(redis: &RedisServer, shape: Shape, o: &Options) -> Self {
         let port = free_port();
-        let config =
-            std::env::temp_dir().join(format!("tollgate-bench-{}-{port}.yaml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{port}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limit: {{ requests: {}, window: 60s }} }}\n",
-                if o.deny_cache { 100_000 } else { 0 },
-                redis.url(),
-                o.redis_connections,
-                shape.limit
-            ),
-        )
-        .unwrap();
+        let config = yaml_file(&format!(
+            "listen: 127.0.0.1:{port}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limit: {{ requests: {}, window: 60s }} }}\n",
+            if o.deny_cache { 100_000 } else { 0 },
+            redis.url(),
+            o.redis_connections,
+            shape.limit
+        ));
         let binary = std::env::var_os("TOLLGATE_BENCH_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate").into());
         let mut child = Command::new(binary)
             .arg("--config")
-            .arg(&config)
+            .arg(config.path())
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("the tollgate binary");
@@ -53,7 +49,7 @@ impl TollgateProcess {
         Self {
             port,
             child,
-            config,
+            _config: config,
         }
     }
 }
@@ -62,7 +58,6 @@ impl Drop for TollgateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod http;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod temp;
 
 pub use check_request::envoy_request;
 pub use redis_cluster::RedisCluster;

@@ -1,38 +1,36 @@
 //! The tollgate binary as a child process, the way Kubernetes runs it: a configuration file, a
 //! port, SIGTERM to stop it.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct TollgateProcess {
     pub port: u16,
     child: Child,
-    config: PathBuf,
-    log: PathBuf,
+    /// Kept until the process is gone; removed on drop.
+    _config: tempfile::NamedTempFile,
+    log: tempfile::NamedTempFile,
 }
 
 impl TollgateProcess {
     /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`,
     /// and returns once it accepts connections.
     pub fn start(yaml: &str, port: u16) -> Self {
-        let name = super::unique_key("tollgate-process");
-        let config = std::env::temp_dir().join(format!("{name}.yaml"));
-        let log = std::env::temp_dir().join(format!("{name}.log"));
-        std::fs::write(&config, yaml).unwrap();
+        let config = super::temp::yaml_file(yaml);
+        let log = tempfile::NamedTempFile::new().expect("create the log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("--config")
-            .arg(&config)
+            .arg(config.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(log.reopen().expect("open the log file"))
             .spawn()
             .expect("the tollgate binary runs");
         let mut process = Self {
             port,
             child,
-            config,
+            _config: config,
             log,
         };
         process.wait_listening();
@@ -53,7 +51,7 @@ impl TollgateProcess {
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
@@ -86,7 +84,5 @@ impl Drop for TollgateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-        let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -1,14 +1,14 @@
 //! A Redis Cluster of the test's own on free ports: three primaries, and optionally one replica
 //! of each for failover tests.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
-    dir: PathBuf,
+    /// The nodes' `nodes-<port>.conf` files; removed on drop, after the nodes are killed.
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -28,18 +28,16 @@ impl RedisCluster {
 
     fn start_with(replicas: usize, node_timeout_ms: u32) -> Self {
         let full_coverage = if replicas == 0 { "yes" } else { "no" };
-        let dir = std::env::temp_dir().join(super::unique_key("tollgate-cluster"));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut cluster = Self {
             ports: Vec::new(),
             children: Vec::new(),
-            dir,
+            dir: super::temp::dir(),
         };
         for _ in 0..3 * (1 + replicas) {
             let (port, child) = (0..10)
                 .find_map(|_| {
                     let port = node_port();
-                    spawn_node(port, &cluster.dir, node_timeout_ms, full_coverage)
+                    spawn_node(port, cluster.dir.path(), node_timeout_ms, full_coverage)
                         .map(|child| (port, child))
                 })
                 .expect(
@@ -158,7 +156,6 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
