@@ -1,6 +1,7 @@
 //! A Redis Cluster of the test's own on free ports: three primaries, and optionally one replica
 //! of each for failover tests.
 
+use super::redis_server;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -176,25 +177,15 @@ fn spawn_node(
     node_timeout_ms: u32,
     full_coverage: &str,
 ) -> Option<Child> {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--cluster-enabled",
-            "yes",
-        ])
+    let mut command = redis_server::command();
+    command
+        .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
         .args(["--cluster-require-full-coverage", full_coverage])
         .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (.ci/run installs it)");
-    super::redis_server::answering(child, port)
+        .arg(dir);
+    redis_server::start_on(&mut command, port)
 }
 
 fn node(port: u16) -> redis::Connection {

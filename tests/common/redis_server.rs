@@ -89,8 +89,28 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
+/// `redis-server` as the tests and benches run every node: on 127.0.0.1 only, without
+/// persistence, its log discarded. The caller adds the port and its own options, then
+/// [`start_on`]s it.
+pub fn command() -> Command {
     let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs `command` and returns the child once it accepts connections on `port` (see
+/// [`answering`]).
+pub fn start_on(command: &mut Command, port: u16) -> Option<Child> {
+    let child = command
+        .spawn()
+        .expect("redis-server on PATH (.ci/run installs it)");
+    answering(child, port)
+}
+
+fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
+    let mut command = command();
     match tls {
         None => command.args(["--port", &port.to_string()]),
         Some((cert, key)) => command
@@ -107,20 +127,16 @@ fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> O
             .arg("--tls-key-file")
             .arg(key),
     };
-    let child = command
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        // DEBUG SLEEP simulates a stalled Redis.
+    // DEBUG SLEEP simulates a stalled Redis.
+    command
         .args(["--enable-debug-command", "local"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (.ci/run installs it)");
-    answering(child, port)
+        .stderr(Stdio::null());
+    start_on(&mut command, port)
 }
 
 /// `child` once it accepts connections on `port`; `None` when it exits first (the port was taken
 /// by someone else: try another) or does not answer within 5 s.
-pub fn answering(mut child: Child, port: u16) -> Option<Child> {
+fn answering(mut child: Child, port: u16) -> Option<Child> {
     match ports::wait_listening(&mut child, port, Duration::from_secs(5)) {
         Ok(()) => Some(child),
         Err(ports::NotListening::Exited(_)) => None,
