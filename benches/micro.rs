@@ -5,14 +5,14 @@
 
 #[path = "../tests/common/check_request.rs"]
 mod check_request;
+#[path = "../tests/common/poll.rs"]
+mod poll;
 
 use check_request::envoy_request;
 use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+use poll::ready;
 use prost::Message;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
@@ -36,18 +36,6 @@ fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {
         .collect();
     rounds.sort_by(f64::total_cmp);
     println!("| {name} | {:.0} |", rounds[3]);
-}
-
-/// Polls a future that never waits (the in-memory store's) to completion.
-fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(value) => value,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
 }
 
 fn main() {

@@ -7,6 +7,7 @@ pub mod envoy;
 pub mod fault_proxy;
 pub mod fuzz_bodies;
 pub mod http;
+pub mod poll;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
