@@ -1,5 +1,10 @@
 //! Shared helpers of the integration tests: a real `redis-server` on a free port, tollgate on
 //! `127.0.0.1:0`, and check requests shaped the way Envoy sends them.
+//!
+//! The one home of test support, for the benches too: `check_request.rs`, `redis_server.rs`
+//! (with `ports.rs`), `temp.rs` and `poll.rs` depend on nothing else of this module, so a bench
+//! (or a test that needs no more, like `deploy.rs`) includes just those files with `#[path]`.
+//! Keep them that way.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 pub mod check_request;
