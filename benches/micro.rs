@@ -3,16 +3,16 @@
 //! route matching, key hashing, response rendering, and a whole decision against the in-memory
 //! store. `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
 
-#[path = "shared/envoy_request.rs"]
-mod envoy_request;
+#[path = "../tests/common/check_request.rs"]
+mod check_request;
+#[path = "../tests/common/poll.rs"]
+mod poll;
 
-use envoy_request::envoy_request;
+use check_request::envoy_request;
 use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+use poll::ready;
 use prost::Message;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
@@ -38,18 +38,6 @@ fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {
     println!("| {name} | {:.0} |", rounds[3]);
 }
 
-/// Polls a future that never waits (the in-memory store's) to completion.
-fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(value) => value,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
-}
-
 fn main() {
     let config = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
     let table = config.routes.clone();
@@ -63,11 +51,16 @@ fn main() {
     let requests: Vec<Vec<u8>> = (0..1024)
         .map(|i| {
             let path = format!("/v1/campaigns/{i}/statistics?from=2026-01-01");
-            envoy_request(&path, &keys[i]).encode_to_vec()
+            envoy_request("GET", &path, Some(&keys[i])).encode_to_vec()
         })
         .collect();
     let wire = bytes::Bytes::from(
-        envoy_request("/v1/campaigns/123/statistics?from=2026-01-01", &keys[0]).encode_to_vec(),
+        envoy_request(
+            "GET",
+            "/v1/campaigns/123/statistics?from=2026-01-01",
+            Some(&keys[0]),
+        )
+        .encode_to_vec(),
     );
 
     println!("| operation | ns per call |");

@@ -7,11 +7,9 @@
 mod common;
 
 use common::WireRequest;
+use common::poll::ready;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::request::{ApiKey, HttpCheck};
 use tollgate::check::verdict::Verdict;
@@ -47,17 +45,6 @@ fn allocated_by<T>(f: impl FnOnce() -> T) -> (usize, T) {
     let before = ALLOCATED.with(Cell::get);
     let value = f();
     (ALLOCATED.with(Cell::get) - before, value)
-}
-
-/// Polls a future that never waits (the in-memory store's) to completion.
-fn ready<T>(future: impl Future<Output = T>) -> T {
-    match pin!(future)
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(value) => value,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
 }
 
 fn flood(empty_headers: usize) -> Vec<u8> {

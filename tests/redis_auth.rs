@@ -123,33 +123,16 @@ async fn an_acl_user_with_a_password_is_used_and_a_wrong_one_fails_open() {
     assert!(!counted(&mut client).await, "a wrong password fails open");
 }
 
-/// A configuration file in the temp directory, removed on drop.
-struct TempConfig(std::path::PathBuf);
-
-impl TempConfig {
-    fn new(text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{}.yaml", unique_key("tollgate-auth")));
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn redis_yaml(url: &str) -> String {
     format!("drain_period: 0s\nredis: {{ url: '{url}', timeout: 100ms }}\n")
 }
 
 /// `check-config`'s whole output (stdout and stderr) for a configuration with `url`.
 fn check_config_output(url: &str) -> String {
-    let file = TempConfig::new(&redis_yaml(url));
+    let file = common::temp::yaml_file(&redis_yaml(url));
     let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("check-config")
-        .arg(&file.0)
+        .arg(file.path())
         .output()
         .unwrap();
     format!(
@@ -162,10 +145,10 @@ fn check_config_output(url: &str) -> String {
 /// The binary's whole log when it serves with `url`, up to its warning that Redis cannot be
 /// used (which carries the Redis error) or its refusal of the configuration.
 fn serving_log(url: &str) -> String {
-    let file = TempConfig::new(&redis_yaml(url));
+    let file = common::temp::yaml_file(&redis_yaml(url));
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("--config")
-        .arg(&file.0)
+        .arg(file.path())
         .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -203,7 +186,8 @@ fn no_password_reaches_check_config_or_the_log_whatever_the_url_form() {
     let redis = RedisServer::start();
     config_set_requirepass(&mut redis.connection(), "the-real-one");
     let port = redis.port;
-    let socket = std::env::temp_dir().join(unique_key("no-redis.sock"));
+    let socket_dir = common::temp::dir();
+    let socket = socket_dir.path().join("no-redis.sock");
     let cases = [
         // (URL, the secret as it appears in the URL, decoded)
         (

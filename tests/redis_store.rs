@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::redis_server::script_calls;
 use common::{Backend, Tollgate, check, unique_key};
 use redis::Commands;
 use std::time::{Duration, Instant};
@@ -207,28 +208,6 @@ async fn keys_are_hashed_hash_tagged_and_expire() {
     assert!(!exists, "the log is gone once its window has passed");
 }
 
-/// Calls of the quota script that Redis has served so far.
-fn script_calls(connection: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(connection)
-        .unwrap();
-    ["cmdstat_evalsha:", "cmdstat_eval:"]
-        .iter()
-        .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
-        .map(|line| {
-            let calls = line
-                .split("calls=")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap();
-            calls.parse::<u64>().unwrap()
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hammering_after_a_429_costs_no_redis_traffic() {
     let backend = Backend::redis();
@@ -353,9 +332,8 @@ fn private_pki(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_is_verified_and_used() {
-    let dir = std::env::temp_dir().join(unique_key("tollgate-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = private_pki(&dir);
+    let dir = common::temp::dir();
+    let (ca, cert, key) = private_pki(dir.path());
     let redis = common::RedisServer::start_tls(&cert, &key);
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     let overrides = tollgate::config::Overrides {
@@ -389,7 +367,6 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
         answer.headers.is_empty(),
         "an unverified server is not used: {answer:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

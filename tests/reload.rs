@@ -7,7 +7,7 @@ mod common;
 use common::process::TollgateProcess;
 use common::{check, free_port, unique_key};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,39 +105,35 @@ impl Load {
 /// A directory laid out as Kubernetes mounts a ConfigMap: `tollgate.yaml` → `..data/tollgate.yaml`,
 /// `..data` → `..<version>`, replaced by renaming a new symlink over it.
 struct ConfigMapDir {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     version: u32,
 }
 
 impl ConfigMapDir {
     fn new(text: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique_key("tollgate-configmap"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut configmap = Self { dir, version: 0 };
+        let mut configmap = Self {
+            dir: common::temp::dir(),
+            version: 0,
+        };
         configmap.update(text);
         std::os::unix::fs::symlink("..data/tollgate.yaml", configmap.file()).unwrap();
         configmap
     }
 
     fn file(&self) -> PathBuf {
-        self.dir.join("tollgate.yaml")
+        self.dir.path().join("tollgate.yaml")
     }
 
     /// What the kubelet does: a new timestamped directory, then an atomic swap of `..data`.
     fn update(&mut self, text: &str) {
         self.version += 1;
+        let dir = self.dir.path();
         let version = format!("..2026_11_28_{:02}", self.version);
-        std::fs::create_dir(self.dir.join(&version)).unwrap();
-        std::fs::write(self.dir.join(&version).join("tollgate.yaml"), text).unwrap();
-        let staged = self.dir.join("..data_tmp");
+        std::fs::create_dir(dir.join(&version)).unwrap();
+        std::fs::write(dir.join(&version).join("tollgate.yaml"), text).unwrap();
+        let staged = dir.join("..data_tmp");
         std::os::unix::fs::symlink(&version, &staged).unwrap();
-        std::fs::rename(&staged, self.dir.join("..data")).unwrap();
-    }
-}
-
-impl Drop for ConfigMapDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::rename(&staged, dir.join("..data")).unwrap();
     }
 }
 
@@ -185,9 +181,8 @@ async fn a_configmap_update_applies_within_two_seconds_and_a_broken_one_is_refus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_rewritten_in_place_applies_within_two_seconds() {
-    let dir = std::env::temp_dir().join(unique_key("tollgate-reload"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tollgate.yaml");
+    let dir = common::temp::dir();
+    let file = dir.path().join("tollgate.yaml");
     std::fs::write(&file, yaml(1000)).unwrap();
     let port = free_port();
     let _tollgate = TollgateProcess::start_file(&file, port);
@@ -199,20 +194,15 @@ async fn a_file_rewritten_in_place_applies_within_two_seconds() {
     println!("file rewritten in place: new limit in the headers {after:?} later");
     assert!(after <= Duration::from_secs(2), "{after:?}");
     load.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     // The configuration is a symlink into another directory, which is not watched.
-    let outside = std::env::temp_dir().join(unique_key("tollgate-real"));
-    let watched = std::env::temp_dir().join(unique_key("tollgate-link"));
-    for dir in [&outside, &watched] {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let real = outside.join("real.yaml");
+    let (outside, watched) = (common::temp::dir(), common::temp::dir());
+    let real = outside.path().join("real.yaml");
     std::fs::write(&real, yaml(1000)).unwrap();
-    let link = watched.join("tollgate.yaml");
+    let link = watched.path().join("tollgate.yaml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let port = free_port();
     let tollgate = TollgateProcess::start_file(&link, port);
@@ -233,11 +223,4 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     println!("SIGHUP: new limit in the headers {after:?} later");
     assert!(after <= Duration::from_secs(2), "{after:?}");
     load.stop().await;
-    remove_dirs(&[&outside, &watched]);
-}
-
-fn remove_dirs(dirs: &[&Path]) {
-    for dir in dirs {
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }

@@ -1,8 +1,9 @@
 //! Checks against tollgate over a lean gRPC client.
 
-use crate::envoy_request::envoy_request;
+use crate::check_request::envoy_request;
 use crate::measure::{Keys, Outcome, Tally, drive};
-use crate::processes::{RedisProcess, TollgateProcess, Window, cpu_seconds, script_calls};
+use crate::processes::{TollgateProcess, Window, cpu_seconds};
+use crate::redis_server::{RedisServer, script_calls};
 use crate::{Options, Shape};
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub async fn drive_tollgate(
     tollgate: &TollgateProcess,
-    redis: &RedisProcess,
+    redis: &RedisServer,
     shape: Shape,
     o: &Options,
 ) -> (Tally, Window) {
@@ -37,17 +38,17 @@ pub async fn drive_tollgate(
     let counted = allowed_total.clone();
     // Script calls are read around the measurement window, from a task that wakes at its edges.
     let before_after = {
-        let url = redis.url();
+        let mut connection = redis.connection();
         let (warmup, duration) = (o.warmup, o.duration);
-        let pids = [tollgate.child.id(), redis.child.id(), std::process::id()];
+        let pids = [tollgate.child.id(), redis.pid(), std::process::id()];
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            let calls = script_calls(&url);
+            let calls = script_calls(&mut connection);
             let cpu = pids.map(cpu_seconds);
             tokio::time::sleep(duration).await;
             let after = pids.map(cpu_seconds);
             Window {
-                script_calls: script_calls(&url) - calls,
+                script_calls: script_calls(&mut connection) - calls,
                 cpu_seconds: [0, 1, 2].map(|i| after[i] - cpu[i]),
             }
         })
@@ -154,11 +155,12 @@ pub fn grpc_message(request: &CheckRequest) -> Bytes {
     frame.freeze()
 }
 
-/// A check as Envoy sends it (`benches/shared/envoy_request.rs`), inside or outside the prefix.
+/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix.
 pub fn check_request(key: u64, unlimited: bool) -> CheckRequest {
     let prefix = if unlimited { "/outside" } else { "/v1" };
     envoy_request(
+        "GET",
         &format!("{prefix}/bench/{}", key % 1000),
-        &format!("bench-key-{key}"),
+        Some(&format!("bench-key-{key}")),
     )
 }

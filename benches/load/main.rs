@@ -16,16 +16,25 @@
 //! - `floor` (not in `all`): like `allowed`, but every path is outside the rate-limited prefix, so
 //!   tollgate answers without Redis or hashing: the cost of the gRPC path alone.
 
+#[path = "../../tests/common/check_request.rs"]
+mod check_request;
 mod checks;
-#[path = "../shared/envoy_request.rs"]
-mod envoy_request;
 mod measure;
 mod processes;
 mod redis_direct;
+// The tests' launcher; the load tool needs neither TLS nor restarts.
+#[allow(dead_code)]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
+#[allow(dead_code)] // only its files, not its directories
+#[path = "../../tests/common/temp.rs"]
+mod temp;
 
 use checks::drive_tollgate;
-use processes::{RedisProcess, TollgateProcess};
+use processes::{TollgateProcess, flush};
 use redis_direct::{redis_benchmark, redis_ceiling};
+use redis_server::RedisServer;
+use redis_server::ports;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -169,9 +178,9 @@ async fn main() {
         let mut rates = Vec::new();
         let mut p99s = Vec::new();
         for run in 1..=o.runs {
-            let redis = RedisProcess::start();
+            let redis = RedisServer::start();
             let yardstick = redis_benchmark(&redis, shape, &o);
-            redis.flush();
+            flush(&redis);
             let ceiling = redis_ceiling(&redis, shape, &o, false).await;
             if o.compare_pool {
                 let pooled = redis_ceiling(&redis, shape, &o, true).await;
@@ -184,7 +193,7 @@ async fn main() {
                     pooled.percentile(0.99)
                 );
             }
-            redis.flush();
+            flush(&redis);
             let tollgate = TollgateProcess::start(&redis, shape, &o);
             let (tally, window) = drive_tollgate(&tollgate, &redis, shape, &o).await;
             let ratio = tally.per_second() / yardstick;

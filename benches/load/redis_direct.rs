@@ -2,7 +2,7 @@
 //! redis-rs connections.
 
 use crate::measure::{Keys, Outcome, Tally, drive};
-use crate::processes::RedisProcess;
+use crate::redis_server::RedisServer;
 use crate::{Options, Shape};
 use std::process::Command;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ pub const SCRIPT: &str = include_str!("../../src/store/sliding_window.lua");
 
 /// The yardstick: `redis-benchmark` running the same script with `EVALSHA`, one client per
 /// caller, no pipelining, random keys from the same key space. Returns calls per second.
-pub fn redis_benchmark(redis: &RedisProcess, shape: Shape, o: &Options) -> f64 {
+pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(SCRIPT)
@@ -60,7 +60,7 @@ pub fn redis_benchmark(redis: &RedisProcess, shape: Shape, o: &Options) -> f64 {
 
 /// The quota script driven directly over multiplexed connections (or a deadpool-redis pool), the
 /// way tollgate drives it.
-pub async fn redis_ceiling(redis: &RedisProcess, shape: Shape, o: &Options, pooled: bool) -> Tally {
+pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, pooled: bool) -> Tally {
     let script = Arc::new(redis::Script::new(SCRIPT));
     let client = redis::Client::open(redis.url()).unwrap();
     enum Conns {

@@ -1,6 +1,5 @@
 //! A real Envoy running the shipped `envoy/envoy.yaml`, with its ports substituted.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,8 @@ pub struct Envoy {
     pub port: u16,
     admin_port: u16,
     child: Child,
-    config: PathBuf,
+    /// Kept until Envoy is gone; removed on drop.
+    _config: tempfile::NamedTempFile,
 }
 
 /// Ports of the shipped file and what replaces them.
@@ -58,14 +58,12 @@ impl Envoy {
             text.replace(from, to)
         });
         let config = with_more_endpoints(&config, tollgate);
-        let path =
-            std::env::temp_dir().join(format!("{}.envoy.yaml", super::unique_key("tollgate")));
-        std::fs::write(&path, config).unwrap();
+        let config = super::temp::yaml_file(&config);
 
         let binary = std::env::var("ENVOY_BIN").unwrap_or_else(|_| "envoy".to_owned());
         let child = Command::new(&binary)
             .arg("-c")
-            .arg(&path)
+            .arg(config.path())
             .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -77,7 +75,7 @@ impl Envoy {
             port,
             admin_port,
             child,
-            config: path,
+            _config: config,
         };
         envoy.wait_ready();
         envoy
@@ -118,7 +116,6 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 

@@ -1,21 +1,31 @@
 //! Shared helpers of the integration tests: a real `redis-server` on a free port, tollgate on
 //! `127.0.0.1:0`, and check requests shaped the way Envoy sends them.
+//!
+//! The one home of test support, for the benches too: `check_request.rs`, `redis_server.rs`
+//! (with `ports.rs`), `temp.rs` and `poll.rs` depend on nothing else of this module, so a bench
+//! (or a test that needs no more, like `deploy.rs`) includes just those files with `#[path]`.
+//! Keep them that way.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod check_request;
 pub mod envoy;
 pub mod fault_proxy;
 pub mod fuzz_bodies;
 pub mod http;
+pub mod poll;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod temp;
 
+pub use check_request::envoy_request;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
+pub use redis_server::ports;
+pub use redis_server::ports::free_port;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,45 +157,6 @@ impl Drop for Tollgate {
         if let Some(task) = &self.task {
             task.abort();
         }
-    }
-}
-
-/// A check request as Envoy builds it: lower-case headers including the pseudo-headers, the
-/// request target (query included) in `path`.
-pub fn envoy_request(method: &str, path: &str, api_key: Option<&str>) -> CheckRequest {
-    let mut headers: HashMap<String, String> = [
-        (":method", method),
-        (":path", path),
-        (":authority", "api.example.com"),
-        (":scheme", "http"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "5f0c0e7e-6c7f-4a43-9a49-1f3c4c1b2a77"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    if let Some(key) = api_key {
-        headers.insert("x-api-key".into(), key.into());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: "1234".into(),
-                    method: method.into(),
-                    headers,
-                    path: path.into(),
-                    host: "api.example.com".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
     }
 }
 
@@ -403,15 +374,6 @@ impl tonic::codec::Decoder for RawCodec {
             .map(Some)
             .map_err(|e| tonic::Status::internal(e.to_string()))
     }
-}
-
-/// A port that was free a moment ago (the usual bind-to-0 race is accepted in tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn unix_millis() -> u64 {

@@ -1,47 +1,43 @@
 //! The tollgate binary as a child process, the way Kubernetes runs it: a configuration file, a
 //! port, SIGTERM to stop it.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct TollgateProcess {
     pub port: u16,
     child: Child,
-    /// The configuration file, when this process wrote it (and removes it).
-    config: Option<PathBuf>,
-    log: PathBuf,
+    /// The configuration file when this process wrote it: kept until the process is gone.
+    _config: Option<tempfile::NamedTempFile>,
+    log: tempfile::NamedTempFile,
 }
 
 impl TollgateProcess {
     /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`,
     /// and returns once it accepts connections.
     pub fn start(yaml: &str, port: u16) -> Self {
-        let name = super::unique_key("tollgate-process");
-        let config = std::env::temp_dir().join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
-        let mut process = Self::start_file(&config, port);
-        process.config = Some(config);
+        let config = super::temp::yaml_file(yaml);
+        let mut process = Self::start_file(config.path(), port);
+        process._config = Some(config);
         process
     }
 
-    /// Starts the binary with the configuration file at `config` (left in place on drop).
+    /// Starts the binary with the configuration file at `config`, which the caller keeps.
     pub fn start_file(config: &std::path::Path, port: u16) -> Self {
-        let name = super::unique_key("tollgate-process");
-        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let log = tempfile::NamedTempFile::new().expect("create the log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("--config")
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(log.reopen().expect("open the log file"))
             .spawn()
             .expect("the tollgate binary runs");
         let mut process = Self {
             port,
             child,
-            config: None,
+            _config: None,
             log,
         };
         process.wait_listening();
@@ -49,22 +45,20 @@ impl TollgateProcess {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tollgate exited with {status}:\n{}", self.log());
+        match super::ports::wait_listening(&mut self.child, self.port, Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(super::ports::NotListening::Exited(status)) => {
+                panic!("tollgate exited with {status}:\n{}", self.log())
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            Err(super::ports::NotListening::Silent) => {
+                panic!("tollgate does not listen within 10 s:\n{}", self.log())
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("tollgate does not listen within 10 s:\n{}", self.log());
     }
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
@@ -106,9 +100,5 @@ impl Drop for TollgateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(config) = &self.config {
-            let _ = std::fs::remove_file(config);
-        }
-        let _ = std::fs::remove_file(&self.log);
     }
 }

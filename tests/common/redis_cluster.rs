@@ -1,14 +1,15 @@
 //! A Redis Cluster of the test's own on free ports: three primaries, and optionally one replica
 //! of each for failover tests.
 
-use std::path::PathBuf;
+use super::redis_server;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
-    dir: PathBuf,
+    /// The nodes' `nodes-<port>.conf` files; removed on drop, after the nodes are killed.
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -28,18 +29,16 @@ impl RedisCluster {
 
     fn start_with(replicas: usize, node_timeout_ms: u32) -> Self {
         let full_coverage = if replicas == 0 { "yes" } else { "no" };
-        let dir = std::env::temp_dir().join(super::unique_key("tollgate-cluster"));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut cluster = Self {
             ports: Vec::new(),
             children: Vec::new(),
-            dir,
+            dir: super::temp::dir(),
         };
         for _ in 0..3 * (1 + replicas) {
             let (port, child) = (0..10)
                 .find_map(|_| {
                     let port = node_port();
-                    spawn_node(port, &cluster.dir, node_timeout_ms, full_coverage)
+                    spawn_node(port, cluster.dir.path(), node_timeout_ms, full_coverage)
                         .map(|child| (port, child))
                 })
                 .expect(
@@ -158,7 +157,6 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -179,25 +177,15 @@ fn spawn_node(
     node_timeout_ms: u32,
     full_coverage: &str,
 ) -> Option<Child> {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--cluster-enabled",
-            "yes",
-        ])
+    let mut command = redis_server::command();
+    command
+        .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
         .args(["--cluster-require-full-coverage", full_coverage])
         .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (.ci/run installs it)");
-    super::redis_server::answering(child, port)
+        .arg(dir);
+    redis_server::start_on(&mut command, port)
 }
 
 fn node(port: u16) -> redis::Connection {

@@ -1,4 +1,13 @@
-//! A `redis-server` process of the test's own, on a free port (never the machine's 6379).
+//! A `redis-server` process of the test's (or the bench's) own, on a free port (never the
+//! machine's 6379).
+//!
+//! Standalone (it needs only `redis` and [`ports`]), so a bench can include it with
+//! `#[path = "../../tests/common/redis_server.rs"] mod redis_server;`.
+
+// Loaded here rather than beside this module, so that it is loaded once wherever this file is
+// (clippy's `duplicate_mod`); the includer re-exports it.
+#[path = "ports.rs"]
+pub mod ports;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +31,7 @@ impl RedisServer {
 
     fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
         for _ in 0..5 {
-            let port = super::free_port();
+            let port = ports::free_port();
             if let Some(child) = spawn(port, tls.as_ref()) {
                 return Self {
                     port,
@@ -60,6 +69,11 @@ impl RedisServer {
         panic!("cannot restart redis-server on port {}", self.port);
     }
 
+    /// The process id of the running server (to read the CPU time it used).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server runs").id()
+    }
+
     /// Runs a command with redis-cli-like simplicity through a blocking client.
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
@@ -75,8 +89,28 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
+/// `redis-server` as the tests and benches run every node: on 127.0.0.1 only, without
+/// persistence, its log discarded. The caller adds the port and its own options, then
+/// [`start_on`]s it.
+pub fn command() -> Command {
     let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs `command` and returns the child once it accepts connections on `port` (see
+/// [`answering`]).
+pub fn start_on(command: &mut Command, port: u16) -> Option<Child> {
+    let child = command
+        .spawn()
+        .expect("redis-server on PATH (.ci/run installs it)");
+    answering(child, port)
+}
+
+fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
+    let mut command = command();
     match tls {
         None => command.args(["--port", &port.to_string()]),
         Some((cert, key)) => command
@@ -93,31 +127,46 @@ fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> O
             .arg("--tls-key-file")
             .arg(key),
     };
-    let child = command
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        // DEBUG SLEEP simulates a stalled Redis.
+    // DEBUG SLEEP simulates a stalled Redis.
+    command
         .args(["--enable-debug-command", "local"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (.ci/run installs it)");
-    answering(child, port)
+        .stderr(Stdio::null());
+    start_on(&mut command, port)
 }
 
 /// `child` once it accepts connections on `port`; `None` when it exits first (the port was taken
 /// by someone else: try another) or does not answer within 5 s.
-pub fn answering(mut child: Child, port: u16) -> Option<Child> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None; // Port taken by someone else: try another.
+fn answering(mut child: Child, port: u16) -> Option<Child> {
+    match ports::wait_listening(&mut child, port, Duration::from_secs(5)) {
+        Ok(()) => Some(child),
+        Err(ports::NotListening::Exited(_)) => None,
+        Err(ports::NotListening::Silent) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+}
+
+/// Calls of the quota script (`EVALSHA` and `EVAL`) the server has served so far, from
+/// `INFO commandstats`.
+pub fn script_calls(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .unwrap();
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
+        .map(|line| {
+            let calls = line
+                .split("calls=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            calls.parse::<u64>().unwrap()
+        })
+        .sum()
 }

@@ -1,12 +1,17 @@
-//! A check request as Envoy sends it for a typical API call, shared by the benchmarks so that
-//! they decode what production decodes: both peers, the request time, and a dozen headers.
+//! A check request as Envoy sends it for a typical API call: both peers, the request time, the
+//! usual headers with the `:method` and `:path` pseudo-headers in the map, the request target
+//! (query included) in `path`. The tests and the benchmarks build the same message, so that the
+//! benchmarks decode what production decodes.
+//!
+//! Standalone (it needs only `envoy-types`), so a bench can include it with
+//! `#[path = "../../tests/common/check_request.rs"] mod check_request;`.
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 
-/// `GET path` with `x-api-key: key`.
-pub fn envoy_request(path: &str, key: &str) -> CheckRequest {
+/// `method path`, with `x-api-key: api_key` when there is one.
+pub fn envoy_request(method: &str, path: &str, api_key: Option<&str>) -> CheckRequest {
     let peer = |ip: &str, port| attribute_context::Peer {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
@@ -20,7 +25,7 @@ pub fn envoy_request(path: &str, key: &str) -> CheckRequest {
     let headers = [
         (":authority", "api.example.com"),
         (":path", path),
-        (":method", "GET"),
+        (":method", method),
         (":scheme", "https"),
         (
             "user-agent",
@@ -28,7 +33,6 @@ pub fn envoy_request(path: &str, key: &str) -> CheckRequest {
         ),
         ("accept", "application/json"),
         ("accept-encoding", "gzip, deflate, br"),
-        ("x-api-key", key),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-for", "203.0.113.7"),
         ("x-request-id", "6f1c1d8e-7d1b-4c3a-9d7e-2b4f5a6c7d8e"),
@@ -39,6 +43,7 @@ pub fn envoy_request(path: &str, key: &str) -> CheckRequest {
         ),
     ]
     .into_iter()
+    .chain(api_key.map(|key| ("x-api-key", key)))
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     CheckRequest {
@@ -49,7 +54,7 @@ pub fn envoy_request(path: &str, key: &str) -> CheckRequest {
                 time: Some(Default::default()),
                 http: Some(attribute_context::HttpRequest {
                     id: "6f1c1d8e-7d1b-4c3a-9d7e-2b4f5a6c7d8e".into(),
-                    method: "GET".into(),
+                    method: method.into(),
                     path: path.into(),
                     host: "api.example.com".into(),
                     scheme: "https".into(),
