@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 /// The store timeout of these tests: far above a healthy local Redis even on a loaded CI machine,
 /// so that only the injected faults make checks fail.
-const TIMEOUT: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A limit no stream reaches: every answer Redis gives carries rate-limit headers.
 const ROUTES: &str =
