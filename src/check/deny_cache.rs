@@ -6,6 +6,14 @@
 //! process's monotonic clock, measured from the moment *before* the store was asked, so it lands at
 //! or before the store's T whatever the skew between the clocks: the cache never denies a request
 //! that the store would allow.
+//!
+//! One thing does free slots early: the admin API's `ResetQuota`, served by one replica while the
+//! others may hold the bucket here. So an entry is trusted for at most [`TRUST`] after the store
+//! was asked; past that the next check of the bucket asks the store again (and, still denied,
+//! renews the entry). A reset is therefore seen by every replica within [`TRUST`], with no message
+//! between replicas that could be lost; the replica that served the reset drops its entry at once
+//! ([`DenyCache::forget`]). The price is one store call per hammered bucket per replica per
+//! [`TRUST`], instead of none until the reset.
 
 use crate::api_key::KeyDigest;
 use crate::check::verdict::Quota;
@@ -20,6 +28,10 @@ use std::time::{Duration, Instant};
 /// Independent locks, so concurrent lookups rarely wait for each other.
 const SHARDS: usize = 16;
 
+/// The longest an entry is trusted after the store was asked: a quota reset on another replica
+/// is seen within it.
+pub const TRUST: Duration = Duration::from_millis(500);
+
 /// Buckets known to be full, with the moment each frees a slot.
 pub struct DenyCache {
     shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
@@ -32,8 +44,12 @@ struct Entry {
     name: Box<str>,
     /// A changed limit makes the entry useless: a larger limit may admit at once.
     limit: Limit,
-    /// When one more request will be admitted, on this process's monotonic clock.
+    /// When one more request will be admitted, on this process's monotonic clock; `Retry-After`
+    /// counts down to it.
     until: Instant,
+    /// When the entry stops being trusted: `until`, or [`TRUST`] after the store was asked when
+    /// that comes first.
+    trusted_until: Instant,
     /// The same moment as the store reported it, in Unix ms, for `X-RateLimit-Reset`.
     reset_millis: u64,
 }
@@ -59,7 +75,7 @@ impl DenyCache {
         if entry.key != *bucket.key || &*entry.name != bucket.name {
             return None; // A hash collision: another bucket.
         }
-        if entry.until <= now || entry.limit != limit {
+        if entry.trusted_until <= now || entry.limit != limit {
             shard.remove(&hash);
             return None;
         }
@@ -89,7 +105,7 @@ impl DenyCache {
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
-            shard.retain(|_, entry| entry.until > asked_at);
+            shard.retain(|_, entry| entry.trusted_until > asked_at);
             if shard.len() >= self.per_shard {
                 // Full of live entries: skip. The store still answers correctly, only slower.
                 return;
@@ -103,9 +119,22 @@ impl DenyCache {
                 name: bucket.name.into(),
                 limit,
                 until,
+                trusted_until: until.min(asked_at + TRUST),
                 reset_millis: outcome.reset_micros.div_ceil(1000),
             },
         );
+    }
+
+    /// Drops the entry of `bucket`, after its quota was reset.
+    pub fn forget(&self, bucket: BucketRef<'_>) {
+        let hash = hash(bucket);
+        let mut shard = self.shard(hash);
+        if shard
+            .get(&hash)
+            .is_some_and(|entry| entry.key == *bucket.key && &*entry.name == bucket.name)
+        {
+            shard.remove(&hash);
+        }
     }
 
     /// Checks answered from memory since the last call.
@@ -173,26 +202,85 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, limit(5), &denied(2_500_000), asked);
+        cache.insert(bucket, limit(5), &denied(250_000), asked);
 
         let hit = cache
-            .lookup(bucket, limit(5), asked + Duration::from_millis(500))
+            .lookup(bucket, limit(5), asked + Duration::from_millis(100))
             .unwrap();
         assert_eq!(hit.remaining, 0);
-        assert_eq!(hit.reset_millis, 1_002_500);
-        assert_eq!(hit.retry_after_secs, 2);
+        assert_eq!(hit.reset_millis, 1_000_250);
+        assert_eq!(hit.retry_after_secs, 1);
         assert!(
             cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(2_499_999))
+                .lookup(bucket, limit(5), asked + Duration::from_micros(249_999))
                 .is_some()
         );
         assert!(
             cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(2_500_000))
+                .lookup(bucket, limit(5), asked + Duration::from_micros(250_000))
                 .is_none()
         );
         assert!(cache.is_empty(), "expired entries are dropped on lookup");
         assert_eq!(cache.take_hits(), 2);
+    }
+
+    #[test]
+    fn a_long_wait_is_trusted_for_half_a_second_only() {
+        let cache = DenyCache::new(100);
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "GET /x",
+        };
+        let asked = Instant::now();
+        cache.insert(bucket, limit(5), &denied(30_000_000), asked);
+        let hit = cache
+            .lookup(bucket, limit(5), asked + Duration::from_millis(400))
+            .unwrap();
+        assert_eq!(
+            hit.reset_millis, 1_030_000,
+            "the store's reset, not the trust"
+        );
+        assert_eq!(
+            hit.retry_after_secs, 30,
+            "counted down to the store's reset"
+        );
+        assert!(
+            cache
+                .lookup(bucket, limit(5), asked + TRUST - Duration::from_micros(1))
+                .is_some()
+        );
+        assert!(
+            cache.lookup(bucket, limit(5), asked + TRUST).is_none(),
+            "asks the store again, which knows of a reset"
+        );
+    }
+
+    #[test]
+    fn forget_drops_only_its_bucket() {
+        let cache = DenyCache::new(100);
+        let (a, b) = (KeyDigest::of("a"), KeyDigest::of("b"));
+        let asked = Instant::now();
+        for key in [&a, &b] {
+            cache.insert(
+                BucketRef { key, name: "r" },
+                limit(5),
+                &denied(10_000_000),
+                asked,
+            );
+        }
+        cache.forget(BucketRef { key: &a, name: "r" });
+        cache.forget(BucketRef { key: &b, name: "s" });
+        assert!(
+            cache
+                .lookup(BucketRef { key: &a, name: "r" }, limit(5), asked)
+                .is_none()
+        );
+        assert!(
+            cache
+                .lookup(BucketRef { key: &b, name: "r" }, limit(5), asked)
+                .is_some()
+        );
     }
 
     #[test]
