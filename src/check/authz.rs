@@ -63,16 +63,10 @@ impl<S: QuotaStore> RateLimiter<S> {
             Ok(check) => check,
             Err(e) => return Verdict::BadRequest(e),
         };
-        let method = match canonical_method(check.method) {
-            // A CORS preflight carries no key and must not cost quota.
-            "OPTIONS" => return Verdict::Unlimited,
-            "HEAD" => "GET",
-            method => method,
-        };
-        let Ok(path) = normalize(check.path) else {
-            return Verdict::BadRequest(RequestError::PathNotAbsolute);
-        };
-        let Some(Bucket { name, limit }) = self.routes.bucket(method, &path) else {
+        let Some(Bucket { name, limit }) = (match self.bucket(check.method, check.path) {
+            Ok(bucket) => bucket,
+            Err(e) => return Verdict::BadRequest(e),
+        }) else {
             return Verdict::Unlimited;
         };
         let api_key = match check.api_key {
@@ -109,6 +103,32 @@ impl<S: QuotaStore> RateLimiter<S> {
                 }
             }
         }
+    }
+}
+
+impl<S> RateLimiter<S> {
+    /// The bucket a request with this method and path (as the client sent them) is counted in,
+    /// or `None` when it is not rate limited (a CORS preflight, a path outside the prefix). Checks
+    /// and the admin API both resolve requests here, so they always agree.
+    pub fn bucket(&self, method: &str, path: &str) -> Result<Option<Bucket<'_>>, RequestError> {
+        let method = match canonical_method(method) {
+            // A CORS preflight carries no key and must not cost quota.
+            "OPTIONS" => return Ok(None),
+            "HEAD" => "GET",
+            method => method,
+        };
+        let path = normalize(path).map_err(|_| RequestError::PathNotAbsolute)?;
+        Ok(self.routes.bucket(method, &path))
+    }
+
+    /// The route table requests are matched against.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The quota store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 }
 

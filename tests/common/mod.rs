@@ -72,6 +72,7 @@ impl Backend {
                 Self::Redis(redis) => Some(redis.url()),
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
+            admin_listen: Some("127.0.0.1:0".into()),
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
@@ -91,6 +92,8 @@ impl Backend {
 /// tollgate serving on a real socket, in this process.
 pub struct Tollgate {
     pub addr: SocketAddr,
+    /// The admin API's listener.
+    pub admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -102,11 +105,17 @@ impl Tollgate {
 
     /// Starts on a given address (to restart on the port an Envoy points at).
     pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = tollgate::server::Listeners {
+            ext_authz: tokio::net::TcpListener::bind(addr).await.unwrap(),
+            admin: tokio::net::TcpListener::bind(config.admin.listen)
+                .await
+                .unwrap(),
+        };
+        let addr = listeners.ext_authz.local_addr().unwrap();
+        let admin_addr = listeners.admin.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            tollgate::server::run(config, listener, async {
+            tollgate::server::run(config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -114,6 +123,7 @@ impl Tollgate {
         });
         Self {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -7,23 +7,27 @@ use std::time::{Duration, Instant};
 
 pub struct TollgateProcess {
     pub port: u16,
+    /// The admin API's port.
+    pub admin_port: u16,
     child: Child,
     config: PathBuf,
     log: PathBuf,
 }
 
 impl TollgateProcess {
-    /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`,
-    /// and returns once it accepts connections.
+    /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`
+    /// (the admin API on a free port of its own), and returns once it accepts connections.
     pub fn start(yaml: &str, port: u16) -> Self {
         let name = super::unique_key("tollgate-process");
         let config = std::env::temp_dir().join(format!("{name}.yaml"));
         let log = std::env::temp_dir().join(format!("{name}.log"));
+        let admin_port = super::free_port();
         std::fs::write(&config, yaml).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -31,6 +35,7 @@ impl TollgateProcess {
             .expect("the tollgate binary runs");
         let mut process = Self {
             port,
+            admin_port,
             child,
             config,
             log,
