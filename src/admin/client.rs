@@ -28,7 +28,7 @@ pub enum ClientError {
     #[error("cannot connect to the admin API at {0}: {1}")]
     Connect(String, #[source] tonic::transport::Error),
     /// The server refused the call.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{:?}: {}", .0.code(), .0.message())]
     Call(#[from] tonic::Status),
 }
 

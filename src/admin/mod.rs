@@ -57,14 +57,20 @@ pub(crate) async fn serve<S: QuotaStore>(
     closing: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let auth = BearerAuth::new(settings.token.clone());
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            // The descriptor set is compiled in; only a broken build could fail here.
-            tracing::error!(error = %e, "gRPC reflection is unavailable on the admin listener");
-        })
-        .ok();
+    // Both versions of the reflection protocol: older grpcurl releases speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) =
+        match (reflection().build_v1(), reflection().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => (Some(v1), Some(v1alpha)),
+            (Err(e), _) | (_, Err(e)) => {
+                // The descriptor set is compiled in; only a broken build could fail here.
+                tracing::error!(error = %e, "gRPC reflection is unavailable on the admin listener");
+                (None, None)
+            }
+        };
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
@@ -72,7 +78,8 @@ pub(crate) async fn serve<S: QuotaStore>(
         pb::admin_server::AdminServer::with_interceptor(AdminService::new(limiter), auth.clone());
     tonic::transport::Server::builder()
         .add_service(admin)
-        .add_optional_service(reflection.map(|r| InterceptedService::new(r, auth)))
+        .add_optional_service(reflection.map(|r| InterceptedService::new(r, auth.clone())))
+        .add_optional_service(reflection_alpha.map(|r| InterceptedService::new(r, auth)))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
 }
