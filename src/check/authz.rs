@@ -1,7 +1,7 @@
 //! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
 
 use crate::api_key::KeyDigest;
-use crate::check::deny_cache::DenyCache;
+use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
 use crate::check::request::{ApiKey, HttpCheck, RequestError};
 use crate::check::response::render;
@@ -80,7 +80,8 @@ impl<S: QuotaStore> RateLimiter<S> {
             name: &name,
         };
         let asked_at = Instant::now();
-        if let Some(quota) = self.deny_cache.lookup(bucket, limit, asked_at) {
+        let cached = self.deny_cache.lookup(bucket, limit, asked_at);
+        if let Lookup::Deny(quota) = cached {
             return Verdict::RateLimited(quota);
         }
         match self.store.check(bucket, limit).await {
@@ -88,6 +89,10 @@ impl<S: QuotaStore> RateLimiter<S> {
                 self.failures.recovered();
                 let quota = Quota::new(limit, &outcome);
                 if outcome.allowed {
+                    if cached == Lookup::Recheck {
+                        // Reset since: the entry must not answer for the bucket in an outage.
+                        self.deny_cache.forget(bucket);
+                    }
                     Verdict::Allowed(quota)
                 } else {
                     self.deny_cache.insert(bucket, limit, &outcome, asked_at);
@@ -96,6 +101,11 @@ impl<S: QuotaStore> RateLimiter<S> {
                 }
             }
             Err(e) => {
+                if cached == Lookup::Recheck
+                    && let Some(quota) = self.deny_cache.stale_denial(bucket, limit, Instant::now())
+                {
+                    return Verdict::RateLimited(quota);
+                }
                 self.failures.record(&e, self.failure_mode);
                 match self.failure_mode {
                     FailureMode::Allow => Verdict::FailedOpen,

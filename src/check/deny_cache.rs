@@ -9,11 +9,14 @@
 //!
 //! One thing does free slots early: the admin API's `ResetQuota`, served by one replica while the
 //! others may hold the bucket here. So an entry is trusted for at most [`TRUST`] after the store
-//! was asked; past that the next check of the bucket asks the store again (and, still denied,
-//! renews the entry). A reset is therefore seen by every replica within [`TRUST`], with no message
-//! between replicas that could be lost; the replica that served the reset drops its entry at once
-//! ([`DenyCache::forget`]). The price is one store call per hammered bucket per replica per
-//! [`TRUST`], instead of none until the reset.
+//! was asked; past that the next check of the bucket asks the store again ([`Lookup::Recheck`])
+//! and, still denied, renews the entry. A reset is therefore seen by every replica within
+//! [`TRUST`], with no message between replicas that could be lost; the replica that served the
+//! reset drops its entry at once ([`DenyCache::forget`]). The price is one store call per
+//! hammered bucket per replica per [`TRUST`], instead of none until the reset. An entry past its
+//! trust still answers while the store cannot ([`DenyCache::stale_denial`]): a bucket known to be
+//! full stays 429 through an outage, as it did before, since no reset can reach a store that is
+//! down.
 
 use crate::api_key::KeyDigest;
 use crate::check::verdict::Quota;
@@ -64,29 +67,42 @@ impl DenyCache {
         }
     }
 
-    /// The 429 for a bucket known to be full at `now`, if any.
-    pub fn lookup(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Option<Quota> {
+    /// The 429 for a bucket known to be full at `now`, or whether the store must be asked.
+    pub fn lookup(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Lookup {
         if self.per_shard == 0 {
-            return None;
+            return Lookup::Miss;
         }
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
-        let entry = shard.get(&hash)?;
-        if entry.key != *bucket.key || &*entry.name != bucket.name {
-            return None; // A hash collision: another bucket.
-        }
-        if entry.trusted_until <= now || entry.limit != limit {
-            shard.remove(&hash);
-            return None;
-        }
-        let quota = Quota {
-            limit,
-            remaining: 0,
-            reset_millis: entry.reset_millis,
-            retry_after_secs: whole_seconds_until(entry.until, now),
+        let Some(entry) = shard.get(&hash) else {
+            return Lookup::Miss;
         };
+        if entry.key != *bucket.key || &*entry.name != bucket.name {
+            return Lookup::Miss; // A hash collision: another bucket.
+        }
+        if entry.until <= now || entry.limit != limit {
+            shard.remove(&hash);
+            return Lookup::Miss;
+        }
+        if entry.trusted_until <= now {
+            return Lookup::Recheck;
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(quota)
+        Lookup::Deny(entry.quota(limit, now))
+    }
+
+    /// The 429 of an entry past its trust but not its reset, for a check the store could not
+    /// answer: the bucket was full when the store last said, and a store that is down cannot have
+    /// been reset since.
+    pub fn stale_denial(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Option<Quota> {
+        let hash = hash(bucket);
+        let shard = self.shard(hash);
+        let entry = shard.get(&hash)?;
+        (entry.key == *bucket.key
+            && &*entry.name == bucket.name
+            && entry.limit == limit
+            && entry.until > now)
+            .then(|| entry.quota(limit, now))
     }
 
     /// Remembers a denial. `asked_at` is the instant taken just before the store was asked.
@@ -105,7 +121,7 @@ impl DenyCache {
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
-            shard.retain(|_, entry| entry.trusted_until > asked_at);
+            shard.retain(|_, entry| entry.until > asked_at);
             if shard.len() >= self.per_shard {
                 // Full of live entries: skip. The store still answers correctly, only slower.
                 return;
@@ -157,6 +173,29 @@ impl DenyCache {
     }
 }
 
+/// What the cache knows about a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Full, as the store said less than [`TRUST`] ago: answer this 429 without asking it.
+    Deny(Quota),
+    /// Full when the store last said, longer than [`TRUST`] ago: ask it again (a reset may have
+    /// emptied the bucket), and drop the entry if it admits.
+    Recheck,
+    /// Nothing known.
+    Miss,
+}
+
+impl Entry {
+    fn quota(&self, limit: Limit, now: Instant) -> Quota {
+        Quota {
+            limit,
+            remaining: 0,
+            reset_millis: self.reset_millis,
+            retry_after_secs: whole_seconds_until(self.until, now),
+        }
+    }
+}
+
 /// A std Mutex: held for a map operation, never across an await. Poisoning only means another
 /// check panicked mid-operation; the map itself is still consistent.
 fn lock(shard: &Mutex<HashMap<u64, Entry>>) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
@@ -184,6 +223,19 @@ mod tests {
         Limit::per_minute(n)
     }
 
+    /// The 429 the cache answers, if it answers one.
+    fn answered(
+        cache: &DenyCache,
+        bucket: BucketRef<'_>,
+        limit: Limit,
+        now: Instant,
+    ) -> Option<Quota> {
+        match cache.lookup(bucket, limit, now) {
+            Lookup::Deny(quota) => Some(quota),
+            Lookup::Recheck | Lookup::Miss => None,
+        }
+    }
+
     fn denied(wait_micros: u64) -> Outcome {
         Outcome {
             allowed: false,
@@ -204,21 +256,27 @@ mod tests {
         let asked = Instant::now();
         cache.insert(bucket, limit(5), &denied(250_000), asked);
 
-        let hit = cache
-            .lookup(bucket, limit(5), asked + Duration::from_millis(100))
-            .unwrap();
+        let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(100)).unwrap();
         assert_eq!(hit.remaining, 0);
         assert_eq!(hit.reset_millis, 1_000_250);
         assert_eq!(hit.retry_after_secs, 1);
         assert!(
-            cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(249_999))
-                .is_some()
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + Duration::from_micros(249_999)
+            )
+            .is_some()
         );
         assert!(
-            cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(250_000))
-                .is_none()
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + Duration::from_micros(250_000)
+            )
+            .is_none()
         );
         assert!(cache.is_empty(), "expired entries are dropped on lookup");
         assert_eq!(cache.take_hits(), 2);
@@ -234,9 +292,7 @@ mod tests {
         };
         let asked = Instant::now();
         cache.insert(bucket, limit(5), &denied(30_000_000), asked);
-        let hit = cache
-            .lookup(bucket, limit(5), asked + Duration::from_millis(400))
-            .unwrap();
+        let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(400)).unwrap();
         assert_eq!(
             hit.reset_millis, 1_030_000,
             "the store's reset, not the trust"
@@ -246,14 +302,34 @@ mod tests {
             "counted down to the store's reset"
         );
         assert!(
-            cache
-                .lookup(bucket, limit(5), asked + TRUST - Duration::from_micros(1))
-                .is_some()
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + TRUST - Duration::from_micros(1)
+            )
+            .is_some()
         );
-        assert!(
-            cache.lookup(bucket, limit(5), asked + TRUST).is_none(),
+        assert_eq!(
+            cache.lookup(bucket, limit(5), asked + TRUST),
+            Lookup::Recheck,
             "asks the store again, which knows of a reset"
         );
+        let stale = cache
+            .stale_denial(bucket, limit(5), asked + Duration::from_secs(29))
+            .expect("still a 429 when the store cannot answer");
+        assert_eq!((stale.reset_millis, stale.retry_after_secs), (1_030_000, 1));
+        assert!(
+            cache
+                .stale_denial(bucket, limit(5), asked + Duration::from_secs(30))
+                .is_none(),
+            "never past the store's reset"
+        );
+        assert_eq!(
+            cache.lookup(bucket, limit(5), asked + Duration::from_secs(30)),
+            Lookup::Miss
+        );
+        assert!(cache.is_empty());
     }
 
     #[test]
@@ -271,16 +347,8 @@ mod tests {
         }
         cache.forget(BucketRef { key: &a, name: "r" });
         cache.forget(BucketRef { key: &b, name: "s" });
-        assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "r" }, limit(5), asked)
-                .is_none()
-        );
-        assert!(
-            cache
-                .lookup(BucketRef { key: &b, name: "r" }, limit(5), asked)
-                .is_some()
-        );
+        assert!(answered(&cache, BucketRef { key: &a, name: "r" }, limit(5), asked).is_none());
+        assert!(answered(&cache, BucketRef { key: &b, name: "r" }, limit(5), asked).is_some());
     }
 
     #[test]
@@ -294,26 +362,14 @@ mod tests {
             &denied(10_000_000),
             asked,
         );
+        assert!(answered(&cache, BucketRef { key: &b, name: "r" }, limit(5), asked).is_none());
+        assert!(answered(&cache, BucketRef { key: &a, name: "s" }, limit(5), asked).is_none());
         assert!(
-            cache
-                .lookup(BucketRef { key: &b, name: "r" }, limit(5), asked)
-                .is_none()
-        );
-        assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "s" }, limit(5), asked)
-                .is_none()
-        );
-        assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "r" }, limit(6), asked)
-                .is_none(),
+            answered(&cache, BucketRef { key: &a, name: "r" }, limit(6), asked).is_none(),
             "limit changed"
         );
         assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "r" }, limit(5), asked)
-                .is_none(),
+            answered(&cache, BucketRef { key: &a, name: "r" }, limit(5), asked).is_none(),
             "entry dropped"
         );
     }
@@ -345,16 +401,16 @@ mod tests {
             later,
         );
         assert!(
-            cache
-                .lookup(
-                    BucketRef {
-                        key: &fresh,
-                        name: "r"
-                    },
-                    limit(1),
-                    later
-                )
-                .is_some()
+            answered(
+                &cache,
+                BucketRef {
+                    key: &fresh,
+                    name: "r"
+                },
+                limit(1),
+                later
+            )
+            .is_some()
         );
 
         let off = DenyCache::new(0);
@@ -368,7 +424,8 @@ mod tests {
             asked,
         );
         assert!(
-            off.lookup(
+            answered(
+                &off,
                 BucketRef {
                     key: &fresh,
                     name: "r"

@@ -72,7 +72,7 @@ impl Backend {
                 Self::Redis(redis) => Some(redis.url()),
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
-            admin_listen: Some("127.0.0.1:0".into()),
+            admin_listen: None,
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
@@ -107,9 +107,9 @@ impl Tollgate {
     pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
         let listeners = tollgate::server::Listeners {
             ext_authz: tokio::net::TcpListener::bind(addr).await.unwrap(),
-            admin: tokio::net::TcpListener::bind(config.admin.listen)
-                .await
-                .unwrap(),
+            // A port of its own whatever the configuration says, so that tests never meet on
+            // the default one.
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let addr = listeners.ext_authz.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
