@@ -74,8 +74,8 @@ async fn run(args: Args) -> ExitCode {
     };
     let listeners = match server::Listeners::bind(&config).await {
         Ok(listeners) => listeners,
-        Err((addr, e)) => {
-            tracing::error!(%addr, error = %e, "cannot bind");
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };

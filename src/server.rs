@@ -34,6 +34,14 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A listener's address could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
     /// The admin API's server failed.
     #[error("admin gRPC server failed: {0}")]
     Admin(#[source] tonic::transport::Error),
@@ -50,9 +58,12 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds `listen` and `admin.listen`; the error names the address that could not be bound.
-    pub async fn bind(config: &Config) -> Result<Self, (SocketAddr, io::Error)> {
-        let bind =
-            |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|e| (addr, e)) };
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
         Ok(Self {
             ext_authz: bind(config.listen).await?,
             admin: bind(config.admin.listen).await?,

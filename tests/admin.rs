@@ -422,7 +422,7 @@ async fn reflection_lists_the_admin_service() {
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
     let mut answers = client
-        .server_reflection_info(tokio_stream_once(request))
+        .server_reflection_info(tonic::codegen::tokio_stream::iter([request]))
         .await
         .unwrap()
         .into_inner();
@@ -432,12 +432,6 @@ async fn reflection_lists_the_admin_service() {
     };
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"tollgate.admin.v1.Admin"), "{names:?}");
-}
-
-fn tokio_stream_once<T: Send + 'static>(
-    item: T,
-) -> impl tonic::codegen::tokio_stream::Stream<Item = T> {
-    tonic::codegen::tokio_stream::iter([item])
 }
 
 /// Runs `tollgate admin ...` and returns its exit status, standard output and standard error.
