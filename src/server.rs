@@ -1,5 +1,5 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
-//! listener, and the bounded shutdown: drain, grace, then close.
+//! listener and the admin API on another, and the bounded shutdown: drain, grace, then close.
 
 use crate::admin;
 use crate::check::authz::RateLimiter;
@@ -150,9 +150,6 @@ async fn serve<S: QuotaStore>(
 
     let limiter = Arc::new(RateLimiter::new(config, store));
     let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
-    if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
-        tracing::warn!(admin = %config.admin.listen, "the admin API listens beyond loopback without admin.token_file: anyone who reaches it can reset quotas");
-    }
     let admin_stopped = {
         let mut closing = closing.clone();
         // At the end of the drain, or when the ext_authz server stopped without one (it failed).

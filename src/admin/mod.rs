@@ -56,6 +56,9 @@ pub(crate) async fn serve<S: QuotaStore>(
     stop: impl Future<Output = ()> + Send,
     closing: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
+    if !settings.listen.ip().is_loopback() && settings.token.is_none() {
+        tracing::warn!(admin = %settings.listen, "the admin API listens beyond loopback without admin.token_file: anyone who reaches it can reset quotas");
+    }
     let auth = BearerAuth::new(settings.token.clone());
     // Both versions of the reflection protocol: older grpcurl releases speak only v1alpha.
     let reflection = || {
