@@ -50,6 +50,7 @@ for_each_store!(
     get_quota_shows_what_checks_counted,
     reset_gives_a_full_window,
     reset_reaches_the_other_replicas_deny_cache,
+    a_lowered_limit_is_read_as_a_check_sees_it,
     list_routes_is_the_check_config_table,
 );
 
@@ -266,6 +267,29 @@ async fn reset_reaches_the_other_replicas_deny_cache(mut backend: Backend) {
         reset_returned.elapsed()
     );
     assert_eq!(answer.number("x-ratelimit-remaining"), 2, "a full window");
+}
+
+async fn a_lowered_limit_is_read_as_a_check_sees_it(backend: Backend) {
+    if !backend.is_shared() {
+        return; // The memory store's property test covers limits that change between checks.
+    }
+    // One Redis, two instances: the second one has the limit lowered from 3 to 2.
+    let three = Tollgate::start(backend.config(ITEMS)).await;
+    let two = Tollgate::start(backend.config(&ITEMS.replace("requests: 3", "requests: 2"))).await;
+    let key = unique_key("lowered");
+    let mut client = three.client().await;
+    for _ in 0..3 {
+        check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    }
+    let quota = quota(&mut admin(&two).await, &key, "GET", "/v1/items/1").await;
+    assert_eq!((quota.limit, quota.used, quota.remaining), (2, 3, 0));
+    let denied = check(&mut two.client().await, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(denied.status, 429);
+    assert_eq!(
+        quota.reset_unix_ms,
+        denied.number("x-ratelimit-reset"),
+        "when the count falls below the lowered limit, as the check says"
+    );
 }
 
 async fn list_routes_is_the_check_config_table(backend: Backend) {
