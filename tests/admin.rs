@@ -428,6 +428,32 @@ async fn the_admin_api_is_not_on_the_ext_authz_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_stops_with_the_server() {
+    let config = Backend::memory().config("drain_period: 200ms\nshutdown_grace: 500ms\n");
+    let mut tollgate = Tollgate::start(config).await;
+    // A client that keeps its connection open must not hold the shutdown up.
+    let mut held = admin(&tollgate).await;
+    held.list_routes(ListRoutesRequest {}).await.unwrap();
+    let started = Instant::now();
+    let server = tollgate.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    held.list_routes(ListRoutesRequest {})
+        .await
+        .expect("the admin API answers while draining");
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("stops within drain + grace")
+        .expect("stops cleanly");
+    println!("stopped {:?} after the signal", started.elapsed());
+    assert!(
+        tokio::net::TcpStream::connect(tollgate.admin_addr)
+            .await
+            .is_err(),
+        "the admin listener is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_admin_service() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
