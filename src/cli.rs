@@ -15,6 +15,9 @@ pub struct Args {
     /// Listen address, overriding the file's `listen`.
     #[arg(long, env = "TOLLGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Admin API listen address, overriding the file's `admin.listen`.
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// Redis URL, overriding the file's `redis.url` (and selecting the Redis store).
     #[arg(
         long,
@@ -39,6 +42,45 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Call the admin API of a running tollgate.
+    Admin(AdminArgs),
+}
+
+/// `tollgate admin`: where the admin API is and how to call it.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The admin listener of the tollgate to call.
+    #[arg(long, default_value = "127.0.0.1:9192", value_name = "ADDR")]
+    pub addr: String,
+    /// A file holding the bearer token, when the server has `admin.token_file`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The call to make.
+    #[command(subcommand)]
+    pub call: AdminCall,
+}
+
+/// Admin API calls.
+#[derive(Debug, Subcommand)]
+pub enum AdminCall {
+    /// Show an API key's quota for a request, without counting it.
+    Quota(QuotaTarget),
+    /// Forget every request counted in that quota: the key's next request gets a full window.
+    Reset(QuotaTarget),
+    /// List the resolved route table.
+    Routes,
+}
+
+/// A quota, named by an API key and a request as a client sends it.
+#[derive(Debug, clap::Args)]
+pub struct QuotaTarget {
+    /// The API key (or set TOLLGATE_API_KEY, which keeps it out of the process list).
+    #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// The request's method, e.g. GET.
+    pub method: String,
+    /// The request's path, e.g. /v1/campaigns/7.
+    pub path: String,
 }
 
 /// Log line formats.
@@ -56,6 +98,7 @@ impl Args {
         Overrides {
             listen: self.listen.clone(),
             redis_url: self.redis_url.clone(),
+            admin_listen: self.admin_listen.clone(),
         }
     }
 }

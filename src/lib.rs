@@ -10,12 +10,15 @@
 //! - [`store`]: the quota store, one atomic sliding-window check per request, in Redis (with its
 //!   connections, circuit breakers and cluster routing) or in memory.
 //! - [`config`]: YAML parsed and validated into typed settings, every problem reported at once.
-//! - [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the bounded shutdown
-//!   (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the command line.
+//! - [`server`] binds the listeners and wires the gRPC services (ext_authz and `grpc.health.v1`,
+//!   the admin API on its own listener) and the bounded shutdown (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the command line.
+//! - [`admin`]: tollgate's own gRPC API on its own listener (`proto/`, compiled by `build.rs`):
+//!   read and reset a key's quota, list the routes; `tollgate admin` is its client.
 //! - Shared types: [`api_key`] (digests, never the raw key), [`limit`], [`clock`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api_key;
 pub mod check;
 pub mod cli;

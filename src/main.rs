@@ -56,6 +56,10 @@ async fn run(args: Args) -> ExitCode {
         };
     }
 
+    if let Some(Command::Admin(admin)) = &args.command {
+        return tollgate::admin::client::run(admin).await;
+    }
+
     cli::init_tracing(args.log_format);
     #[cfg(not(tokio_unstable))]
     tracing::warn!(
@@ -68,15 +72,16 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
+    let listeners = match server::Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
         Err(e) => {
-            tracing::error!(listen = %config.listen, error = %e, "cannot bind");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
     tracing::info!(
         listen = %config.listen,
+        admin = %config.admin.listen,
         store = %config.store_description(),
         routes = config.routes.routes().len(),
         path_prefix = %config.path_prefix,
@@ -86,7 +91,7 @@ async fn run(args: Args) -> ExitCode {
         shutdown_grace = ?config.shutdown_grace,
         "tollgate starting"
     );
-    match server::run(config, listener, shutdown::signal()).await {
+    match server::run(config, listeners, shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tollgate failed");

@@ -1,6 +1,7 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
-//! listener, and the bounded shutdown: drain, grace, then close.
+//! listener and the admin API on another, and the bounded shutdown: drain, grace, then close.
 
+use crate::admin;
 use crate::check::authz::RateLimiter;
 use crate::check::deny_cache::DenyCache;
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
@@ -8,6 +9,7 @@ use crate::config::{Config, reload};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,14 +34,50 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A listener's address could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The admin API's server failed.
+    #[error("admin gRPC server failed: {0}")]
+    Admin(#[source] tonic::transport::Error),
 }
 
-/// Serves ext_authz and health on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// keeps answering for the drain period, stops accepting, gives the calls still in flight up to
-/// the shutdown grace to finish, and then closes every connection that remains.
+/// The sockets tollgate serves on, bound before anything else so that a taken port stops the
+/// start at once.
+pub struct Listeners {
+    /// ext_authz and health (`listen`).
+    pub ext_authz: TcpListener,
+    /// The admin API (`admin.listen`).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `listen` and `admin.listen`; the error names the address that could not be bound.
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        Ok(Self {
+            ext_authz: bind(config.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Serves ext_authz and health, and the admin API on its own listener, until `shutdown`
+/// resolves; then reports NOT_SERVING, keeps answering for the drain period, stops accepting on
+/// both, gives the calls still in flight up to the shutdown grace to finish, and then closes every
+/// connection that remains.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     match &config.redis {
@@ -50,7 +88,7 @@ pub async fn run(
             serve(
                 &config,
                 MemoryStore::new(config.memory_store_entries),
-                listener,
+                listeners,
                 shutdown,
             )
             .await
@@ -60,7 +98,7 @@ pub async fn run(
             if let Err(e) = store.preload().await {
                 tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
             }
-            serve(&config, store, listener, shutdown).await
+            serve(&config, store, listeners, shutdown).await
         }
     }
 }
@@ -68,7 +106,7 @@ pub async fn run(
 async fn serve<S: QuotaStore>(
     config: &Config,
     store: S,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -79,6 +117,8 @@ async fn serve<S: QuotaStore>(
 
     let drain_period = config.drain_period;
     let (drain_over, drain_ended) = oneshot::channel();
+    // The admin listener stops accepting when the ext_authz one does.
+    let (admin_stop, mut admin_stopping) = watch::channel(false);
     let drained = async move {
         shutdown.await;
         tracing::info!(
@@ -93,6 +133,7 @@ async fn serve<S: QuotaStore>(
             .await;
         tokio::time::sleep(drain_period).await;
         tracing::info!("drain period over; finishing in-flight calls and stopping");
+        let _ = admin_stop.send(true);
         let _ = drain_over.send(());
     };
     // tonic's graceful shutdown waits for every connection to close, and a connection carrying a
@@ -116,7 +157,22 @@ async fn serve<S: QuotaStore>(
             limiter.apply(new)
         }))
     });
-    let incoming = TcpIncoming::from(listener)
+    let admin_stopped = {
+        let mut closing = closing.clone();
+        // At the end of the drain, or when the ext_authz server stopped without one (it failed).
+        // An error means the sender is gone, which also ends it.
+        async move {
+            tokio::select! {
+                _ = admin_stopping.wait_for(|stop| *stop) => {}
+                _ = closing.wait_for(|closed| *closed) => {}
+            }
+        }
+    };
+    let admin = tokio::spawn({
+        let (limiter, settings, closing) = (limiter.clone(), config.admin.clone(), closing.clone());
+        async move { admin::serve(listeners.admin, limiter, &settings, admin_stopped, closing).await }
+    });
+    let incoming = TcpIncoming::from(listeners.ext_authz)
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
     let served = tonic::transport::Server::builder()
@@ -140,7 +196,14 @@ async fn serve<S: QuotaStore>(
     if let Some(reload) = reload {
         reload.abort();
     }
+    // Admin calls had as long to finish as checks; a connection a client keeps open is closed.
+    let _ = close.send(true);
+    let admin = admin.await;
     served?;
+    match admin {
+        Ok(result) => result.map_err(ServerError::Admin)?,
+        Err(e) => tracing::error!(error = %e, "the admin server task failed"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -170,14 +233,14 @@ async fn report_deny_cache(cache: Arc<DenyCache>) {
 ///
 /// It also ends when the shutdown grace is over: its I/O then fails, so hyper drops the
 /// connection with whatever streams are still open, and tonic's graceful shutdown completes.
-struct Accepted {
+pub(crate) struct Accepted {
     stream: TcpStream,
     /// Resolves when the shutdown grace is over; `None` once it has.
     closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Accepted {
-    fn new(stream: TcpStream, mut closing: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(stream: TcpStream, mut closing: watch::Receiver<bool>) -> Self {
         let closed = async move {
             // An error means the server is gone, which also ends the connection.
             let _ = closing.wait_for(|closed| *closed).await;

@@ -16,6 +16,7 @@ fn config_for(url: &str) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
+        admin_listen: None,
     };
     let yaml = format!("redis: {{ url: \"{url}\", timeout: 1s }}\n{ROUTES}");
     Config::from_yaml(&yaml, "test", &overrides).expect("test configuration")

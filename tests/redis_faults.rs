@@ -34,6 +34,7 @@ fn config_for(url: &str, timeout: Duration) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
+        admin_listen: None,
     };
     let yaml = format!(
         "redis: {{ url: \"{url}\", timeout: {}ms }}\n{ROUTES}",

@@ -1,7 +1,7 @@
 //! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
 
 use crate::api_key::KeyDigest;
-use crate::check::deny_cache::DenyCache;
+use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
 use crate::check::request::{ApiKey, HttpCheck, RequestError};
 use crate::check::response::render;
@@ -95,16 +95,10 @@ impl<S: QuotaStore> RateLimiter<S> {
             Ok(check) => check,
             Err(e) => return Verdict::BadRequest(e),
         };
-        let method = match canonical_method(check.method) {
-            // A CORS preflight carries no key and must not cost quota.
-            "OPTIONS" => return Verdict::Unlimited,
-            "HEAD" => "GET",
-            method => method,
-        };
-        let Ok(path) = normalize(check.path) else {
-            return Verdict::BadRequest(RequestError::PathNotAbsolute);
-        };
-        let Some(Bucket { name, limit }) = policy.routes.bucket(method, &path) else {
+        let Some(Bucket { name, limit }) = (match policy.bucket(check.method, check.path) {
+            Ok(bucket) => bucket,
+            Err(e) => return Verdict::BadRequest(e),
+        }) else {
             return Verdict::Unlimited;
         };
         let api_key = match check.api_key {
@@ -118,7 +112,8 @@ impl<S: QuotaStore> RateLimiter<S> {
             name: &name,
         };
         let asked_at = Instant::now();
-        if let Some(quota) = self.deny_cache.lookup(bucket, limit, asked_at) {
+        let cached = self.deny_cache.lookup(bucket, limit, asked_at);
+        if let Lookup::Deny(quota) = cached {
             return Verdict::RateLimited(quota);
         }
         match self.store.check(bucket, limit).await {
@@ -126,6 +121,10 @@ impl<S: QuotaStore> RateLimiter<S> {
                 self.failures.recovered();
                 let quota = Quota::new(limit, &outcome);
                 if outcome.allowed {
+                    if cached == Lookup::Recheck {
+                        // Reset since: the entry must not answer for the bucket in an outage.
+                        self.deny_cache.forget(bucket);
+                    }
                     Verdict::Allowed(quota)
                 } else {
                     self.deny_cache.insert(bucket, limit, &outcome, asked_at);
@@ -134,6 +133,11 @@ impl<S: QuotaStore> RateLimiter<S> {
                 }
             }
             Err(e) => {
+                if cached == Lookup::Recheck
+                    && let Some(quota) = self.deny_cache.stale_denial(bucket, limit, Instant::now())
+                {
+                    return Verdict::RateLimited(quota);
+                }
                 self.failures.record(&e, policy.failure_mode);
                 match policy.failure_mode {
                     FailureMode::Allow => Verdict::FailedOpen,
@@ -141,6 +145,39 @@ impl<S: QuotaStore> RateLimiter<S> {
                 }
             }
         }
+    }
+}
+
+impl<S> RateLimiter<S> {
+    /// The policy checks start with now; hold it for as long as its buckets are used.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The quota store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+impl Policy {
+    /// The bucket a request with this method and path (as the client sent them) is counted in,
+    /// or `None` when it is not rate limited (a CORS preflight, a path outside the prefix). Checks
+    /// and the admin API both resolve requests here, so they always agree.
+    pub fn bucket(&self, method: &str, path: &str) -> Result<Option<Bucket<'_>>, RequestError> {
+        let method = match canonical_method(method) {
+            // A CORS preflight carries no key and must not cost quota.
+            "OPTIONS" => return Ok(None),
+            "HEAD" => "GET",
+            method => method,
+        };
+        let path = normalize(path).map_err(|_| RequestError::PathNotAbsolute)?;
+        Ok(self.routes.bucket(method, &path))
+    }
+
+    /// The route table requests are matched against.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 }
 

@@ -6,6 +6,17 @@
 //! process's monotonic clock, measured from the moment *before* the store was asked, so it lands at
 //! or before the store's T whatever the skew between the clocks: the cache never denies a request
 //! that the store would allow.
+//!
+//! One thing does free slots early: the admin API's `ResetQuota`, served by one replica while the
+//! others may hold the bucket here. So an entry is trusted for at most [`TRUST`] after the store
+//! was asked; past that the next check of the bucket asks the store again ([`Lookup::Recheck`])
+//! and, still denied, renews the entry. A reset is therefore seen by every replica within
+//! [`TRUST`], with no message between replicas that could be lost; the replica that served the
+//! reset drops its entry at once ([`DenyCache::forget`]). The price is one store call per
+//! hammered bucket per replica per [`TRUST`], instead of none until the reset. An entry past its
+//! trust still answers while the store cannot ([`DenyCache::stale_denial`]): a bucket known to be
+//! full stays 429 through an outage, as it did before, since no reset can reach a store that is
+//! down.
 
 use crate::api_key::KeyDigest;
 use crate::check::verdict::Quota;
@@ -20,6 +31,10 @@ use std::time::{Duration, Instant};
 /// Independent locks, so concurrent lookups rarely wait for each other.
 const SHARDS: usize = 16;
 
+/// The longest an entry is trusted after the store was asked: a quota reset on another replica
+/// is seen within it.
+pub const TRUST: Duration = Duration::from_millis(500);
+
 /// Buckets known to be full, with the moment each frees a slot.
 pub struct DenyCache {
     shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
@@ -32,8 +47,12 @@ struct Entry {
     name: Box<str>,
     /// A changed limit makes the entry useless: a larger limit may admit at once.
     limit: Limit,
-    /// When one more request will be admitted, on this process's monotonic clock.
+    /// When one more request will be admitted, on this process's monotonic clock; `Retry-After`
+    /// counts down to it.
     until: Instant,
+    /// When the entry stops being trusted: `until`, or [`TRUST`] after the store was asked when
+    /// that comes first.
+    trusted_until: Instant,
     /// The same moment as the store reported it, in Unix ms, for `X-RateLimit-Reset`.
     reset_millis: u64,
 }
@@ -48,29 +67,42 @@ impl DenyCache {
         }
     }
 
-    /// The 429 for a bucket known to be full at `now`, if any.
-    pub fn lookup(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Option<Quota> {
+    /// The 429 for a bucket known to be full at `now`, or whether the store must be asked.
+    pub fn lookup(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Lookup {
         if self.per_shard == 0 {
-            return None;
+            return Lookup::Miss;
         }
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
-        let entry = shard.get(&hash)?;
+        let Some(entry) = shard.get(&hash) else {
+            return Lookup::Miss;
+        };
         if entry.key != *bucket.key || &*entry.name != bucket.name {
-            return None; // A hash collision: another bucket.
+            return Lookup::Miss; // A hash collision: another bucket.
         }
         if entry.until <= now || entry.limit != limit {
             shard.remove(&hash);
-            return None;
+            return Lookup::Miss;
         }
-        let quota = Quota {
-            limit,
-            remaining: 0,
-            reset_millis: entry.reset_millis,
-            retry_after_secs: whole_seconds_until(entry.until, now),
-        };
+        if entry.trusted_until <= now {
+            return Lookup::Recheck;
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(quota)
+        Lookup::Deny(entry.quota(limit, now))
+    }
+
+    /// The 429 of an entry past its trust but not its reset, for a check the store could not
+    /// answer: the bucket was full when the store last said, and a store that is down cannot have
+    /// been reset since.
+    pub fn stale_denial(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Option<Quota> {
+        let hash = hash(bucket);
+        let shard = self.shard(hash);
+        let entry = shard.get(&hash)?;
+        (entry.key == *bucket.key
+            && &*entry.name == bucket.name
+            && entry.limit == limit
+            && entry.until > now)
+            .then(|| entry.quota(limit, now))
     }
 
     /// Remembers a denial. `asked_at` is the instant taken just before the store was asked.
@@ -103,6 +135,7 @@ impl DenyCache {
                 name: bucket.name.into(),
                 limit,
                 until,
+                trusted_until: until.min(asked_at + TRUST),
                 reset_millis: outcome.reset_micros.div_ceil(1000),
             },
         );
@@ -113,6 +146,18 @@ impl DenyCache {
     pub fn retain(&self, keep: impl Fn(&str, Limit) -> bool) {
         for shard in &self.shards {
             lock(shard).retain(|_, entry| keep(&entry.name, entry.limit));
+        }
+    }
+
+    /// Drops the entry of `bucket`, after its quota was reset.
+    pub fn forget(&self, bucket: BucketRef<'_>) {
+        let hash = hash(bucket);
+        let mut shard = self.shard(hash);
+        if shard
+            .get(&hash)
+            .is_some_and(|entry| entry.key == *bucket.key && &*entry.name == bucket.name)
+        {
+            shard.remove(&hash);
         }
     }
 
@@ -133,6 +178,29 @@ impl DenyCache {
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         lock(&self.shards[hash as usize % SHARDS])
+    }
+}
+
+/// What the cache knows about a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Full, as the store said less than [`TRUST`] ago: answer this 429 without asking it.
+    Deny(Quota),
+    /// Full when the store last said, longer than [`TRUST`] ago: ask it again (a reset may have
+    /// emptied the bucket), and drop the entry if it admits.
+    Recheck,
+    /// Nothing known.
+    Miss,
+}
+
+impl Entry {
+    fn quota(&self, limit: Limit, now: Instant) -> Quota {
+        Quota {
+            limit,
+            remaining: 0,
+            reset_millis: self.reset_millis,
+            retry_after_secs: whole_seconds_until(self.until, now),
+        }
     }
 }
 
@@ -163,6 +231,19 @@ mod tests {
         Limit::per_minute(n)
     }
 
+    /// The 429 the cache answers, if it answers one.
+    fn answered(
+        cache: &DenyCache,
+        bucket: BucketRef<'_>,
+        limit: Limit,
+        now: Instant,
+    ) -> Option<Quota> {
+        match cache.lookup(bucket, limit, now) {
+            Lookup::Deny(quota) => Some(quota),
+            Lookup::Recheck | Lookup::Miss => None,
+        }
+    }
+
     fn denied(wait_micros: u64) -> Outcome {
         Outcome {
             allowed: false,
@@ -181,23 +262,29 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, limit(5), &denied(2_500_000), asked);
+        cache.insert(bucket, limit(5), &denied(250_000), asked);
 
-        let hit = cache
-            .lookup(bucket, limit(5), asked + Duration::from_millis(500))
-            .unwrap();
+        let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(100)).unwrap();
         assert_eq!(hit.remaining, 0);
-        assert_eq!(hit.reset_millis, 1_002_500);
-        assert_eq!(hit.retry_after_secs, 2);
+        assert_eq!(hit.reset_millis, 1_000_250);
+        assert_eq!(hit.retry_after_secs, 1);
         assert!(
-            cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(2_499_999))
-                .is_some()
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + Duration::from_micros(249_999)
+            )
+            .is_some()
         );
         assert!(
-            cache
-                .lookup(bucket, limit(5), asked + Duration::from_micros(2_500_000))
-                .is_none()
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + Duration::from_micros(250_000)
+            )
+            .is_none()
         );
         assert!(cache.is_empty(), "expired entries are dropped on lookup");
         assert_eq!(cache.take_hits(), 2);
@@ -222,7 +309,76 @@ mod tests {
             key: &key,
             name: "kept",
         };
-        assert!(cache.lookup(kept, limit(5), asked).is_some());
+        assert!(answered(&cache, kept, limit(5), asked).is_some());
+    }
+
+    #[test]
+    fn a_long_wait_is_trusted_for_half_a_second_only() {
+        let cache = DenyCache::new(100);
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "GET /x",
+        };
+        let asked = Instant::now();
+        cache.insert(bucket, limit(5), &denied(30_000_000), asked);
+        let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(400)).unwrap();
+        assert_eq!(
+            hit.reset_millis, 1_030_000,
+            "the store's reset, not the trust"
+        );
+        assert_eq!(
+            hit.retry_after_secs, 30,
+            "counted down to the store's reset"
+        );
+        assert!(
+            answered(
+                &cache,
+                bucket,
+                limit(5),
+                asked + TRUST - Duration::from_micros(1)
+            )
+            .is_some()
+        );
+        assert_eq!(
+            cache.lookup(bucket, limit(5), asked + TRUST),
+            Lookup::Recheck,
+            "asks the store again, which knows of a reset"
+        );
+        let stale = cache
+            .stale_denial(bucket, limit(5), asked + Duration::from_secs(29))
+            .expect("still a 429 when the store cannot answer");
+        assert_eq!((stale.reset_millis, stale.retry_after_secs), (1_030_000, 1));
+        assert!(
+            cache
+                .stale_denial(bucket, limit(5), asked + Duration::from_secs(30))
+                .is_none(),
+            "never past the store's reset"
+        );
+        assert_eq!(
+            cache.lookup(bucket, limit(5), asked + Duration::from_secs(30)),
+            Lookup::Miss
+        );
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn forget_drops_only_its_bucket() {
+        let cache = DenyCache::new(100);
+        let (a, b) = (KeyDigest::of("a"), KeyDigest::of("b"));
+        let asked = Instant::now();
+        for key in [&a, &b] {
+            cache.insert(
+                BucketRef { key, name: "r" },
+                limit(5),
+                &denied(10_000_000),
+                asked,
+            );
+        }
+        cache.forget(BucketRef { key: &a, name: "r" });
+        cache.forget(BucketRef { key: &b, name: "s" });
+        assert!(answered(&cache, BucketRef { key: &a, name: "r" }, limit(5), asked).is_none());
+        assert!(answered(&cache, BucketRef { key: &b, name: "r" }, limit(5), asked).is_some());
     }
 
     #[test]
@@ -236,26 +392,14 @@ mod tests {
             &denied(10_000_000),
             asked,
         );
+        assert!(answered(&cache, BucketRef { key: &b, name: "r" }, limit(5), asked).is_none());
+        assert!(answered(&cache, BucketRef { key: &a, name: "s" }, limit(5), asked).is_none());
         assert!(
-            cache
-                .lookup(BucketRef { key: &b, name: "r" }, limit(5), asked)
-                .is_none()
-        );
-        assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "s" }, limit(5), asked)
-                .is_none()
-        );
-        assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "r" }, limit(6), asked)
-                .is_none(),
+            answered(&cache, BucketRef { key: &a, name: "r" }, limit(6), asked).is_none(),
             "limit changed"
         );
         assert!(
-            cache
-                .lookup(BucketRef { key: &a, name: "r" }, limit(5), asked)
-                .is_none(),
+            answered(&cache, BucketRef { key: &a, name: "r" }, limit(5), asked).is_none(),
             "entry dropped"
         );
     }
@@ -287,16 +431,16 @@ mod tests {
             later,
         );
         assert!(
-            cache
-                .lookup(
-                    BucketRef {
-                        key: &fresh,
-                        name: "r"
-                    },
-                    limit(1),
-                    later
-                )
-                .is_some()
+            answered(
+                &cache,
+                BucketRef {
+                    key: &fresh,
+                    name: "r"
+                },
+                limit(1),
+                later
+            )
+            .is_some()
         );
 
         let off = DenyCache::new(0);
@@ -310,7 +454,8 @@ mod tests {
             asked,
         );
         assert!(
-            off.lookup(
+            answered(
+                &off,
                 BucketRef {
                     key: &fresh,
                     name: "r"

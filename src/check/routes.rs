@@ -217,6 +217,12 @@ impl RouteTable {
         }
     }
 
+    /// The path prefix without a trailing slash: `/v1`, or empty for `/`, so that it can be put
+    /// before a template.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The declared routes, most specific first.
     pub fn routes(&self) -> &[Route] {
         &self.routes

@@ -39,7 +39,8 @@ pub struct AuthorizationService<S> {
 }
 
 impl<S> AuthorizationService<S> {
-    /// Serves `limiter`, refusing request messages over `max_request_bytes`.
+    /// Serves `limiter` (shared with the admin API), refusing request messages over
+    /// `max_request_bytes`.
     pub fn new(limiter: Arc<RateLimiter<S>>, max_request_bytes: usize) -> Self {
         Self {
             limiter,

@@ -1,11 +1,13 @@
 //! Configuration: a YAML file (or the built-in contract table) parsed into typed values, with every
 //! problem reported at once before anything binds a port.
 
+mod admin;
 mod parse;
 mod redis;
 pub mod reload;
 mod yaml;
 
+use crate::admin::AdminSettings;
 use crate::check::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;
 use std::fmt;
@@ -31,6 +33,8 @@ pub enum FailureMode {
 pub struct Config {
     /// Address of the gRPC listener (ext_authz and health).
     pub listen: SocketAddr,
+    /// The admin API's own listener and token.
+    pub admin: AdminSettings,
     /// Lower-case name of the header that carries the API key.
     pub api_key_header: String,
     /// Normalised path prefix under which limits apply; `/` for all paths.
@@ -74,6 +78,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--redis-url` / `TOLLGATE_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// `--admin-listen` / `TOLLGATE_ADMIN_LISTEN`.
+    pub admin_listen: Option<String>,
 }
 
 /// Every problem found in a configuration.
@@ -205,6 +211,15 @@ pub fn redact_url(url: &str) -> String {
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "listen:          {}", self.listen)?;
+        match &self.admin.token {
+            None => writeln!(f, "admin:           {}, no token", self.admin.listen)?,
+            Some(token) => writeln!(
+                f,
+                "admin:           {}, bearer token from {}",
+                self.admin.listen,
+                token.path.display()
+            )?,
+        }
         writeln!(f, "store:           {}", self.store_description())?;
         if let Some(redis) = &self.redis {
             let connections = if redis.cluster {
@@ -230,7 +245,7 @@ impl fmt::Display for Config {
             writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;
         }
         writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
-        let prefix = self.path_prefix.trim_end_matches('/');
+        let prefix = self.routes.prefix();
         writeln!(f, "routes (most specific first):")?;
         for route in self.routes.routes() {
             writeln!(

@@ -1,5 +1,6 @@
 //! Walks the YAML document and collects every problem instead of stopping at the first.
 
+use super::admin::parse_admin;
 use super::redis::parse_redis;
 use super::yaml::{Problems, check_keys, render, string, whole_number};
 use super::{Config, FailureMode, Overrides};
@@ -33,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "deny_cache_entries",
     "max_request_bytes",
     "memory_store_entries",
+    "admin",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
@@ -59,6 +61,14 @@ fn apply_overrides(root: &mut Mapping, overrides: &Overrides) {
     if let Some(listen) = &overrides.listen {
         root.insert("listen".into(), listen.as_str().into());
     }
+    if let Some(listen) = &overrides.admin_listen {
+        let admin = root
+            .entry("admin".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if let Some(admin) = admin.as_mapping_mut() {
+            admin.insert("listen".into(), listen.as_str().into());
+        }
+    }
     if let Some(url) = &overrides.redis_url {
         let redis = root
             .entry("redis".into())
@@ -74,7 +84,7 @@ fn apply_overrides(root: &mut Mapping, overrides: &Overrides) {
 fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
     check_keys(root, "top level", TOP_LEVEL_KEYS, problems);
 
-    let listen = string(root, "listen", "top level", problems)
+    let listen: Option<std::net::SocketAddr> = string(root, "listen", "top level", problems)
         .unwrap_or("0.0.0.0:9191")
         .parse()
         .map_err(|e| problems.add("listen", format!("not an address like 0.0.0.0:9191 ({e})")))
@@ -176,8 +186,11 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         Some(value) => parse_redis(value, problems).map(Some),
     };
 
+    let admin = parse_admin(root.get("admin"), listen, problems);
+
     Some(Config {
         listen: listen?,
+        admin: admin?,
         api_key_header,
         routes: RouteTable::new(
             path_prefix.clone()?,
@@ -364,6 +377,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:7000".into()),
             redis_url: Some("redis://override:6379".into()),
+            admin_listen: None,
         };
         let config = parse("listen: 0.0.0.0:1\nredis: { timeout: 20ms }\n", &overrides).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
@@ -406,6 +420,54 @@ mod tests {
             &Overrides::default(),
         );
         assert!(cluster.unwrap().redis.unwrap().cluster);
+    }
+
+    #[test]
+    fn the_admin_section_has_loopback_defaults_and_is_validated() {
+        let config = parse("", &Overrides::default()).unwrap();
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9192");
+        assert!(config.admin.token.is_none());
+
+        let token = std::env::temp_dir().join(format!("tollgate-token-{}", std::process::id()));
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let yaml = format!(
+            "admin: {{ listen: 127.0.0.1:7001, token_file: {} }}\n",
+            token.display()
+        );
+        let config = parse(&yaml, &Overrides::default()).unwrap();
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:7001");
+        assert!(config.admin.token.as_ref().unwrap().matches("s3cret"));
+        assert!(!config.to_string().contains("s3cret"), "{config}");
+        assert!(config.to_string().contains("bearer token from"), "{config}");
+        std::fs::remove_file(&token).unwrap();
+
+        let problems = parse(
+            "listen: 0.0.0.0:9191\nadmin: { listen: 127.0.0.1:9191, token_file: /nonexistent/token, port: 1 }\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        for expected in [
+            "admin.listen: port 9191 is the ext_authz port",
+            "admin.token_file: cannot read /nonexistent/token",
+            "admin: unknown key port",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {problems:#?}"
+            );
+        }
+        let overridden = Overrides {
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            parse("admin: { listen: 10.0.0.1:1 }\n", &overridden)
+                .unwrap()
+                .admin
+                .listen
+                .to_string(),
+            "127.0.0.1:0"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! failover the slots point at the promoted replica, whose breaker is closed: its keys count
 //! again as soon as the topology shows it.
 
+use super::StoreError;
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::redis::within_timeout;
-use super::{Reply, StoreError};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use std::collections::HashMap;
@@ -105,12 +105,12 @@ impl Cluster {
 
     /// Runs `invocation` of the script on `key`'s primary within `timeout`, through that
     /// primary's breaker.
-    pub(super) async fn call(
+    pub(super) async fn call<T: redis::FromRedisValue>(
         &self,
         key: &str,
         invocation: &redis::ScriptInvocation<'_>,
         timeout: Duration,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<T, StoreError> {
         let mut connection = self
             .shared
             .connection

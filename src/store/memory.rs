@@ -1,6 +1,6 @@
 //! The embedded store: the same sliding log as the Redis script, in this process's memory.
 
-use super::{BucketRef, Outcome, QuotaStore, StoreError};
+use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::Limit;
 use std::collections::VecDeque;
@@ -81,15 +81,8 @@ impl MemoryStore {
         let now = self.clock.now_micros();
         let window = limit.window_micros();
         let limit = limit.requests.get() as usize;
-        let mut name = String::with_capacity(bucket.key.as_str().len() + 1 + bucket.name.len());
-        name.push_str(bucket.key.as_str());
-        name.push('|');
-        name.push_str(bucket.name);
-
-        let shard = &self.shards[shard_of(&name)];
-        // A std Mutex: the critical section is short and never awaits. A poisoned lock only means
-        // another check panicked mid-update; the log is still a valid list of times.
-        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let name = log_name(bucket);
+        let mut shard = self.shard(&name);
         self.forget(shard.sweep_if_due(now));
         if !shard.logs.contains_key(&name) {
             if self.entries.load(Ordering::Relaxed) >= self.max_entries {
@@ -128,12 +121,71 @@ impl MemoryStore {
         })
     }
 
+    /// The bucket as it stands; expired times are skipped, not removed, so nothing changes.
+    fn peek_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Usage {
+        let now = self.clock.now_micros();
+        let window = limit.window_micros();
+        let limit = limit.requests.get() as usize;
+        let name = log_name(bucket);
+        let shard = self.shard(&name);
+        let none = VecDeque::new();
+        let times = shard.logs.get(&name).map_or(&none, |log| &log.times);
+        // Oldest first: the counted times are the newest ones.
+        let first = times.partition_point(|&t| t + window <= now);
+        let used = times.len() - first;
+        let reset_micros = if used == 0 {
+            now
+        } else if used < limit {
+            times[first] + window
+        } else {
+            // As a check reports it after a lowered limit: when the count falls below the limit.
+            times[first + used - limit] + window
+        };
+        Usage {
+            used: used as u32,
+            remaining: limit.saturating_sub(used) as u32,
+            reset_micros,
+            now_micros: now,
+        }
+    }
+
+    /// Drops the bucket's log; returns how many of its times lay in the trailing window.
+    fn reset_now(&self, bucket: BucketRef<'_>, limit: Limit) -> u32 {
+        let now = self.clock.now_micros();
+        let window = limit.window_micros();
+        let name = log_name(bucket);
+        let mut shard = self.shard(&name);
+        let Some(log) = shard.logs.remove(&name) else {
+            return 0;
+        };
+        self.forget(1);
+        log.times.iter().filter(|&&t| t + window > now).count() as u32
+    }
+
+    /// The shard holding `name`. A std Mutex: the critical section is short and never awaits. A
+    /// poisoned lock only means another check panicked mid-update; the log is still a valid list
+    /// of times.
+    fn shard(&self, name: &str) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[shard_of(name)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Accounts for `swept` logs dropped by a sweep.
     fn forget(&self, swept: usize) {
         if swept > 0 {
             self.entries.fetch_sub(swept, Ordering::Relaxed);
         }
     }
+}
+
+/// The map key of a bucket's log.
+fn log_name(bucket: BucketRef<'_>) -> String {
+    let mut name = String::with_capacity(bucket.key.as_str().len() + 1 + bucket.name.len());
+    name.push_str(bucket.key.as_str());
+    name.push('|');
+    name.push_str(bucket.name);
+    name
 }
 
 fn shard_of(name: &str) -> usize {
@@ -177,6 +229,14 @@ impl Shard {
 impl QuotaStore for MemoryStore {
     async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
         self.check_now(bucket, limit)
+    }
+
+    async fn peek(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Usage, StoreError> {
+        Ok(self.peek_now(bucket, limit))
+    }
+
+    async fn reset(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<u32, StoreError> {
+        Ok(self.reset_now(bucket, limit))
     }
 }
 
@@ -334,7 +394,57 @@ mod tests {
         assert!(store.check_now(late, minute).unwrap().allowed);
     }
 
+    #[test]
+    fn reset_forgets_the_bucket_and_only_it() {
+        let (store, _clock) = store();
+        let (a, b) = (KeyDigest::of("a"), KeyDigest::of("b"));
+        let l = limit(2, 60_000);
+        for key in [&a, &b] {
+            for _ in 0..2 {
+                store.check_now(BucketRef { key, name: "r" }, l).unwrap();
+            }
+        }
+        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, l), 2);
+        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, l), 0);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.peek_now(BucketRef { key: &a, name: "r" }, l).used, 0);
+        assert_eq!(store.peek_now(BucketRef { key: &b, name: "r" }, l).used, 2);
+        let again = store
+            .check_now(BucketRef { key: &a, name: "r" }, l)
+            .unwrap();
+        assert!(again.allowed);
+        assert_eq!(again.remaining, 1, "a full window");
+    }
+
     proptest! {
+        /// A peek changes nothing and tells what the next check will say: admitted with one fewer
+        /// remaining, or denied until the same reset; limits may change between checks.
+        #[test]
+        fn a_peek_predicts_the_next_check(
+            steps in prop::collection::vec((0u64..20_000, 1u32..6), 1..100),
+        ) {
+            let (store, clock) = store();
+            let key = KeyDigest::of("k");
+            let bucket = BucketRef { key: &key, name: "r" };
+            for (gap, n) in steps {
+                clock.advance(gap);
+                let l = limit(n, 30);
+                let peeked = store.peek_now(bucket, l);
+                prop_assert_eq!(store.peek_now(bucket, l), peeked);
+                prop_assert_eq!(peeked.used + peeked.remaining >= n, true);
+                let checked = store.check_now(bucket, l).unwrap();
+                prop_assert_eq!(checked.allowed, peeked.remaining > 0);
+                if checked.allowed {
+                    prop_assert_eq!(checked.remaining, peeked.remaining - 1);
+                    if peeked.used > 0 {
+                        prop_assert_eq!(checked.reset_micros, peeked.reset_micros);
+                    }
+                } else {
+                    prop_assert_eq!(checked.reset_micros, peeked.reset_micros);
+                }
+            }
+        }
+
         /// Against a reference model: a request is admitted exactly when fewer than N admitted
         /// requests lie in the trailing window, so no window ever holds more than N.
         #[test]

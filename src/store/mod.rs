@@ -59,8 +59,24 @@ pub enum StoreError {
     NotConnected,
 }
 
-/// The script's answer: allowed (0/1), remaining, reset and now in Unix µs.
+/// A bucket as it stands, read without counting anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests counted in the trailing window.
+    pub used: u32,
+    /// Requests that would still be admitted now.
+    pub remaining: u32,
+    /// Unix time in µs at which one more request will be admitted; now when the bucket is empty.
+    pub reset_micros: u64,
+    /// The store's clock at the read, in Unix µs.
+    pub now_micros: u64,
+}
+
+/// The check script's answer: allowed (0/1), remaining, reset and now in Unix µs.
 type Reply = (u8, u32, u64, u64);
+
+/// The read-only script's answer: used, remaining, reset and now in Unix µs.
+type PeekReply = (u32, u32, u64, u64);
 
 /// A backend that evaluates sliding-window quotas.
 pub trait QuotaStore: Send + Sync + 'static {
@@ -70,4 +86,19 @@ pub trait QuotaStore: Send + Sync + 'static {
         bucket: BucketRef<'_>,
         limit: Limit,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Reads `bucket` under `limit` without counting a request or changing anything.
+    fn peek(
+        &self,
+        bucket: BucketRef<'_>,
+        limit: Limit,
+    ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
+
+    /// Forgets every request counted in `bucket`; returns how many of them lay in the trailing
+    /// `limit.window`.
+    fn reset(
+        &self,
+        bucket: BucketRef<'_>,
+        limit: Limit,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }

@@ -3,7 +3,7 @@
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::cluster::{self, Cluster};
 use super::connections::Connections;
-use super::{BucketRef, Outcome, QuotaStore, Reply, StoreError};
+use super::{BucketRef, Outcome, PeekReply, QuotaStore, Reply, StoreError, Usage};
 use crate::limit::Limit;
 use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManagerConfig;
@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 const SCRIPT: &str = include_str!("sliding_window.lua");
+
+/// The read-only script of the admin API's `GetQuota`; loaded on first use, like the others after
+/// a `NOSCRIPT`.
+const PEEK_SCRIPT: &str = include_str!("peek.lua");
+
+/// The script of the admin API's `ResetQuota`.
+const RESET_SCRIPT: &str = include_str!("reset.lua");
 
 /// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in
 /// a row is a Redis that is down, not one slow answer; half a second between probes bounds both
@@ -92,6 +99,8 @@ impl std::fmt::Debug for TlsCa {
 pub struct RedisStore {
     backend: Backend,
     script: redis::Script,
+    peek_script: redis::Script,
+    reset_script: redis::Script,
     timeout: Duration,
     key_prefix: String,
 }
@@ -142,6 +151,8 @@ impl RedisStore {
         Ok(Self {
             backend,
             script,
+            peek_script: redis::Script::new(PEEK_SCRIPT),
+            reset_script: redis::Script::new(RESET_SCRIPT),
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
         })
@@ -175,13 +186,28 @@ impl RedisStore {
         )
     }
 
+    /// One script call, on the connection to the server or to the primary that owns `key`.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Standalone {
+                connections,
+                breaker,
+            } => self.call_standalone(connections, breaker, invocation).await,
+            Backend::Cluster(cluster) => cluster.call(key, invocation, self.timeout).await,
+        }
+    }
+
     /// One script call on a standalone server, through the breaker, on the next connection.
-    async fn call_standalone(
+    async fn call_standalone<T: redis::FromRedisValue>(
         &self,
         connections: &Connections,
         breaker: &Breaker,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<T, StoreError> {
         let Some(call) = breaker.admit(Instant::now()) else {
             return Err(StoreError::CircuitOpen);
         };
@@ -217,10 +243,10 @@ impl RedisStore {
 }
 
 /// `call`'s reply, or a timeout error once `timeout` has passed.
-pub(super) async fn within_timeout(
+pub(super) async fn within_timeout<T>(
     timeout: Duration,
-    call: impl std::future::Future<Output = redis::RedisResult<Reply>>,
-) -> Result<Reply, StoreError> {
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
     Ok(tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| StoreError::Timeout(timeout))??)
@@ -248,21 +274,36 @@ impl QuotaStore for RedisStore {
         invocation
             .arg(limit.requests.get())
             .arg(limit.window_micros());
-        let (allowed, remaining, reset_micros, now_micros) = match &self.backend {
-            Backend::Standalone {
-                connections,
-                breaker,
-            } => {
-                self.call_standalone(connections, breaker, &invocation)
-                    .await?
-            }
-            Backend::Cluster(cluster) => cluster.call(&key, &invocation, self.timeout).await?,
-        };
+        let (allowed, remaining, reset_micros, now_micros): Reply =
+            self.call(&key, &invocation).await?;
         Ok(Outcome {
             allowed: allowed == 1,
             remaining,
             reset_micros,
             now_micros,
         })
+    }
+
+    async fn peek(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Usage, StoreError> {
+        let key = self.key_name(bucket);
+        let mut invocation = self.peek_script.key(&key);
+        invocation
+            .arg(limit.requests.get())
+            .arg(limit.window_micros());
+        let (used, remaining, reset_micros, now_micros): PeekReply =
+            self.call(&key, &invocation).await?;
+        Ok(Usage {
+            used,
+            remaining,
+            reset_micros,
+            now_micros,
+        })
+    }
+
+    async fn reset(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<u32, StoreError> {
+        let key = self.key_name(bucket);
+        let mut invocation = self.reset_script.key(&key);
+        invocation.arg(limit.window_micros());
+        self.call(&key, &invocation).await
     }
 }

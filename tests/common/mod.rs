@@ -82,6 +82,7 @@ impl Backend {
                 Self::Redis(redis) => Some(redis.url()),
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
+            admin_listen: None,
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
@@ -101,6 +102,8 @@ impl Backend {
 /// tollgate serving on a real socket, in this process.
 pub struct Tollgate {
     pub addr: SocketAddr,
+    /// The admin API's listener.
+    pub admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -112,11 +115,17 @@ impl Tollgate {
 
     /// Starts on a given address (to restart on the port an Envoy points at).
     pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = tollgate::server::Listeners {
+            ext_authz: tokio::net::TcpListener::bind(addr).await.unwrap(),
+            // A port of its own whatever the configuration says, so that tests never meet on
+            // the default one.
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.ext_authz.local_addr().unwrap();
+        let admin_addr = listeners.admin.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            tollgate::server::run(config, listener, async {
+            tollgate::server::run(config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -124,6 +133,7 @@ impl Tollgate {
         });
         Self {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             task: Some(task),
         }

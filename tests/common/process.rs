@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 pub struct TollgateProcess {
     pub port: u16,
+    /// The admin API's port.
+    pub admin_port: u16,
     child: Child,
     /// The configuration file when this process wrote it: kept until the process is gone.
     _config: Option<tempfile::NamedTempFile>,
@@ -13,8 +15,8 @@ pub struct TollgateProcess {
 }
 
 impl TollgateProcess {
-    /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`,
-    /// and returns once it accepts connections.
+    /// Starts the binary with `yaml` as its configuration file, listening on 127.0.0.1:`port`
+    /// (the admin API on a free port of its own), and returns once it accepts connections.
     pub fn start(yaml: &str, port: u16) -> Self {
         let config = super::temp::yaml_file(yaml);
         let mut process = Self::start_file(config.path(), port);
@@ -25,10 +27,12 @@ impl TollgateProcess {
     /// Starts the binary with the configuration file at `config`, which the caller keeps.
     pub fn start_file(config: &std::path::Path, port: u16) -> Self {
         let log = tempfile::NamedTempFile::new().expect("create the log file");
+        let admin_port = super::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("--config")
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("open the log file"))
@@ -36,6 +40,7 @@ impl TollgateProcess {
             .expect("the tollgate binary runs");
         let mut process = Self {
             port,
+            admin_port,
             child,
             _config: None,
             log,

@@ -1,0 +1,181 @@
+//! `tollgate admin`: the admin API from the command line, for operators without `grpcurl`.
+
+use super::pb::admin_client::AdminClient;
+use super::pb::{self, GetQuotaRequest, ListRoutesRequest, ResetQuotaRequest};
+use crate::cli::{AdminArgs, AdminCall, QuotaTarget};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+/// Time allowed to connect and for each call: the admin API answers at once or not at all.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an admin command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The token file could not be read.
+    #[error("cannot read the token file {0}: {1}")]
+    TokenFile(String, #[source] std::io::Error),
+    /// The token is not something an HTTP header can carry.
+    #[error("the token in {0} is not printable ASCII")]
+    BadToken(String),
+    /// `--addr` is not an address.
+    #[error("{0:?} is not an address like 127.0.0.1:9192: {1}")]
+    Address(String, #[source] tonic::transport::Error),
+    /// No connection.
+    #[error("cannot connect to the admin API at {0}: {1}")]
+    Connect(String, #[source] tonic::transport::Error),
+    /// The server refused the call.
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Call(#[from] tonic::Status),
+}
+
+/// Runs one admin command, prints its answer and returns the exit code: 0, or 1 with the reason
+/// on standard error.
+pub async fn run(args: &AdminArgs) -> ExitCode {
+    match call(args).await {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes the call and renders its answer.
+pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ClientError::TokenFile(shown.clone(), e))?;
+            let value: MetadataValue<_> = format!("Bearer {}", text.trim())
+                .parse()
+                .map_err(|_| ClientError::BadToken(shown))?;
+            Some(value)
+        }
+    };
+    let uri = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let channel = Endpoint::from_shared(uri)
+        .map_err(|e| ClientError::Address(args.addr.clone(), e))?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect(args.addr.clone(), e))?;
+    let mut client =
+        AdminClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(token) = &token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", token.clone());
+            }
+            Ok(request)
+        });
+    match &args.call {
+        AdminCall::Quota(target) => {
+            let quota = client
+                .get_quota(GetQuotaRequest {
+                    api_key: target.key.clone(),
+                    method: target.method.clone(),
+                    path: target.path.clone(),
+                })
+                .await?
+                .into_inner();
+            Ok(render_quota(target, &quota))
+        }
+        AdminCall::Reset(target) => {
+            let reset = client
+                .reset_quota(ResetQuotaRequest {
+                    api_key: target.key.clone(),
+                    method: target.method.clone(),
+                    path: target.path.clone(),
+                })
+                .await?
+                .into_inner();
+            Ok(if reset.limited {
+                format!(
+                    "bucket:    {}\nreset:     {} counted request(s) forgotten\n",
+                    reset.bucket, reset.cleared
+                )
+            } else {
+                not_limited(target)
+            })
+        }
+        AdminCall::Routes => {
+            let routes = client.list_routes(ListRoutesRequest {}).await?.into_inner();
+            Ok(render_routes(&routes))
+        }
+    }
+}
+
+fn not_limited(target: &QuotaTarget) -> String {
+    format!(
+        "{} {}: not rate limited (outside the path prefix, or OPTIONS)\n",
+        target.method, target.path
+    )
+}
+
+fn render_quota(target: &QuotaTarget, quota: &pb::Quota) -> String {
+    if !quota.limited {
+        return not_limited(target);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let wait = quota.reset_unix_ms.saturating_sub(now) as f64 / 1000.0;
+    format!(
+        "bucket:    {}\nlimit:     {} requests / {}\nused:      {}\nremaining: {}\nreset:     {} (in {wait:.1} s)\n",
+        quota.bucket,
+        quota.limit,
+        window(quota.window_ms),
+        quota.used,
+        quota.remaining,
+        quota.reset_unix_ms,
+    )
+}
+
+/// The table as `check-config` prints it.
+fn render_routes(table: &pb::ListRoutesResponse) -> String {
+    let mut out = String::from("routes (most specific first):\n");
+    for route in &table.routes {
+        let limit = format!("{} requests / {}", route.limit, window(route.window_ms));
+        let _ = writeln!(out, "  {:<7}{:<40}{limit}", route.method, route.path);
+    }
+    if let Some(default) = &table.default_route {
+        let bucketing = match default.bucketing() {
+            pb::DefaultBucket::PerPath => "one bucket per key, method and path",
+            pb::DefaultBucket::Shared | pb::DefaultBucket::Unspecified => {
+                "one bucket per key for all undeclared routes"
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {:<7}{:<40}{} requests / {} ({bucketing})",
+            "*",
+            default.path,
+            default.limit,
+            window(default.window_ms)
+        );
+    }
+    out
+}
+
+/// A window as configuration spells it: `60s`, `500ms`.
+fn window(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

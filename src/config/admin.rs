@@ -1,0 +1,78 @@
+//! The `admin` section: where the admin API listens and the token it asks for.
+
+use super::yaml::{Problems, check_keys, string};
+use crate::admin::{AdminSettings, AdminToken};
+use serde_yaml::Value;
+use std::net::SocketAddr;
+
+const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
+
+/// Loopback: only processes of the same host (or pod) reach the admin API unless told otherwise.
+pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:9192";
+
+/// Parses the section; `listen` is the ext_authz address, which the admin API must not share.
+pub(super) fn parse_admin(
+    value: Option<&Value>,
+    listen: Option<SocketAddr>,
+    problems: &mut Problems,
+) -> Option<AdminSettings> {
+    let empty = serde_yaml::Mapping::new();
+    let map = match value {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Mapping(map)) => map,
+        Some(_) => {
+            problems.add(
+                "admin",
+                format!(
+                    "must be a mapping with keys from: {}",
+                    ADMIN_KEYS.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    check_keys(map, "admin", ADMIN_KEYS, problems);
+    let admin_listen = string(map, "listen", "admin", problems)
+        .unwrap_or(DEFAULT_LISTEN)
+        .parse::<SocketAddr>()
+        .map_err(|e| {
+            problems.add(
+                "admin.listen",
+                format!("not an address like {DEFAULT_LISTEN} ({e})"),
+            )
+        })
+        .ok();
+    // Mesh workloads reach the ext_authz port; on it they could reset their own quotas.
+    if let (Some(admin), Some(listen)) = (admin_listen, listen)
+        && admin.port() != 0
+        && admin.port() == listen.port()
+    {
+        problems.add(
+            "admin.listen",
+            format!(
+                "port {} is the ext_authz port (listen); the admin API needs its own",
+                admin.port()
+            ),
+        );
+    }
+    let token = match string(map, "token_file", "admin", problems) {
+        None => Some(None),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match AdminToken::new(path.into(), text.trim()) {
+                Ok(token) => Some(Some(token)),
+                Err(e) => {
+                    problems.add("admin.token_file", format!("{path}: {e}"));
+                    None
+                }
+            },
+            Err(e) => {
+                problems.add("admin.token_file", format!("cannot read {path}: {e}"));
+                None
+            }
+        },
+    };
+    Some(AdminSettings {
+        listen: admin_listen?,
+        token: token?,
+    })
+}
