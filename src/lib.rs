@@ -10,8 +10,11 @@
 //! - [`store`]: the quota store, one atomic sliding-window check per request, in Redis (with its
 //!   connections, circuit breakers and cluster routing) or in memory.
 //! - [`config`]: YAML parsed and validated into typed settings, every problem reported at once.
-//! - [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`) and the bounded shutdown
-//!   (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the command line.
+//! - [`telemetry`]: Prometheus metrics, counted on the check path into handles resolved once per
+//!   route table, and served on their own HTTP listener.
+//! - [`server`] wires the gRPC services (ext_authz and `grpc.health.v1`), the metrics listener and
+//!   the bounded shutdown (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the
+//!   command line.
 //! - Shared types: [`api_key`] (digests, never the raw key), [`limit`], [`clock`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,3 +28,4 @@ pub mod limit;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;

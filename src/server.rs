@@ -1,17 +1,18 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
-//! listener, and the bounded shutdown: drain, grace, then close.
+//! listener, the metrics on another, and the bounded shutdown: drain, grace, then close.
 
 use crate::check::authz::RateLimiter;
-use crate::check::deny_cache::DenyCache;
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::Config;
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
+use crate::telemetry::http::{self, METRICS_PATH};
+use crate::telemetry::metrics::Metrics;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -19,9 +20,6 @@ use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
-
-/// How often the over-limit cache reports its hits.
-const DENY_CACHE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +30,20 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The metrics listener could not be bound.
+    #[error("cannot bind the metrics listener on {addr}: {source}")]
+    MetricsBind {
+        /// `metrics.listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
 }
 
-/// Serves ext_authz and health on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// keeps answering for the drain period, stops accepting, gives the calls still in flight up to
-/// the shutdown grace to finish, and then closes every connection that remains.
+/// Serves ext_authz and health on `listener`, and the metrics on `metrics.listen` (bound here),
+/// until `shutdown` resolves, then reports NOT_SERVING, keeps answering for the drain period,
+/// stops accepting, gives the calls still in flight up to the shutdown grace to finish, and then
+/// closes every connection that remains. The metrics are served until the end, drain included.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -71,6 +78,29 @@ async fn serve<S: QuotaStore>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let limiter = Arc::new(RateLimiter::new(config, store, &metrics));
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsBind { addr, source })?,
+        ),
+    };
+    // Aborting the task closes the listener and every metrics connection with it.
+    let metrics_task = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, path = METRICS_PATH, "serving Prometheus metrics");
+        }
+        let limiter = limiter.clone();
+        tokio::spawn(http::serve(
+            listener,
+            metrics,
+            Arc::new(move || limiter.sample()),
+        ))
+    });
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -107,8 +137,6 @@ async fn serve<S: QuotaStore>(
     };
     let (close, closing) = watch::channel(false);
 
-    let limiter = RateLimiter::new(config, store);
-    let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
@@ -129,27 +157,12 @@ async fn serve<S: QuotaStore>(
             served.await
         }
     };
-    report.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     served?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Logs, once a minute when it did anything, how many checks the over-limit cache answered.
-async fn report_deny_cache(cache: Arc<DenyCache>) {
-    let mut interval = tokio::time::interval(DENY_CACHE_REPORT_INTERVAL);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let hits = cache.take_hits();
-        if hits > 0 {
-            tracing::info!(
-                answered_from_memory = hits,
-                buckets = cache.len(),
-                "over-limit cache: 429s answered without asking the store in the last minute"
-            );
-        }
-    }
 }
 
 /// An accepted connection. It does not offer vectored writes, so that h2 copies every frame of

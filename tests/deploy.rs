@@ -325,6 +325,7 @@ fn k8s_config(text: &str) -> Config {
     let overrides = Overrides {
         listen: None,
         redis_url: Some("redis://tollgate-redis:6379".into()),
+        metrics_listen: None,
     };
     Config::from_yaml(text, "k8s/base/tollgate.yaml", &overrides)
         .expect("the shipped configuration is valid")

@@ -16,6 +16,7 @@ fn config_for(url: &str) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
     let yaml = format!("redis: {{ url: \"{url}\", timeout: 1s }}\n{ROUTES}");
     Config::from_yaml(&yaml, "test", &overrides).expect("test configuration")
@@ -167,6 +168,7 @@ fn serving_log(url: &str) -> String {
         .arg("--config")
         .arg(&file.0)
         .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

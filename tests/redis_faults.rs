@@ -34,6 +34,7 @@ fn config_for(url: &str, timeout: Duration) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
     let yaml = format!(
         "redis: {{ url: \"{url}\", timeout: {}ms }}\n{ROUTES}",

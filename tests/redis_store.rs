@@ -361,6 +361,7 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
     let overrides = tollgate::config::Overrides {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
 
     let trusted = format!(

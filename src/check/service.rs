@@ -40,9 +40,9 @@ pub struct AuthorizationService<S> {
 
 impl<S> AuthorizationService<S> {
     /// Serves `limiter`, refusing request messages over `max_request_bytes`.
-    pub fn new(limiter: RateLimiter<S>, max_request_bytes: usize) -> Self {
+    pub fn new(limiter: Arc<RateLimiter<S>>, max_request_bytes: usize) -> Self {
         Self {
-            limiter: Arc::new(limiter),
+            limiter,
             max_request_bytes,
         }
     }

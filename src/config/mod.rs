@@ -1,6 +1,7 @@
 //! Configuration: a YAML file (or the built-in contract table) parsed into typed values, with every
 //! problem reported at once before anything binds a port.
 
+mod metrics;
 mod parse;
 mod redis;
 mod yaml;
@@ -52,6 +53,8 @@ pub struct Config {
     /// Buckets the in-memory store may hold; checks of new buckets beyond it fail like a store
     /// failure.
     pub memory_store_entries: usize,
+    /// Address of the Prometheus metrics listener (`/metrics`); `None` when metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Values given on the command line or in the environment, which win over the file.
@@ -61,6 +64,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--redis-url` / `TOLLGATE_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// `--metrics-listen` / `TOLLGATE_METRICS_LISTEN`: overrides `metrics.listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Every problem found in a configuration.
@@ -184,6 +189,10 @@ impl fmt::Display for Config {
             writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;
         }
         writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
+        match self.metrics_listen {
+            Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
+            None => writeln!(f, "metrics:         off")?,
+        }
         let prefix = self.path_prefix.trim_end_matches('/');
         writeln!(f, "routes (most specific first):")?;
         for route in self.routes.routes() {

@@ -265,4 +265,11 @@ impl QuotaStore for RedisStore {
             now_micros,
         })
     }
+
+    fn breakers_open(&self) -> usize {
+        match &self.backend {
+            Backend::Standalone { breaker, .. } => usize::from(breaker.is_open()),
+            Backend::Cluster(cluster) => cluster.breakers_open(),
+        }
+    }
 }

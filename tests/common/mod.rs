@@ -72,6 +72,8 @@ impl Backend {
                 Self::Redis(redis) => Some(redis.url()),
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
+            // Tests run side by side: never the default 0.0.0.0:9090.
+            metrics_listen: Some("127.0.0.1:0".into()),
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
