@@ -159,6 +159,9 @@ async fn serve<S: QuotaStore>(
     };
     if let Some(task) = metrics_task {
         task.abort();
+        // Once the aborted task is joined its listener and connections are closed: the port is
+        // free when `run` returns.
+        let _ = task.await;
     }
     served?;
     tracing::info!("stopped");
