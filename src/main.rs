@@ -77,6 +77,7 @@ async fn run(args: Args) -> ExitCode {
     };
     tracing::info!(
         listen = %config.listen,
+        metrics_listen = ?config.metrics_listen,
         store = %config.store_description(),
         routes = config.routes.routes().len(),
         path_prefix = %config.path_prefix,
