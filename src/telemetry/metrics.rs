@@ -330,6 +330,13 @@ mod tests {
     }
 
     #[test]
+    fn results_index_their_own_cell() {
+        for (i, result) in CheckResult::ALL.into_iter().enumerate() {
+            assert_eq!(result.index(), i, "{result:?}");
+        }
+    }
+
+    #[test]
     fn config_reloads_are_counted_by_result() {
         let metrics = Metrics::new();
         let text = metrics.encode(Sample::default());
