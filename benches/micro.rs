@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the check path's own work, without network or Redis: decoding the
 //! `CheckRequest` (envoy-types' whole message against tollgate's walk over it), path normalisation,
 //! route matching, key hashing, response rendering, and a whole decision against the in-memory
-//! store. `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
+//! store; and the metrics crates compared on what tollgate records per check (one labelled counter
+//! increment and one histogram observation), alone and from two threads at once.
+//! `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
 
 #[path = "../tests/common/check_request.rs"]
 mod check_request;
@@ -22,6 +24,7 @@ use tollgate::check::response::render;
 use tollgate::check::verdict::{Quota, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::store::MemoryStore;
+use tollgate::telemetry::metrics::Metrics;
 
 /// Runs `op` in rounds of `iterations` and prints the median time per call.
 fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {
@@ -103,8 +106,208 @@ fn main() {
     bench("render a 429 response", 1_000_000, |_| {
         black_box(render(black_box(&Verdict::RateLimited(quota)), "x-api-key"));
     });
-    let limiter = RateLimiter::new(&config, MemoryStore::new(config.memory_store_entries));
+    let limiter = RateLimiter::new(
+        &config,
+        MemoryStore::new(config.memory_store_entries),
+        std::sync::Arc::new(Metrics::new()),
+    );
     bench("decide a check (memory store)", 200_000, |i| {
         black_box(ready(limiter.decide(&requests[(i % 1024) as usize])));
     });
+    metrics_crates::compare();
+}
+
+/// The candidates for tollgate's metrics, each used as tollgate uses its choice: label sets
+/// resolved once into handles, so a check increments one counter and observes one histogram.
+mod metrics_crates {
+    use super::bench;
+    use std::hint::black_box;
+    use std::sync::Arc;
+
+    /// Check latency buckets, in seconds, as tollgate's.
+    const BUCKETS: [f64; 13] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ];
+    /// Observed values cycle through these, so every bucket search does some work.
+    const SAMPLES: [f64; 4] = [0.00004, 0.0003, 0.0021, 0.04];
+
+    /// What one check records, for `bench` and for the two-thread rows.
+    trait PerCheck: Send + Sync + 'static {
+        fn record(&self, i: u32);
+    }
+
+    struct PrometheusClient {
+        counter: prometheus_client::metrics::counter::Counter,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    }
+
+    impl PerCheck for PrometheusClient {
+        fn record(&self, i: u32) {
+            black_box(self.counter.inc());
+            self.histogram.observe(SAMPLES[(i % 4) as usize]);
+        }
+    }
+
+    /// prometheus-client without resolving the label set first: a map lookup per check.
+    struct PrometheusClientLookup {
+        family: prometheus_client::metrics::family::Family<
+            Vec<(String, String)>,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        labels: Vec<(String, String)>,
+    }
+
+    struct Tikv {
+        counter: prometheus::IntCounter,
+        histogram: prometheus::Histogram,
+    }
+
+    impl PerCheck for Tikv {
+        fn record(&self, i: u32) {
+            self.counter.inc();
+            self.histogram.observe(SAMPLES[(i % 4) as usize]);
+        }
+    }
+
+    struct MetricsRs {
+        counter: metrics::Counter,
+        histogram: metrics::Histogram,
+    }
+
+    impl PerCheck for MetricsRs {
+        fn record(&self, i: u32) {
+            self.counter.increment(1);
+            self.histogram.record(SAMPLES[(i % 4) as usize]);
+        }
+    }
+
+    fn labels() -> Vec<(String, String)> {
+        vec![
+            ("result".to_owned(), "allowed".to_owned()),
+            ("route".to_owned(), "GET /campaigns/:id".to_owned()),
+        ]
+    }
+
+    fn prometheus_client() -> PrometheusClient {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::histogram::Histogram;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("tollgate_checks", "checks", family.clone());
+        let histogram = Histogram::new(BUCKETS);
+        registry.register(
+            "tollgate_check_duration_seconds",
+            "latency",
+            histogram.clone(),
+        );
+        PrometheusClient {
+            counter: family.get_or_create(&labels()).clone(),
+            histogram,
+        }
+    }
+
+    fn tikv() -> Tikv {
+        let counters = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("tollgate_checks_total", "checks"),
+            &["result", "route"],
+        )
+        .unwrap();
+        let histogram = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("tollgate_check_duration_seconds", "latency")
+                .buckets(BUCKETS.to_vec()),
+        )
+        .unwrap();
+        let registry = prometheus::Registry::new();
+        registry.register(Box::new(counters.clone())).unwrap();
+        registry.register(Box::new(histogram.clone())).unwrap();
+        Tikv {
+            counter: counters.with_label_values(&["allowed", "GET /campaigns/:id"]),
+            histogram,
+        }
+    }
+
+    fn metrics_rs() -> MetricsRs {
+        use metrics::{Key, Label, Level, Metadata, Recorder};
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let metadata = Metadata::new("tollgate", Level::INFO, None);
+        let key = Key::from_parts(
+            "tollgate_checks_total",
+            vec![
+                Label::new("result", "allowed"),
+                Label::new("route", "GET /campaigns/:id"),
+            ],
+        );
+        let counter = recorder.register_counter(&key, &metadata);
+        let histogram = recorder.register_histogram(
+            &Key::from_name("tollgate_check_duration_seconds"),
+            &metadata,
+        );
+        // The handles keep the recorder's storage alive; nothing scrapes it here.
+        std::mem::forget(recorder);
+        MetricsRs { counter, histogram }
+    }
+
+    /// ns per check on each of two threads recording into the same series at once (the check
+    /// path runs on both of tollgate's runtime workers).
+    fn two_threads(name: &str, recorder: Arc<dyn PerCheck>) {
+        const ITERATIONS: u32 = 1_000_000;
+        let mut rounds: Vec<f64> = (0..7)
+            .map(|_| {
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let recorder = recorder.clone();
+                        std::thread::spawn(move || {
+                            let start = std::time::Instant::now();
+                            for i in 0..ITERATIONS {
+                                recorder.record(black_box(i));
+                            }
+                            start.elapsed().as_nanos() as f64 / f64::from(ITERATIONS)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).sum::<f64>() / 2.0
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        println!("| {name} | {:.0} |", rounds[3]);
+    }
+
+    pub fn compare() {
+        let candidates: [(&str, Arc<dyn PerCheck>); 3] = [
+            ("prometheus-client 0.26", Arc::new(prometheus_client())),
+            ("prometheus (tikv) 0.14", Arc::new(tikv())),
+            (
+                "metrics 0.24 + metrics-exporter-prometheus 0.18",
+                Arc::new(metrics_rs()),
+            ),
+        ];
+        for (name, recorder) in &candidates {
+            bench(
+                &format!("{name}: counter increment + histogram observation"),
+                2_000_000,
+                |i| recorder.record(black_box(i)),
+            );
+        }
+        for (name, recorder) in candidates {
+            two_threads(
+                &format!("{name}: the same, two threads on one series"),
+                recorder,
+            );
+        }
+        let lookup = PrometheusClientLookup {
+            family: Default::default(),
+            labels: labels(),
+        };
+        bench(
+            "prometheus-client 0.26: counter increment with a label lookup each time",
+            2_000_000,
+            |_| {
+                black_box(lookup.family.get_or_create(black_box(&lookup.labels)).inc());
+            },
+        );
+    }
 }

@@ -26,6 +26,9 @@ pub struct Args {
         hide_env_values = true
     )]
     pub redis_url: Option<String>,
+    /// Metrics listen address, overriding the file's `metrics.listen`.
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Log line format; the level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -99,6 +102,7 @@ impl Args {
             listen: self.listen.clone(),
             redis_url: self.redis_url.clone(),
             admin_listen: self.admin_listen.clone(),
+            metrics_listen: self.metrics_listen.clone(),
         }
     }
 }

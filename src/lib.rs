@@ -10,10 +10,13 @@
 //! - [`store`]: the quota store, one atomic sliding-window check per request, in Redis (with its
 //!   connections, circuit breakers and cluster routing) or in memory.
 //! - [`config`]: YAML parsed and validated into typed settings, every problem reported at once.
-//! - [`server`] binds the listeners and wires the gRPC services (ext_authz and `grpc.health.v1`,
-//!   the admin API on its own listener) and the bounded shutdown (drain, grace, close); [`shutdown`] waits for signals; [`cli`] holds the command line.
+//! - [`telemetry`]: Prometheus metrics, counted on the check path into handles resolved once per
+//!   route table, and served on their own HTTP listener.
 //! - [`admin`]: tollgate's own gRPC API on its own listener (`proto/`, compiled by `build.rs`):
 //!   read and reset a key's quota, list the routes; `tollgate admin` is its client.
+//! - [`server`] binds the listeners and wires the gRPC services (ext_authz and `grpc.health.v1`,
+//!   the admin API, the metrics endpoint) and the bounded shutdown (drain, grace, close);
+//!   [`shutdown`] waits for signals; [`cli`] holds the command line.
 //! - Shared types: [`api_key`] (digests, never the raw key), [`limit`], [`clock`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,3 +31,4 @@ pub mod limit;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;

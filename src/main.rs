@@ -82,6 +82,7 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin.listen,
+        metrics_listen = ?config.metrics_listen,
         store = %config.store_description(),
         routes = config.routes.routes().len(),
         path_prefix = %config.path_prefix,

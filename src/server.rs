@@ -1,19 +1,21 @@
 //! Wiring: the store chosen by the configuration, the ext_authz and health services on one
-//! listener and the admin API on another, and the bounded shutdown: drain, grace, then close.
+//! listener, the admin API and the metrics on listeners of their own, and the bounded shutdown:
+//! drain, grace, then close.
 
 use crate::admin;
 use crate::check::authz::RateLimiter;
-use crate::check::deny_cache::DenyCache;
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
-use crate::config::{Config, reload};
+use crate::config::Config;
+use crate::config::reload::{self, Reload};
 use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
+use crate::telemetry::http::{self, METRICS_PATH};
+use crate::telemetry::metrics::Metrics;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -21,9 +23,6 @@ use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
-
-/// How often the over-limit cache reports its hits.
-const DENY_CACHE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +34,10 @@ pub enum ServerError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// A listener's address could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind the {listener} listener on {addr}: {source}")]
     Bind {
+        /// Which one: `ext_authz`, `admin` or `metrics`.
+        listener: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -54,27 +55,38 @@ pub struct Listeners {
     pub ext_authz: TcpListener,
     /// The admin API (`admin.listen`).
     pub admin: TcpListener,
+    /// Prometheus metrics (`metrics.listen`), unless they are off.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `listen` and `admin.listen`; the error names the address that could not be bound.
+    /// Binds `listen`, `admin.listen` and `metrics.listen`; the error names the address that
+    /// could not be bound.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let bind = |addr: SocketAddr| async move {
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, source })
+                .map_err(|source| ServerError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
         };
         Ok(Self {
-            ext_authz: bind(config.listen).await?,
-            admin: bind(config.admin.listen).await?,
+            ext_authz: bind("ext_authz", config.listen).await?,
+            admin: bind("admin", config.admin.listen).await?,
+            metrics: match config.metrics_listen {
+                None => None,
+                Some(addr) => Some(bind("metrics", addr).await?),
+            },
         })
     }
 }
 
-/// Serves ext_authz and health, and the admin API on its own listener, until `shutdown`
-/// resolves; then reports NOT_SERVING, keeps answering for the drain period, stops accepting on
+/// Serves ext_authz and health, the admin API and the metrics on their own listeners, until
+/// `shutdown` resolves; then reports NOT_SERVING, keeps answering for the drain period, stops accepting on
 /// both, gives the calls still in flight up to the shutdown grace to finish, and then closes every
-/// connection that remains.
+/// connection that remains. The metrics are served until the end, drain included.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -109,6 +121,21 @@ async fn serve<S: QuotaStore>(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
+    // Aborting the task closes the listener and every metrics connection with it.
+    let metrics_task = listeners.metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, path = METRICS_PATH, "serving Prometheus metrics");
+        }
+        let limiter = limiter.clone();
+        tokio::spawn(http::serve(
+            listener,
+            metrics,
+            Arc::new(move || limiter.sample()),
+        ))
+    });
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -148,13 +175,16 @@ async fn serve<S: QuotaStore>(
     };
     let (close, closing) = watch::channel(false);
 
-    let limiter = Arc::new(RateLimiter::new(config, store));
-    let report = tokio::spawn(report_deny_cache(limiter.deny_cache()));
     // With a configuration file, changes to it apply without a restart.
     let reload = config.source.clone().map(|source| {
         let limiter = limiter.clone();
-        tokio::spawn(reload::watch(source, config.clone(), move |new| {
-            limiter.apply(new)
+        tokio::spawn(reload::watch(source, config.clone(), move |reload| {
+            if let Reload::Applied(new) = &reload {
+                limiter.apply(new);
+            }
+            limiter
+                .metrics()
+                .config_reloaded(matches!(reload, Reload::Applied(_)));
         }))
     });
     let admin_stopped = {
@@ -192,13 +222,18 @@ async fn serve<S: QuotaStore>(
             served.await
         }
     };
-    report.abort();
     if let Some(reload) = reload {
         reload.abort();
     }
     // Admin calls had as long to finish as checks; a connection a client keeps open is closed.
     let _ = close.send(true);
     let admin = admin.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+        // Once the aborted task is joined its listener and connections are closed: the port is
+        // free when `run` returns.
+        let _ = task.await;
+    }
     served?;
     match admin {
         Ok(result) => result.map_err(ServerError::Admin)?,
@@ -206,23 +241,6 @@ async fn serve<S: QuotaStore>(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Logs, once a minute when it did anything, how many checks the over-limit cache answered.
-async fn report_deny_cache(cache: Arc<DenyCache>) {
-    let mut interval = tokio::time::interval(DENY_CACHE_REPORT_INTERVAL);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let hits = cache.take_hits();
-        if hits > 0 {
-            tracing::info!(
-                answered_from_memory = hits,
-                buckets = cache.len(),
-                "over-limit cache: 429s answered without asking the store in the last minute"
-            );
-        }
-    }
 }
 
 /// An accepted connection. It does not offer vectored writes, so that h2 copies every frame of

@@ -15,6 +15,7 @@ use tollgate::check::request::{ApiKey, HttpCheck};
 use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::store::MemoryStore;
+use tollgate::telemetry::metrics::Metrics;
 
 struct Counting;
 
@@ -70,7 +71,11 @@ fn reading_a_check_request_allocates_nothing() {
 #[test]
 fn a_decision_costs_the_same_whatever_the_header_count() {
     let config = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
-    let limiter = RateLimiter::new(&config, MemoryStore::new(1000));
+    let limiter = RateLimiter::new(
+        &config,
+        MemoryStore::new(1000),
+        std::sync::Arc::new(Metrics::new()),
+    );
     let small = flood(0);
     // The first decision creates the bucket; the ones after it are the steady state.
     assert!(matches!(ready(limiter.decide(&small)), Verdict::Allowed(_)));

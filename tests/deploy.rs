@@ -96,10 +96,20 @@ fn every_overlay_renders_and_validates_strictly() {
         let (text, docs) = render(&overlay);
         let file = temp::yaml_file(&text);
         let report = validate(file.path());
+        // kubernetes-validate knows Kubernetes' own kinds only: a prometheus-operator PodMonitor
+        // (a CRD) is reported as without a schema, and checked by check_pod_monitor instead.
+        let custom = docs.iter().filter(|d| d["kind"] == "PodMonitor").count();
         assert_eq!(
             report.matches("passed for resource").count(),
-            docs.len(),
+            docs.len() - custom,
             "{overlay}:\n{report}"
+        );
+        assert_eq!(
+            report.matches("Couldn't find schema for kind").count(),
+            report
+                .matches("Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1")
+                .count(),
+            "{overlay}: only the PodMonitor goes unvalidated:\n{report}"
         );
         check_tollgate_objects(&overlay, &docs);
     }
@@ -239,6 +249,8 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
         "hash-suffixed name wired"
     );
 
+    check_metrics_exposed(overlay, docs, &config);
+
     let service = find(docs, "Service", "tollgate");
     let port = &service["spec"]["ports"][0];
     assert_eq!(
@@ -268,12 +280,86 @@ fn check_tollgate_objects(overlay: &str, docs: &[Value]) {
     }
     let policy = find(docs, "NetworkPolicy", "tollgate");
     let ingress = policy["spec"]["ingress"].as_sequence().unwrap();
-    assert!(ingress.iter().all(|rule| rule["ports"]
-        == serde_yaml::from_str::<Value>("[{port: 9191, protocol: TCP}]").unwrap()));
+    let metrics_port = config.metrics_listen.expect("metrics on").port();
+    // One rule per port: gRPC from the mesh, metrics from the monitoring namespace; nothing else.
+    let ports: Vec<Value> = ingress.iter().map(|rule| rule["ports"].clone()).collect();
+    assert_eq!(
+        ports,
+        [9191, metrics_port]
+            .map(|port| serde_yaml::from_str::<Value>(&format!(
+                "[{{port: {port}, protocol: TCP}}]"
+            ))
+            .unwrap())
+            .to_vec(),
+        "{overlay}"
+    );
+    assert!(
+        ingress.iter().all(|rule| rule["from"].is_sequence()),
+        "{overlay}: every rule names its sources"
+    );
     assert_eq!(
         policy["spec"]["policyTypes"],
         serde_yaml::from_str::<Value>("[Ingress, Egress]").unwrap()
     );
+}
+
+/// The metrics port of the configuration the pods load is a container port, a Service port and
+/// the `prometheus.io/*` annotations; a PodMonitor, where an overlay adds one, scrapes it.
+fn check_metrics_exposed(overlay: &str, docs: &[Value], config: &Config) {
+    let port = u64::from(config.metrics_listen.expect("metrics on in k8s").port());
+    let template = &find(docs, "Deployment", "tollgate")["spec"]["template"];
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{overlay}");
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(port.to_string().as_str()),
+        "{overlay}: the annotation names metrics.listen's port"
+    );
+    assert_eq!(annotations["prometheus.io/path"], "/metrics", "{overlay}");
+    let container_port = template["spec"]["containers"][0]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .unwrap_or_else(|| panic!("{overlay}: no container port named metrics"));
+    assert_eq!(
+        container_port["containerPort"].as_u64(),
+        Some(port),
+        "{overlay}"
+    );
+
+    let service = find(docs, "Service", "tollgate");
+    let service_port = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .unwrap_or_else(|| panic!("{overlay}: no Service port named metrics"));
+    assert_eq!(
+        (
+            service_port["port"].as_u64(),
+            service_port["targetPort"].as_str()
+        ),
+        (Some(port), Some("metrics")),
+        "{overlay}"
+    );
+
+    for monitor in docs.iter().filter(|d| d["kind"] == "PodMonitor") {
+        let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(
+            (endpoint["port"].as_str(), endpoint["path"].as_str()),
+            (Some("metrics"), Some("/metrics")),
+            "{overlay}"
+        );
+        let labels = template["metadata"]["labels"].as_mapping().unwrap();
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .unwrap();
+        assert!(
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            "{overlay}: the PodMonitor selects tollgate's pods"
+        );
+    }
 }
 
 /// A stopped pod finishes its drain and grace before Kubernetes kills it, the readiness probe
@@ -324,6 +410,7 @@ fn k8s_config(text: &str) -> Config {
         listen: None,
         redis_url: Some("redis://tollgate-redis:6379".into()),
         admin_listen: None,
+        metrics_listen: None,
     };
     Config::from_yaml(text, "k8s/base/tollgate.yaml", &overrides)
         .expect("the shipped configuration is valid")

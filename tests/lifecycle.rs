@@ -64,8 +64,12 @@ async fn health_is_serving_then_not_serving_while_draining() {
         .expect("stops cleanly");
 }
 
+/// The binary, with its metrics on a port of its own (tests run side by side: never the default
+/// 0.0.0.0:9090).
 fn tollgate_binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.env("TOLLGATE_METRICS_LISTEN", "127.0.0.1:0");
+    command
 }
 
 #[test]

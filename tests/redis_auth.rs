@@ -17,6 +17,7 @@ fn config_for(url: &str) -> Config {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
         admin_listen: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
     let yaml = format!("redis: {{ url: \"{url}\", timeout: 1s }}\n{ROUTES}");
     Config::from_yaml(&yaml, "test", &overrides).expect("test configuration")
@@ -151,6 +152,7 @@ fn serving_log(url: &str) -> String {
         .arg("--config")
         .arg(file.path())
         .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -35,6 +35,7 @@ fn config_for(url: &str, timeout: Duration) -> Config {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
         admin_listen: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
     let yaml = format!(
         "redis: {{ url: \"{url}\", timeout: {}ms }}\n{ROUTES}",

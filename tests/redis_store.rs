@@ -348,6 +348,7 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
         listen: Some("127.0.0.1:0".into()),
         redis_url: None,
         admin_listen: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
     };
 
     let trusted = format!(

@@ -39,6 +39,8 @@ impl TollgateProcess {
             .arg("--config")
             .arg(config.path())
             .env("RUST_LOG", "warn")
+            // Metrics on, as deployed, on a port no other run holds (an older build ignores it).
+            .env("TOLLGATE_METRICS_LISTEN", "127.0.0.1:0")
             .spawn()
             .expect("the tollgate binary");
         match wait_listening(&mut child, port, Duration::from_secs(10)) {

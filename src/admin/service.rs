@@ -55,7 +55,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let policy = self.limiter.policy();
         let (key, bucket) =
             Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
-        let Some(Bucket { name, limit }) = bucket else {
+        let Some(Bucket { name, limit, .. }) = bucket else {
             return Ok(Response::new(Quota::default()));
         };
         let bucket = BucketRef {
@@ -87,7 +87,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let policy = self.limiter.policy();
         let (key, bucket) =
             Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
-        let Some(Bucket { name, limit }) = bucket else {
+        let Some(Bucket { name, limit, .. }) = bucket else {
             return Ok(Response::new(ResetQuotaResponse::default()));
         };
         let bucket = BucketRef {

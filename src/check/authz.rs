@@ -5,10 +5,12 @@ use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
 use crate::check::request::{ApiKey, HttpCheck, RequestError};
 use crate::check::response::render;
-use crate::check::routes::{Bucket, RouteTable};
+use crate::check::routes::{Bucket, RouteRef, RouteTable};
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
+use crate::limit::Limit;
 use crate::store::{BucketRef, QuotaStore, StoreError};
+use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::sync::Arc;
@@ -18,21 +20,23 @@ use std::time::{Duration, Instant};
 /// At most one store-failure warning per this interval; the others are counted.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The settings a check is decided by, which a configuration reload may replace.
-#[derive(Debug)]
+/// The settings a check is decided by, which a configuration reload may replace, with the
+/// metric handles of its route table.
 pub struct Policy {
     routes: RouteTable,
     api_key_header: String,
     failure_mode: FailureMode,
+    metrics: CheckMetrics,
 }
 
 impl Policy {
-    /// The live part of `config`.
-    pub fn of(config: &Config) -> Self {
+    /// The live part of `config`, counting into `metrics`.
+    pub fn of(config: &Config, metrics: &Metrics) -> Self {
         Self {
             routes: config.routes.clone(),
             api_key_header: config.api_key_header.clone(),
             failure_mode: config.failure_mode,
+            metrics: metrics.for_routes(&config.routes),
         }
     }
 }
@@ -44,16 +48,18 @@ pub struct RateLimiter<S> {
     store: S,
     deny_cache: Arc<DenyCache>,
     failures: FailureLog,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: QuotaStore> RateLimiter<S> {
-    /// A limiter for `config` over `store`.
-    pub fn new(config: &Config, store: S) -> Self {
+    /// A limiter for `config` over `store`, counting into `metrics`.
+    pub fn new(config: &Config, store: S, metrics: Arc<Metrics>) -> Self {
         Self {
-            policy: ArcSwap::from_pointee(Policy::of(config)),
+            policy: ArcSwap::from_pointee(Policy::of(config, &metrics)),
             store,
             deny_cache: Arc::new(DenyCache::new(config.deny_cache_entries)),
             failures: FailureLog::new(),
+            metrics,
         }
     }
 
@@ -61,62 +67,101 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// finish with the one they started with. Over-limit cache entries of buckets whose limit
     /// changed (or that no longer exist) are dropped.
     pub fn apply(&self, config: &Config) {
-        let policy = Arc::new(Policy::of(config));
+        let policy = Arc::new(Policy::of(config, &self.metrics));
         self.policy.store(policy.clone());
         self.deny_cache
             .retain(|name, limit| policy.routes.limit_of(name) == Some(limit));
     }
 
-    /// The over-limit cache, for the server's periodic report.
+    /// The metrics this limiter counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The over-limit cache (the admin API drops a reset bucket's entry).
     pub fn deny_cache(&self) -> Arc<DenyCache> {
         self.deny_cache.clone()
     }
 
+    /// The gauges a metrics scrape reads: the over-limit cache's size and the open breakers.
+    pub fn sample(&self) -> Sample {
+        Sample {
+            deny_cache_entries: self.deny_cache.len(),
+            breakers_open: self.store.breakers_open(),
+        }
+    }
+
     /// Answers one check message, or a call whose message could not be read (400).
     pub async fn respond(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+        let started = Instant::now();
         let policy = self.policy.load_full();
         let verdict = match message {
             Ok(message) => self.decide_with(&policy, message).await,
-            Err(&e) => Verdict::BadRequest(e),
+            Err(&e) => {
+                policy.metrics.count(None, CheckResult::BadRequest);
+                Verdict::BadRequest(e)
+            }
         };
         if let Verdict::BadRequest(e) = verdict {
             tracing::debug!(error = %e, "unusable check request");
         }
-        render(&verdict, &policy.api_key_header)
+        let response = render(&verdict, &policy.api_key_header);
+        policy.metrics.check_took(started.elapsed());
+        response
     }
 
-    /// Decides one encoded `CheckRequest`. Never fails: every problem becomes a verdict.
+    /// Decides one encoded `CheckRequest` and counts it in the metrics. Never fails: every
+    /// problem becomes a verdict.
     pub async fn decide(&self, message: &[u8]) -> Verdict {
         self.decide_with(&self.policy.load_full(), message).await
     }
 
     async fn decide_with(&self, policy: &Policy, message: &[u8]) -> Verdict {
+        let (verdict, route) = self.judge(policy, message).await;
+        policy.metrics.count(route, CheckResult::of(&verdict));
+        verdict
+    }
+
+    /// The verdict, and the route that applied (`None` before one is found, or outside them).
+    async fn judge(&self, policy: &Policy, message: &[u8]) -> (Verdict, Option<RouteRef>) {
         let check = match HttpCheck::parse(message, &policy.api_key_header) {
             Ok(check) => check,
-            Err(e) => return Verdict::BadRequest(e),
+            Err(e) => return (Verdict::BadRequest(e), None),
         };
-        let Some(Bucket { name, limit }) = (match policy.bucket(check.method, check.path) {
+        let Some(Bucket { name, limit, route }) = (match policy.bucket(check.method, check.path) {
             Ok(bucket) => bucket,
-            Err(e) => return Verdict::BadRequest(e),
+            Err(e) => return (Verdict::BadRequest(e), None),
         }) else {
-            return Verdict::Unlimited;
+            return (Verdict::Unlimited, None);
         };
         let api_key = match check.api_key {
             ApiKey::One(key) => key,
-            ApiKey::Missing => return Verdict::MissingKey,
-            ApiKey::Several => return Verdict::AmbiguousKey,
+            ApiKey::Missing => return (Verdict::MissingKey, Some(route)),
+            ApiKey::Several => return (Verdict::AmbiguousKey, Some(route)),
         };
-        let key = KeyDigest::of(api_key);
-        let bucket = BucketRef {
-            key: &key,
-            name: &name,
-        };
+        (
+            self.count(policy, &KeyDigest::of(api_key), &name, limit)
+                .await,
+            Some(route),
+        )
+    }
+
+    /// Asks the over-limit cache, then the store, whether `name` of `key` admits one more
+    /// request.
+    async fn count(&self, policy: &Policy, key: &KeyDigest, name: &str, limit: Limit) -> Verdict {
+        let bucket = BucketRef { key, name };
         let asked_at = Instant::now();
         let cached = self.deny_cache.lookup(bucket, limit, asked_at);
         if let Lookup::Deny(quota) = cached {
+            policy.metrics.deny_cache_hit();
             return Verdict::RateLimited(quota);
         }
-        match self.store.check(bucket, limit).await {
+        let result = self.store.check(bucket, limit).await;
+        // Timed from before the cache lookup (well under a microsecond): one clock read less.
+        policy
+            .metrics
+            .store_call(asked_at.elapsed(), result.as_ref().err());
+        match result {
             Ok(outcome) => {
                 self.failures.recovered();
                 let quota = Quota::new(limit, &outcome);
@@ -128,7 +173,7 @@ impl<S: QuotaStore> RateLimiter<S> {
                     Verdict::Allowed(quota)
                 } else {
                     self.deny_cache.insert(bucket, limit, &outcome, asked_at);
-                    tracing::debug!(key = %key, bucket = &*name, retry_after = quota.retry_after_secs, "rate limited");
+                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
                     Verdict::RateLimited(quota)
                 }
             }

@@ -168,6 +168,18 @@ pub enum DefaultBucket {
     PerPath,
 }
 
+/// Which entry of the route table a bucket comes from: a bounded set, unlike bucket names, so
+/// metrics can be labelled by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRef {
+    /// The declared route at this index of [`RouteTable::routes`].
+    Declared(usize),
+    /// The shared bucket of undeclared requests.
+    Default,
+    /// One of the per-path buckets of undeclared requests (`default_bucket: per_path`).
+    PerPath,
+}
+
 /// The bucket a request is counted in, and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket<'a> {
@@ -176,6 +188,8 @@ pub struct Bucket<'a> {
     pub name: Cow<'a, str>,
     /// The quota of the bucket.
     pub limit: Limit,
+    /// The table entry that chose the bucket.
+    pub route: RouteRef,
 }
 
 /// Paths longer than this many segments are never split for matching; no template may be longer.
@@ -277,17 +291,29 @@ impl RouteTable {
                 let segments = &segments[..count];
                 self.routes
                     .iter()
-                    .find(|r| r.method == method && r.template.matches(segments))
+                    .position(|r| r.method == method && r.template.matches(segments))
             })
             .flatten();
-        let (name, limit) = match (matched, self.default_bucket) {
-            (Some(route), _) => (Cow::Borrowed(&*route.id), route.limit),
-            (None, DefaultBucket::Shared) => (Cow::Borrowed("default"), self.default_limit),
-            (None, DefaultBucket::PerPath) => {
-                (Cow::Owned(per_path_name(method, path)), self.default_limit)
+        Some(match (matched, self.default_bucket) {
+            (Some(index), _) => {
+                let route = &self.routes[index];
+                Bucket {
+                    name: Cow::Borrowed(&*route.id),
+                    limit: route.limit,
+                    route: RouteRef::Declared(index),
+                }
             }
-        };
-        Some(Bucket { name, limit })
+            (None, DefaultBucket::Shared) => Bucket {
+                name: Cow::Borrowed("default"),
+                limit: self.default_limit,
+                route: RouteRef::Default,
+            },
+            (None, DefaultBucket::PerPath) => Bucket {
+                name: Cow::Owned(per_path_name(method, path)),
+                limit: self.default_limit,
+                route: RouteRef::PerPath,
+            },
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! problem reported at once before anything binds a port.
 
 mod admin;
+mod metrics;
 mod parse;
 mod redis;
 pub mod reload;
@@ -57,6 +58,8 @@ pub struct Config {
     /// Buckets the in-memory store may hold; checks of new buckets beyond it fail like a store
     /// failure.
     pub memory_store_entries: usize,
+    /// Address of the Prometheus metrics listener (`/metrics`); `None` when metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
     /// The file it was read from, which [`reload`] watches; `None` for the built-in configuration
     /// and YAML given in code.
     pub source: Option<Source>,
@@ -80,6 +83,8 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     /// `--admin-listen` / `TOLLGATE_ADMIN_LISTEN`.
     pub admin_listen: Option<String>,
+    /// `--metrics-listen` / `TOLLGATE_METRICS_LISTEN`: overrides `metrics.listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Every problem found in a configuration.
@@ -245,6 +250,10 @@ impl fmt::Display for Config {
             writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;
         }
         writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
+        match self.metrics_listen {
+            Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
+            None => writeln!(f, "metrics:         off")?,
+        }
         let prefix = self.routes.prefix();
         writeln!(f, "routes (most specific first):")?;
         for route in self.routes.routes() {

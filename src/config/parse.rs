@@ -1,6 +1,7 @@
 //! Walks the YAML document and collects every problem instead of stopping at the first.
 
 use super::admin::parse_admin;
+use super::metrics::{overlap, parse_metrics};
 use super::redis::parse_redis;
 use super::yaml::{Problems, check_keys, render, string, whole_number};
 use super::{Config, FailureMode, Overrides};
@@ -35,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_request_bytes",
     "memory_store_entries",
     "admin",
+    "metrics",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
 const LIMIT_KEYS: &[&str] = &["requests", "window"];
@@ -70,14 +72,22 @@ fn apply_overrides(root: &mut Mapping, overrides: &Overrides) {
         }
     }
     if let Some(url) = &overrides.redis_url {
-        let redis = root
-            .entry("redis".into())
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
-        if let Some(redis) = redis.as_mapping_mut() {
-            redis.insert("url".into(), url.as_str().into());
-        } else {
-            *redis = Value::Mapping(Mapping::from_iter([("url".into(), url.as_str().into())]));
-        }
+        set_in_section(root, "redis", "url", url);
+    }
+    if let Some(listen) = &overrides.metrics_listen {
+        set_in_section(root, "metrics", "listen", listen);
+    }
+}
+
+/// Sets `section.key`, making the section (or replacing one that is not a mapping).
+fn set_in_section(root: &mut Mapping, section: &str, key: &str, value: &str) {
+    let section = root
+        .entry(section.into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if let Some(section) = section.as_mapping_mut() {
+        section.insert(key.into(), value.into());
+    } else {
+        *section = Value::Mapping(Mapping::from_iter([(key.into(), value.into())]));
     }
 }
 
@@ -180,6 +190,18 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
     )
     .map(|n| n as usize);
 
+    let metrics_listen = parse_metrics(root.get("metrics"), problems);
+    if let (Some(listen), Some(Some(metrics))) = (listen, metrics_listen)
+        && overlap(listen, metrics)
+    {
+        problems.add(
+            "metrics.listen",
+            format!(
+                "{metrics} takes the port of listen ({listen}); give metrics a port of its own"
+            ),
+        );
+    }
+
     let routes = parse_routes(root.get("routes"), problems);
     let redis = match root.get("redis") {
         None | Some(Value::Null) => Some(None),
@@ -207,6 +229,7 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         max_request_bytes: max_request_bytes?,
         memory_store_entries: memory_store_entries?,
         source: None,
+        metrics_listen: metrics_listen?,
     })
 }
 
@@ -378,6 +401,7 @@ mod tests {
             listen: Some("127.0.0.1:7000".into()),
             redis_url: Some("redis://override:6379".into()),
             admin_listen: None,
+            metrics_listen: None,
         };
         let config = parse("listen: 0.0.0.0:1\nredis: { timeout: 20ms }\n", &overrides).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");

@@ -21,20 +21,18 @@ use tokio::sync::mpsc;
 /// save is several events in a few milliseconds.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// What became of a reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A reload that read new text (or was asked for by SIGHUP and read the file).
+#[derive(Debug)]
 pub enum Reload {
-    /// The new configuration's live settings now apply.
-    Applied,
+    /// A new, valid configuration, whose live settings are to apply now.
+    Applied(Box<Config>),
     /// The file is unreadable or invalid; the running configuration keeps serving.
     Refused,
-    /// The file's text is the one already applied.
-    Unchanged,
 }
 
-/// Watches `source` until the returned future is dropped, and calls `apply` with every new valid
-/// configuration. `running` is the configuration the process started with.
-pub async fn watch(source: Source, running: Config, apply: impl Fn(&Config) + Send + 'static) {
+/// Watches `source` until the returned future is dropped, and calls `reloaded` with every
+/// reload that found new text. `running` is the configuration the process started with.
+pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + Send + 'static) {
     let (events, mut changed) = mpsc::channel::<()>(1);
     // Kept alive for as long as the loop runs.
     let _watcher = match watch_directory(&source.path, events) {
@@ -58,31 +56,32 @@ pub async fn watch(source: Source, running: Config, apply: impl Fn(&Config) + Se
                 true
             }
         };
-        reload(&source, &running, &mut last_text, forced, &apply);
+        if let Some(reload) = reload(&source, &running, &mut last_text, forced) {
+            reloaded(reload);
+        }
     }
 }
 
-/// Reads the file and applies it when it is new and valid.
+/// Reads the file; `None` when its text is the one already applied.
 fn reload(
     source: &Source,
     running: &Config,
     last_text: &mut Option<String>,
     forced: bool,
-    apply: &impl Fn(&Config),
-) -> Reload {
+) -> Option<Reload> {
     let path = &source.path;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "configuration reload refused: cannot read the file; the running configuration stays");
-            return Reload::Refused;
+            return Some(Reload::Refused);
         }
     };
     if last_text.as_deref() == Some(text.as_str()) {
         if forced {
             tracing::info!(path = %path.display(), "configuration unchanged");
         }
-        return Reload::Unchanged;
+        return None;
     }
     let name = path.display().to_string();
     let new = match Config::from_yaml(&text, &name, &source.overrides) {
@@ -94,10 +93,9 @@ fn reload(
             );
             // Remembered, so that the same broken text is not refused again at every event.
             *last_text = Some(text);
-            return Reload::Refused;
+            return Some(Reload::Refused);
         }
     };
-    apply(&new);
     *last_text = Some(text);
     let restart = running.restart_needed(&new);
     if !restart.is_empty() {
@@ -113,7 +111,7 @@ fn reload(
         failure_mode = ?new.failure_mode,
         "configuration reloaded"
     );
-    Reload::Applied
+    Some(Reload::Applied(Box::new(new)))
 }
 
 /// Sends on `events` (dropping what the channel cannot hold: one pending event is enough) for

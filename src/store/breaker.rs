@@ -117,6 +117,11 @@ impl Breaker {
         }
     }
 
+    /// Whether calls are refused now (apart from the probes).
+    pub fn is_open(&self) -> bool {
+        matches!(*self.lock(), State::Open { .. })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is a plain value, valid whatever a panicking holder did.
         self.state
@@ -171,6 +176,7 @@ mod tests {
     fn open_refuses_until_the_probe_interval_has_passed() {
         let t0 = Instant::now();
         let breaker = opened(t0);
+        assert!(breaker.is_open());
         assert_eq!(breaker.admit(t0 + ms(11)), None);
         assert_eq!(breaker.admit(t0 + ms(509)), None);
         assert_eq!(breaker.admit(t0 + ms(510)), Some(Call::Probe));
@@ -197,6 +203,7 @@ mod tests {
             breaker.record(Call::Probe, true, t0 + ms(520)),
             Some(Transition::Closed)
         );
+        assert!(!breaker.is_open());
         assert_eq!(breaker.admit(t0 + ms(521)), Some(Call::Normal));
         // Closed means counting from zero again.
         assert_eq!(breaker.record(Call::Normal, false, t0 + ms(530)), None);

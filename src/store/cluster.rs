@@ -151,6 +151,23 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Primaries of the current topology whose breaker is open.
+    pub(super) fn breakers_open(&self) -> usize {
+        let topology = self
+            .shared
+            .topology
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        topology
+            .primaries
+            .iter()
+            .filter(|p| p.breaker.is_open())
+            .count()
+    }
+}
+
 impl Shared {
     fn primary_of(&self, slot: u16) -> Option<Arc<Primary>> {
         let topology = self

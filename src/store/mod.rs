@@ -101,4 +101,9 @@ pub trait QuotaStore: Send + Sync + 'static {
         bucket: BucketRef<'_>,
         limit: Limit,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Circuit breakers that are open now, for the metrics; a store without breakers has none.
+    fn breakers_open(&self) -> usize {
+        0
+    }
 }

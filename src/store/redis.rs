@@ -306,4 +306,11 @@ impl QuotaStore for RedisStore {
         invocation.arg(limit.window_micros());
         self.call(&key, &invocation).await
     }
+
+    fn breakers_open(&self) -> usize {
+        match &self.backend {
+            Backend::Standalone { breaker, .. } => usize::from(breaker.is_open()),
+            Backend::Cluster(cluster) => cluster.breakers_open(),
+        }
+    }
 }

@@ -17,6 +17,7 @@ use tollgate::check::routes::MAX_PER_PATH_NAME;
 use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::store::MemoryStore;
+use tollgate::telemetry::metrics::Metrics;
 
 /// The contract's table with per-path default buckets, so undeclared paths name buckets too.
 fn config() -> &'static Config {
@@ -30,7 +31,13 @@ fn config() -> &'static Config {
 
 fn limiter() -> &'static RateLimiter<MemoryStore> {
     static LIMITER: OnceLock<RateLimiter<MemoryStore>> = OnceLock::new();
-    LIMITER.get_or_init(|| RateLimiter::new(config(), MemoryStore::new(100_000)))
+    LIMITER.get_or_init(|| {
+        RateLimiter::new(
+            config(),
+            MemoryStore::new(100_000),
+            std::sync::Arc::new(Metrics::new()),
+        )
+    })
 }
 
 /// Polls a future that never waits (the in-memory store's) to completion.

@@ -83,6 +83,8 @@ impl Backend {
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
             admin_listen: None,
+            // Tests run side by side: never the default 0.0.0.0:9090.
+            metrics_listen: Some("127.0.0.1:0".into()),
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
@@ -120,6 +122,10 @@ impl Tollgate {
             // A port of its own whatever the configuration says, so that tests never meet on
             // the default one.
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            metrics: match config.metrics_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
+                None => None,
+            },
         };
         let addr = listeners.ext_authz.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();

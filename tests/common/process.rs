@@ -33,6 +33,8 @@ impl TollgateProcess {
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            // Processes run side by side: never the default 0.0.0.0:9090.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("open the log file"))

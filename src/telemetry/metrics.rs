@@ -1,0 +1,436 @@
+//! tollgate's Prometheus metrics: what the check path counts, and the text a scrape returns.
+//!
+//! Every label set is resolved once, when the route table is built ([`Metrics::for_routes`]), into
+//! handles kept in arrays indexed by route and result: on the check path a count is one atomic
+//! increment and a latency one lock-free histogram observation, with no map lookup and no
+//! allocation. Label values come from the configuration, never from a request (no API key, no
+//! raw path), so the number of series is fixed by the route table.
+
+use crate::check::routes::{RouteRef, RouteTable};
+use crate::check::verdict::Verdict;
+use crate::store::StoreError;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// Latency buckets, in seconds, for checks and store calls: a check answered from memory takes
+/// tens of microseconds, one that asks Redis about a millisecond, and the Redis timeout
+/// (50 ms by default) bounds a failing one.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// How a check was answered: the `result` label of `tollgate_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    /// Admitted and counted.
+    Allowed,
+    /// 429, whether the store or the over-limit cache said so.
+    Denied,
+    /// 401: no API key under the prefix.
+    Unauthenticated,
+    /// 400: an unusable check request, or two API keys.
+    BadRequest,
+    /// Outside the prefix, or a CORS preflight: allowed without counting.
+    NotLimited,
+    /// The store failed and the check was allowed (`failure_mode: allow`).
+    FailedOpen,
+    /// The store failed and the check was answered 503 (`failure_mode: deny`).
+    FailedClosed,
+}
+
+impl CheckResult {
+    /// Every result, in the order of [`CheckResult::index`].
+    pub const ALL: [Self; 7] = [
+        Self::Allowed,
+        Self::Denied,
+        Self::Unauthenticated,
+        Self::BadRequest,
+        Self::NotLimited,
+        Self::FailedOpen,
+        Self::FailedClosed,
+    ];
+
+    /// The result of a verdict.
+    pub fn of(verdict: &Verdict) -> Self {
+        match verdict {
+            Verdict::Unlimited => Self::NotLimited,
+            Verdict::Allowed(_) => Self::Allowed,
+            Verdict::RateLimited(_) => Self::Denied,
+            Verdict::MissingKey => Self::Unauthenticated,
+            Verdict::AmbiguousKey | Verdict::BadRequest(_) => Self::BadRequest,
+            Verdict::FailedOpen => Self::FailedOpen,
+            Verdict::FailedClosed => Self::FailedClosed,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::BadRequest => "bad_request",
+            Self::NotLimited => "not_limited",
+            Self::FailedOpen => "failed_open",
+            Self::FailedClosed => "failed_closed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Store failures by kind: the `kind` label of `tollgate_store_errors_total`, in this order.
+const STORE_ERROR_KINDS: [&str; 5] = ["timeout", "error", "full", "circuit_open", "not_connected"];
+
+fn store_error_index(error: &StoreError) -> usize {
+    match error {
+        StoreError::Timeout(_) => 0,
+        StoreError::Redis(_) => 1,
+        StoreError::Full(_) => 2,
+        StoreError::CircuitOpen => 3,
+        StoreError::NotConnected => 4,
+    }
+}
+
+/// Values read when Prometheus scrapes, instead of being kept up to date on the check path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Buckets the over-limit cache holds.
+    pub deny_cache_entries: usize,
+    /// Redis circuit breakers that are open: 0 or 1 for a standalone Redis, one per failing
+    /// primary of a cluster.
+    pub breakers_open: usize,
+}
+
+/// The registry and every metric family of one tollgate process.
+pub struct Metrics {
+    registry: Registry,
+    checks: IntCounterVec,
+    check_duration: Histogram,
+    store_duration: Histogram,
+    store_errors: [IntCounter; STORE_ERROR_KINDS.len()],
+    deny_cache_hits: IntCounter,
+    deny_cache_entries: IntGauge,
+    breakers_open: IntGauge,
+    /// `applied`, then `refused`.
+    config_reloads: [IntCounter; 2],
+}
+
+impl Metrics {
+    /// Registers every family; `tollgate_build_info` is set at once, and every labelled counter
+    /// that does not depend on the routes exists from the start at 0.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "tollgate_checks_total",
+                "Checks answered, by result and route template (route=\"none\" when no route applies).",
+            ),
+            &["result", "route"],
+        )
+        .expect("valid metric");
+        let check_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_check_duration_seconds",
+                "Time to decide and render one check, from its message to its answer.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let store_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_store_duration_seconds",
+                "Time of each quota store call, failed ones included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let store_error_family = IntCounterVec::new(
+            Opts::new(
+                "tollgate_store_errors_total",
+                "Quota store calls that failed, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let deny_cache_hits = IntCounter::new(
+            "tollgate_deny_cache_hits_total",
+            "Checks answered 429 from the over-limit cache without asking the store.",
+        )
+        .expect("valid metric");
+        let deny_cache_entries = IntGauge::new(
+            "tollgate_deny_cache_entries",
+            "Buckets the over-limit cache holds.",
+        )
+        .expect("valid metric");
+        let breakers_open = IntGauge::new(
+            "tollgate_store_breakers_open",
+            "Redis circuit breakers open (checks of their keys fail at once).",
+        )
+        .expect("valid metric");
+        let reload_family = IntCounterVec::new(
+            Opts::new(
+                "tollgate_config_reloads_total",
+                "Configuration reloads, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_build_info",
+                "Always 1; the version of the running build as a label.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for collector in [
+            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(check_duration.clone()),
+            Box::new(store_duration.clone()),
+            Box::new(store_error_family.clone()),
+            Box::new(deny_cache_hits.clone()),
+            Box::new(deny_cache_entries.clone()),
+            Box::new(breakers_open.clone()),
+            Box::new(reload_family.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("each family is registered once");
+        }
+        Self {
+            registry,
+            checks,
+            check_duration,
+            store_duration,
+            store_errors: STORE_ERROR_KINDS
+                .map(|kind| store_error_family.with_label_values(&[kind])),
+            deny_cache_hits,
+            deny_cache_entries,
+            breakers_open,
+            config_reloads: ["applied", "refused"].map(|r| reload_family.with_label_values(&[r])),
+        }
+    }
+
+    /// The handles the check path records into, for one route table: a counter for every
+    /// (route, result) pair, created at 0 so that `rate()` sees each series from the start.
+    /// Build it again with a new route table; series of routes that are gone stay exported
+    /// with their last value until the process ends.
+    pub fn for_routes(&self, routes: &RouteTable) -> CheckMetrics {
+        let row = |route: &str| {
+            CheckResult::ALL.map(|result| self.checks.with_label_values(&[result.label(), route]))
+        };
+        let declared = routes.routes().iter().map(|r| row(&r.id)).collect();
+        CheckMetrics {
+            declared,
+            default: row("default"),
+            per_path: row("per_path"),
+            none: row("none"),
+            check_duration: self.check_duration.clone(),
+            store_duration: self.store_duration.clone(),
+            store_errors: self.store_errors.clone(),
+            deny_cache_hits: self.deny_cache_hits.clone(),
+        }
+    }
+
+    /// Counts one configuration reload: `applied` when the new configuration took effect,
+    /// `refused` when it was invalid and the running one was kept. For the hot reload, which
+    /// calls it once per attempt.
+    pub fn config_reloaded(&self, applied: bool) {
+        self.config_reloads[usize::from(!applied)].inc();
+    }
+
+    /// The Prometheus text exposition of every metric, with the sampled gauges set from
+    /// `sample` first.
+    pub fn encode(&self, sample: Sample) -> String {
+        self.deny_cache_entries
+            .set(i64::try_from(sample.deny_cache_entries).unwrap_or(i64::MAX));
+        self.breakers_open
+            .set(i64::try_from(sample.breakers_open).unwrap_or(i64::MAX));
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("the text format writes to memory without failing");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The check path's handles, resolved for one route table (see [`Metrics::for_routes`]).
+#[derive(Clone)]
+pub struct CheckMetrics {
+    /// One row per declared route, in the order of [`RouteTable::routes`].
+    declared: Vec<[IntCounter; CheckResult::ALL.len()]>,
+    default: [IntCounter; CheckResult::ALL.len()],
+    per_path: [IntCounter; CheckResult::ALL.len()],
+    /// Checks that reached no route: outside the prefix, preflights, unreadable requests.
+    none: [IntCounter; CheckResult::ALL.len()],
+    check_duration: Histogram,
+    store_duration: Histogram,
+    store_errors: [IntCounter; STORE_ERROR_KINDS.len()],
+    deny_cache_hits: IntCounter,
+}
+
+impl CheckMetrics {
+    /// Counts one answered check; `route` is `None` when no route applied.
+    pub fn count(&self, route: Option<RouteRef>, result: CheckResult) {
+        let row = match route {
+            Some(RouteRef::Declared(index)) => &self.declared[index],
+            Some(RouteRef::Default) => &self.default,
+            Some(RouteRef::PerPath) => &self.per_path,
+            None => &self.none,
+        };
+        row[result.index()].inc();
+    }
+
+    /// Records how long one check took.
+    pub fn check_took(&self, elapsed: Duration) {
+        self.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one store call: its time, and its failure if it failed.
+    pub fn store_call(&self, elapsed: Duration, error: Option<&StoreError>) {
+        self.store_duration.observe(elapsed.as_secs_f64());
+        if let Some(error) = error {
+            self.store_errors[store_error_index(error)].inc();
+        }
+    }
+
+    /// Counts one 429 answered by the over-limit cache.
+    pub fn deny_cache_hit(&self) {
+        self.deny_cache_hits.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_YAML, Overrides};
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn results_index_their_own_cell() {
+        for (i, result) in CheckResult::ALL.into_iter().enumerate() {
+            assert_eq!(result.index(), i, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn config_reloads_are_counted_by_result() {
+        let metrics = Metrics::new();
+        let text = metrics.encode(Sample::default());
+        assert_eq!(
+            value(&text, "tollgate_config_reloads_total{result=\"applied\"}"),
+            Some(0.0)
+        );
+        metrics.config_reloaded(true);
+        metrics.config_reloaded(false);
+        metrics.config_reloaded(false);
+        let text = metrics.encode(Sample::default());
+        assert_eq!(
+            value(&text, "tollgate_config_reloads_total{result=\"applied\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "tollgate_config_reloads_total{result=\"refused\"}"),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn every_route_and_result_exists_at_zero_and_counts_in_its_own_cell() {
+        let config = Config::from_yaml(DEFAULT_YAML, "test", &Overrides::default()).unwrap();
+        let metrics = Metrics::new();
+        let check = metrics.for_routes(&config.routes);
+        let text = metrics.encode(Sample::default());
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_checks_total{"))
+            .count();
+        assert_eq!(series, (config.routes.routes().len() + 3) * 7, "{text}");
+        let index = config
+            .routes
+            .routes()
+            .iter()
+            .position(|r| &*r.id == "GET /campaigns/:id")
+            .unwrap();
+        check.count(Some(RouteRef::Declared(index)), CheckResult::Denied);
+        check.count(Some(RouteRef::PerPath), CheckResult::Allowed);
+        check.count(None, CheckResult::NotLimited);
+        let text = metrics.encode(Sample {
+            deny_cache_entries: 3,
+            breakers_open: 1,
+        });
+        for (series, expected) in [
+            (
+                "tollgate_checks_total{result=\"denied\",route=\"GET /campaigns/:id\"}",
+                1.0,
+            ),
+            (
+                "tollgate_checks_total{result=\"allowed\",route=\"GET /campaigns/:id\"}",
+                0.0,
+            ),
+            (
+                "tollgate_checks_total{result=\"allowed\",route=\"per_path\"}",
+                1.0,
+            ),
+            (
+                "tollgate_checks_total{result=\"not_limited\",route=\"none\"}",
+                1.0,
+            ),
+            ("tollgate_deny_cache_entries", 3.0),
+            ("tollgate_store_breakers_open", 1.0),
+            ("tollgate_build_info{version=\"0.1.0\"}", 1.0),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series}\n{text}");
+        }
+    }
+
+    #[test]
+    fn store_calls_are_timed_and_their_failures_counted_by_kind() {
+        let metrics = Metrics::new();
+        let check = metrics.for_routes(
+            &Config::from_yaml("", "t", &Overrides::default())
+                .unwrap()
+                .routes,
+        );
+        check.store_call(Duration::from_millis(2), None);
+        check.store_call(
+            Duration::from_millis(50),
+            Some(&StoreError::Timeout(Duration::from_millis(50))),
+        );
+        check.store_call(Duration::ZERO, Some(&StoreError::CircuitOpen));
+        let text = metrics.encode(Sample::default());
+        for (series, expected) in [
+            ("tollgate_store_duration_seconds_count", 3.0),
+            ("tollgate_store_errors_total{kind=\"timeout\"}", 1.0),
+            ("tollgate_store_errors_total{kind=\"circuit_open\"}", 1.0),
+            ("tollgate_store_errors_total{kind=\"error\"}", 0.0),
+            ("tollgate_store_errors_total{kind=\"full\"}", 0.0),
+            ("tollgate_store_errors_total{kind=\"not_connected\"}", 0.0),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series}\n{text}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! What tollgate tells its operators besides log lines: Prometheus metrics ([`metrics`]) on a
+//! listener of their own ([`http`]). Logs carry events (a store that starts failing, a breaker
+//! that opens); metrics carry rates and sizes.
+
+pub mod http;
+pub mod metrics;
