@@ -60,6 +60,11 @@ async fn run(args: Args) -> ExitCode {
         return tollgate::admin::client::run(admin).await;
     }
 
+    // SIGHUP asks for a reload; until the watcher listens for it (and always without a
+    // configuration file) its default action would kill the process with no drain. Listening once
+    // replaces that action for the process's lifetime.
+    #[cfg(unix)]
+    let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     cli::init_tracing(args.log_format);
     #[cfg(not(tokio_unstable))]
     tracing::warn!(

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -23,6 +24,12 @@ use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
+
+/// Concurrent streams a client may open on one ext_authz connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// HTTP/2 PING and TCP keepalive interval on ext_authz connections.
+const KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -204,8 +211,16 @@ async fn serve<S: QuotaStore>(
     });
     let incoming = TcpIncoming::from(listeners.ext_authz)
         .with_nodelay(Some(true))
+        .with_keepalive(Some(KEEPALIVE))
         .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
     let served = tonic::transport::Server::builder()
+        // tonic's default is no limit at all: each stream may hold a message being read, so a
+        // client opening thousands would cost memory. Envoy honours the limit and opens another
+        // connection (or retries a refused stream on another replica).
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // A peer that vanished without a FIN is found and its connection closed.
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(health_service)
         .add_service(AuthorizationService::new(limiter, config.max_request_bytes))
         .serve_with_incoming_shutdown(incoming, drained);

@@ -226,10 +226,20 @@ async fn head_options_and_foreign_paths(backend: Backend) {
         "HEAD counted as GET"
     );
     for _ in 0..5 {
-        let preflight = check(&mut client, "OPTIONS", "/v1/teams/me", None).await;
+        let preflight = common::preflight(&mut client, "/v1/teams/me").await;
         assert_eq!(preflight.status, 200);
         assert!(preflight.headers.is_empty(), "{preflight:?}");
     }
+    // An OPTIONS that is no preflight is counted, as an undeclared method: some upstreams serve it
+    // with the real handler.
+    let plain = check(&mut client, "OPTIONS", "/v1/teams/me", None).await;
+    assert_eq!(plain.status, 401, "{plain:?}");
+    let counted = check(&mut client, "OPTIONS", "/v1/teams/me", Some(&key)).await;
+    assert_eq!(
+        counted.number("x-ratelimit-limit"),
+        60,
+        "the default bucket"
+    );
     let after = check(&mut client, "GET", "/v1/teams/me", Some(&key)).await;
     assert_eq!(
         after.number("x-ratelimit-remaining"),
@@ -298,6 +308,15 @@ async fn two_api_keys_are_refused_and_cost_nothing(backend: Backend) {
             assert!(answer.body.contains("x-api-key"), "{}", answer.body);
             assert!(!answer.has_rate_limit_headers());
         }
+    }
+    // A key padded with what an upstream may trim by Unicode's rules is no key of its own.
+    for padded in ["\u{a0}", "\u{3000}", "\u{200b}", "\u{b}"] {
+        let message = WireRequest::new("GET", "/v1/users")
+            .header("x-api-key", format!("{key}{padded}").as_bytes())
+            .encode();
+        let answer = send(message).await;
+        assert_eq!(answer.status, 400, "{padded:?}: {answer:?}");
+        assert!(answer.body.contains("printable ASCII"), "{}", answer.body);
     }
     // The key's own bucket was not touched, and outside the prefix nothing is asked.
     let mut client = tollgate.client().await;

@@ -85,7 +85,7 @@ const ROUTES: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_moves_its_counter_by_exactly_the_checks_sent() {
-    // Two buckets fit in the memory store: a third fails like a store that cannot answer.
+    // Two buckets fit in the memory store: a third is refused (503), never failed open.
     let yaml = format!("memory_store_entries: 2\n{ROUTES}");
     let (tollgate, port) = start(Backend::memory().config(&yaml)).await;
     let mut client = tollgate.client().await;
@@ -109,12 +109,12 @@ async fn every_result_moves_its_counter_by_exactly_the_checks_sent() {
             .status,
         401
     );
-    // The store is full: the other key's bucket fails open.
+    // The store is full: the other key's bucket is refused.
     let failed = check(&mut client, "GET", "/v1/campaigns/9", Some(&other)).await;
-    assert!(failed.status == 200 && !failed.has_rate_limit_headers());
+    assert_eq!(failed.status, 503, "{failed:?}");
     assert_eq!(check(&mut client, "GET", "/health", None).await.status, 200);
     assert_eq!(
-        check(&mut client, "OPTIONS", "/v1/campaigns/7", None)
+        common::preflight(&mut client, "/v1/campaigns/7")
             .await
             .status,
         200
@@ -136,7 +136,7 @@ async fn every_result_moves_its_counter_by_exactly_the_checks_sent() {
             (checks(campaigns, "denied"), 2.0),
             (checks("default", "allowed"), 1.0),
             (checks(campaigns, "unauthenticated"), 1.0),
-            (checks(campaigns, "failed_open"), 1.0),
+            (checks(campaigns, "failed_closed"), 1.0),
             (checks("none", "not_limited"), 2.0),
             (checks(campaigns, "bad_request"), 1.0),
             (checks("none", "bad_request"), 1.0),

@@ -38,7 +38,7 @@ impl<S> AdminService<S> {
         if method.is_empty() {
             return Err(Status::invalid_argument("method is empty"));
         }
-        let bucket = policy.bucket(method, path).map_err(|e| {
+        let bucket = policy.bucket(method, path, false).map_err(|e| {
             Status::invalid_argument(format!("path {path:?} cannot be checked: {e}"))
         })?;
         Ok((KeyDigest::of(api_key), bucket))

@@ -5,7 +5,7 @@ use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
 use crate::check::request::{ApiKey, HttpCheck, RequestError};
 use crate::check::response::render;
-use crate::check::routes::{Bucket, RouteRef, RouteTable};
+use crate::check::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
 use crate::limit::Limit;
@@ -97,6 +97,12 @@ impl<S: QuotaStore> RateLimiter<S> {
         let policy = self.policy.load_full();
         let verdict = match message {
             Ok(message) => self.decide_with(&policy, message).await,
+            // Not the client's fault: answered as the store being unavailable, whatever the
+            // failure mode (failing open would let a flood of large messages skip limits).
+            Err(RequestError::Overloaded) => {
+                policy.metrics.count(None, CheckResult::FailedClosed);
+                Verdict::FailedClosed
+            }
             Err(&e) => {
                 policy.metrics.count(None, CheckResult::BadRequest);
                 Verdict::BadRequest(e)
@@ -128,7 +134,8 @@ impl<S: QuotaStore> RateLimiter<S> {
             Ok(check) => check,
             Err(e) => return (Verdict::BadRequest(e), None),
         };
-        let Some(Bucket { name, limit, route }) = (match policy.bucket(check.method, check.path) {
+        let bucket = policy.bucket(check.method, check.path, check.preflight);
+        let Some(Bucket { name, limit, route }) = (match bucket {
             Ok(bucket) => bucket,
             Err(e) => return (Verdict::BadRequest(e), None),
         }) else {
@@ -138,6 +145,12 @@ impl<S: QuotaStore> RateLimiter<S> {
             ApiKey::One(key) => key,
             ApiKey::Missing => return (Verdict::MissingKey, Some(route)),
             ApiKey::Several => return (Verdict::AmbiguousKey, Some(route)),
+            ApiKey::Invalid => {
+                return (
+                    Verdict::BadRequest(RequestError::InvalidApiKey),
+                    Some(route),
+                );
+            }
         };
         (
             self.count(policy, &KeyDigest::of(api_key), &name, limit)
@@ -177,6 +190,9 @@ impl<S: QuotaStore> RateLimiter<S> {
                     Verdict::RateLimited(quota)
                 }
             }
+            // A full memory store is a flood of invented keys, not an outage: failing open would
+            // give the flood, and any key whose bucket expired, unlimited requests.
+            Err(StoreError::Full(_)) => Verdict::FailedClosed,
             Err(e) => {
                 if cached == Lookup::Recheck
                     && let Some(quota) = self.deny_cache.stale_denial(bucket, limit, Instant::now())
@@ -207,12 +223,19 @@ impl<S> RateLimiter<S> {
 
 impl Policy {
     /// The bucket a request with this method and path (as the client sent them) is counted in,
-    /// or `None` when it is not rate limited (a CORS preflight, a path outside the prefix). Checks
-    /// and the admin API both resolve requests here, so they always agree.
-    pub fn bucket(&self, method: &str, path: &str) -> Result<Option<Bucket<'_>>, RequestError> {
+    /// or `None` when it is not rate limited (a CORS preflight, a path outside the prefix).
+    /// `preflight`: the request carries `access-control-request-method`. Checks and the admin API
+    /// both resolve requests here, so they always agree.
+    pub fn bucket(
+        &self,
+        method: &str,
+        path: &str,
+        preflight: bool,
+    ) -> Result<Option<Bucket<'_>>, RequestError> {
         let method = match canonical_method(method) {
-            // A CORS preflight carries no key and must not cost quota.
-            "OPTIONS" => return Ok(None),
+            // A CORS preflight carries no key and must not cost quota. Any other OPTIONS is
+            // counted as an undeclared method: some upstreams serve it with the real handler.
+            "OPTIONS" if preflight => return Ok(None),
             "HEAD" => "GET",
             method => method,
         };
@@ -224,17 +247,6 @@ impl Policy {
     pub fn routes(&self) -> &RouteTable {
         &self.routes
     }
-}
-
-/// The upper-case spelling of a standard method, so `get` cannot reach a looser bucket than `GET`.
-fn canonical_method(method: &str) -> &str {
-    const METHODS: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    METHODS
-        .into_iter()
-        .find(|m| m.eq_ignore_ascii_case(method))
-        .unwrap_or(method)
 }
 
 /// Logs store failures without flooding: the first at once, then one line per interval with the

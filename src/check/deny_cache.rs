@@ -113,7 +113,10 @@ impl DenyCache {
             return;
         }
         let wait = Duration::from_micros(outcome.reset_micros.saturating_sub(outcome.now_micros));
-        let until = asked_at + wait;
+        // A reset absurdly far away (a store that answered garbage) is not remembered.
+        let Some(until) = asked_at.checked_add(wait) else {
+            return;
+        };
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {

@@ -25,6 +25,9 @@ pub struct HttpCheck<'a> {
     pub path: &'a str,
     /// What the API key header holds.
     pub api_key: ApiKey<'a>,
+    /// Whether the request carries `access-control-request-method`: with `OPTIONS`, a CORS
+    /// preflight, which is never counted.
+    pub preflight: bool,
 }
 
 /// The API key header of one request.
@@ -32,12 +35,16 @@ pub struct HttpCheck<'a> {
 pub enum ApiKey<'a> {
     /// No such header, or only blanks.
     Missing,
-    /// Exactly one value, trimmed.
+    /// Exactly one value, trimmed: printable ASCII without spaces.
     One(&'a str),
     /// More than one value: two headers, or one value with a comma, which is how Envoy joins
     /// repeated headers in the `headers` map. Which one an upstream reads is its choice, so no
     /// bucket may be picked for it.
     Several,
+    /// One value holding a byte other than printable ASCII (after trimming spaces and tabs).
+    /// An upstream may trim it with Unicode's rules (a no-break space, an ideographic space) and
+    /// see a valid key, while each spelling would be a fresh bucket here: it is refused instead.
+    Invalid,
 }
 
 /// Why a `CheckRequest` cannot be evaluated. Each one is answered with a 400.
@@ -66,9 +73,18 @@ pub enum RequestError {
     /// Neither `path` nor a `:path` header.
     #[error("the HTTP request has no path")]
     NoPath,
-    /// The method, the path or the API key is not UTF-8.
-    #[error("the HTTP request's method, path or API key is not UTF-8")]
+    /// The method or the path is not UTF-8.
+    #[error("the HTTP request's method or path is not UTF-8")]
     NotUtf8,
+    /// The API key holds a byte other than printable ASCII ([`ApiKey::Invalid`]).
+    #[error("the API key is not printable ASCII")]
+    InvalidApiKey,
+    /// The message did not arrive whole within the read timeout.
+    #[error("the message did not arrive within the read timeout")]
+    Incomplete,
+    /// Too many large messages are being read at once; answered 503, like an unavailable store.
+    #[error("too many large messages are being read at once")]
+    Overloaded,
     /// The request target is not an absolute path (`*`, an absolute URI).
     #[error("the request target is not an absolute path")]
     PathNotAbsolute,
@@ -103,13 +119,17 @@ impl<'a> HttpCheck<'a> {
             Occurrences::One(value) => match value.trim_ascii() {
                 [] => ApiKey::Missing,
                 key if key.contains(&b',') => ApiKey::Several,
-                key => ApiKey::One(text(key)?),
+                key if key.iter().all(u8::is_ascii_graphic) => {
+                    ApiKey::One(std::str::from_utf8(key).map_err(|_| RequestError::NotUtf8)?)
+                }
+                _ => ApiKey::Invalid,
             },
         };
         Ok(Self {
             method: text(method)?,
             path: text(path)?,
             api_key,
+            preflight: seen.preflight,
         })
     }
 }
@@ -122,6 +142,9 @@ const HTTP_HEADERS: u32 = 3;
 const HTTP_PATH: u32 = 4;
 const HTTP_HEADER_MAP: u32 = 13;
 
+/// The header that makes an `OPTIONS` request a CORS preflight.
+const PREFLIGHT: &[u8] = b"access-control-request-method";
+
 /// What the walk has found so far; slices of the message.
 #[derive(Default)]
 struct Seen<'a> {
@@ -131,6 +154,7 @@ struct Seen<'a> {
     pseudo_method: Pseudo<'a>,
     pseudo_path: Pseudo<'a>,
     api_key: Occurrences<'a>,
+    preflight: bool,
 }
 
 /// A pseudo-header, the fallback when `method` or `path` is empty. The `headers` map wins over
@@ -190,6 +214,8 @@ fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Resu
                     seen.pseudo_method.from_headers = Some(text);
                 } else if name == b":path" {
                     seen.pseudo_path.from_headers = Some(text);
+                } else if name == PREFLIGHT {
+                    seen.preflight = true;
                 }
             }
             HTTP_HEADER_MAP => for_each(value.bytes()?, 1, |header| {
@@ -210,6 +236,8 @@ fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Resu
                     seen.pseudo_method.from_header_map.get_or_insert(text);
                 } else if name.eq_ignore_ascii_case(b":path") {
                     seen.pseudo_path.from_header_map.get_or_insert(text);
+                } else if name.eq_ignore_ascii_case(PREFLIGHT) {
+                    seen.preflight = true;
                 }
                 Ok(())
             })?,
@@ -414,7 +442,8 @@ mod tests {
             HttpCheck {
                 method: "GET",
                 path: "/v1/users?x=1",
-                api_key: ApiKey::One("k1")
+                api_key: ApiKey::One("k1"),
+                preflight: false,
             }
         );
     }
@@ -430,7 +459,8 @@ mod tests {
             HttpCheck {
                 method: "PUT",
                 path: "/v1/y",
-                api_key: ApiKey::Missing
+                api_key: ApiKey::Missing,
+                preflight: false,
             }
         );
         let req = wire(HttpRequest {
@@ -448,7 +478,8 @@ mod tests {
             HttpCheck {
                 method: "POST",
                 path: "/v1/x",
-                api_key: ApiKey::One("k2")
+                api_key: ApiKey::One("k2"),
+                preflight: false,
             }
         );
     }
@@ -487,7 +518,49 @@ mod tests {
             ApiKey::One("k3")
         );
         let bad_key = get("/v1/x", vec![raw("x-api-key", b"k\xff")]);
-        assert_eq!(parse(&bad_key), Err(RequestError::NotUtf8));
+        assert_eq!(parse(&bad_key).unwrap().api_key, ApiKey::Invalid);
+    }
+
+    #[test]
+    fn a_key_is_printable_ascii_or_invalid() {
+        // Spaces and tabs around it are trimmed; anything an upstream might trim with Unicode's
+        // rules, or any control, makes it invalid rather than a fresh bucket.
+        assert_eq!(
+            parse(&get("/v1", vec![raw("x-api-key", b" \tK \t")]))
+                .unwrap()
+                .api_key,
+            ApiKey::One("K")
+        );
+        for odd in [
+            &b"K\xc2\xa0"[..], // no-break space
+            b"K\xe3\x80\x80",  // ideographic space
+            b"K\x0bX",         // vertical tab inside
+            b"K X",            // a space inside
+            b"K\x1f",
+            b"\xe2\x80\x8bK", // zero-width space
+        ] {
+            assert_eq!(
+                parse(&get("/v1", vec![raw("x-api-key", odd)]))
+                    .unwrap()
+                    .api_key,
+                ApiKey::Invalid,
+                "{odd:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_preflight_is_told_by_its_header() {
+        let preflight = get("/v1/x", vec![raw("Access-Control-Request-Method", b"POST")]);
+        assert!(parse(&preflight).unwrap().preflight);
+        assert!(!parse(&get("/v1/x", vec![])).unwrap().preflight);
+        let in_headers = wire(HttpRequest {
+            method: "OPTIONS".into(),
+            path: "/v1/x".into(),
+            headers: headers(&[("access-control-request-method", "GET")]),
+            ..Default::default()
+        });
+        assert!(parse(&in_headers).unwrap().preflight);
     }
 
     #[test]
@@ -559,7 +632,8 @@ mod tests {
             HttpCheck {
                 method: "GET",
                 path: "/v1/x",
-                api_key: ApiKey::One("k")
+                api_key: ApiKey::One("k"),
+                preflight: false,
             }
         );
     }

@@ -19,6 +19,9 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::Body as HttpBody;
@@ -32,10 +35,25 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// The gRPC length prefix: a compression flag and a big-endian `u32` length.
 const PREFIX_LEN: usize = 5;
 
+/// How long a message may take to arrive whole once its first bytes have. Envoy sends a check at
+/// once and gives up on it after its own timeout (0.25 s as shipped); a slower sender only holds
+/// memory, and is answered 400.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Messages larger than this are held against [`BUFFER_BUDGET`]. Envoy's are about 1 KiB, so
+/// real checks never touch the budget.
+const LARGE_MESSAGE: usize = 16 << 10;
+
+/// Bytes of large messages that all calls together may hold at once: with many connections and
+/// streams, `max_request_bytes` alone bounds nothing. Past it a large message is answered 503,
+/// never read.
+const BUFFER_BUDGET: usize = 64 << 20;
+
 /// `Authorization/Check` over a [`RateLimiter`].
 pub struct AuthorizationService<S> {
     limiter: Arc<RateLimiter<S>>,
     max_request_bytes: usize,
+    budget: Arc<Semaphore>,
 }
 
 impl<S> AuthorizationService<S> {
@@ -45,6 +63,7 @@ impl<S> AuthorizationService<S> {
         Self {
             limiter,
             max_request_bytes,
+            budget: Arc::new(Semaphore::new(BUFFER_BUDGET)),
         }
     }
 }
@@ -54,6 +73,7 @@ impl<S> Clone for AuthorizationService<S> {
         Self {
             limiter: self.limiter.clone(),
             max_request_bytes: self.max_request_bytes,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -83,22 +103,44 @@ where
         }
         let limiter = self.limiter.clone();
         let limit = self.max_request_bytes;
+        let budget = self.budget.clone();
         Box::pin(async move {
-            let message = read_message(request.into_body(), limit).await;
+            let message = read_message(request.into_body(), limit, &budget).await;
             let answer = limiter.respond(message.as_deref()).await;
             Ok(unary_response(&answer))
         })
     }
 }
 
-/// Reads the first gRPC message of a call's body. Buffers at most `limit` bytes of message; the
-/// common case (the whole message in one DATA frame) copies nothing.
-async fn read_message<B>(body: B, limit: usize) -> Result<Bytes, RequestError>
+/// A call's message, and its share of the buffer budget when it is a large one.
+struct CallMessage {
+    bytes: Bytes,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for CallMessage {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Reads the first gRPC message of a call's body. Buffers at most `limit` bytes of message, and
+/// a large one only within the shared `budget`; the common case (the whole message in one DATA
+/// frame) copies nothing and sets no timer.
+async fn read_message<B>(
+    body: B,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<CallMessage, RequestError>
 where
     B: HttpBody,
 {
     let mut body = std::pin::pin!(body);
     let mut received = Received::Empty;
+    let mut deadline = None;
+    let mut permit = None;
     loop {
         if let Some(prefix) = received.prefix() {
             if prefix[0] != 0 {
@@ -109,10 +151,33 @@ where
                 return Err(RequestError::TooLarge { size, limit });
             }
             if received.len() >= PREFIX_LEN + size {
-                return Ok(received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size));
+                return Ok(CallMessage {
+                    bytes: received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size),
+                    _budget: permit,
+                });
             }
+            if size > LARGE_MESSAGE && permit.is_none() {
+                let bytes = u32::try_from(size).unwrap_or(u32::MAX);
+                permit = Some(
+                    budget
+                        .clone()
+                        .try_acquire_many_owned(bytes)
+                        .map_err(|_| RequestError::Overloaded)?,
+                );
+            }
+            received.reserve_exact(PREFIX_LEN + size);
         }
-        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
+        let frame = if received.len() == 0 {
+            // Nothing held yet: waiting costs no memory, and no timer on the common path.
+            next.await
+        } else {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + READ_TIMEOUT);
+            tokio::time::timeout_at(deadline, next)
+                .await
+                .map_err(|_| RequestError::Incomplete)?
+        };
+        match frame {
             // The body ended (or broke) before the message did.
             None | Some(Err(_)) => return Err(RequestError::Malformed),
             Some(Ok(frame)) => {
@@ -146,6 +211,20 @@ impl Received {
                 Received::Several(joined)
             }
         };
+    }
+
+    /// Makes room for the whole message at once, so a message that arrives in many frames is
+    /// copied into one buffer of its exact size instead of one that doubles.
+    fn reserve_exact(&mut self, total: usize) {
+        match self {
+            Received::Empty => {}
+            Received::One(first) => {
+                let mut joined = BytesMut::with_capacity(total);
+                joined.extend_from_slice(first);
+                *self = Received::Several(joined);
+            }
+            Received::Several(joined) => joined.reserve(total.saturating_sub(joined.len())),
+        }
     }
 
     fn as_slice(&self) -> &[u8] {
@@ -227,10 +306,12 @@ impl HttpBody for UnaryBody {
 
 #[cfg(test)]
 mod tests {
-    use super::{Received, RequestError, read_message};
+    use super::{LARGE_MESSAGE, READ_TIMEOUT, Received, RequestError, read_message};
     use bytes::Bytes;
     use http_body::Frame;
     use std::convert::Infallible;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
 
     /// A body that yields these chunks, then ends.
     fn body(chunks: Vec<Vec<u8>>) -> impl tonic::codegen::Body<Data = Bytes, Error = Infallible> {
@@ -247,6 +328,14 @@ mod tests {
         frame
     }
 
+    /// Reads `chunks` with a budget of its own.
+    async fn read(chunks: Vec<Vec<u8>>, limit: usize) -> Result<Vec<u8>, RequestError> {
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        read_message(body(chunks), limit, &budget)
+            .await
+            .map(|m| m.to_vec())
+    }
+
     #[tokio::test]
     async fn a_message_split_anywhere_is_read_whole() {
         let frame = framed(b"hello world");
@@ -257,10 +346,7 @@ mod tests {
                     frame[a..b].to_vec(),
                     frame[b..].to_vec(),
                 ];
-                assert_eq!(
-                    read_message(body(chunks), 64).await.unwrap(),
-                    &b"hello world"[..]
-                );
+                assert_eq!(read(chunks, 64).await.unwrap(), b"hello world");
             }
         }
     }
@@ -270,7 +356,7 @@ mod tests {
         // Only the prefix is sent: the size is judged before the message is read.
         let prefix = framed(&[0; 65])[..5].to_vec();
         assert_eq!(
-            read_message(body(vec![prefix]), 64).await,
+            read(vec![prefix], 64).await,
             Err(RequestError::TooLarge {
                 size: 65,
                 limit: 64
@@ -279,17 +365,65 @@ mod tests {
         let mut compressed = framed(b"x");
         compressed[0] = 1;
         assert_eq!(
-            read_message(body(vec![compressed]), 64).await,
+            read(vec![compressed], 64).await,
             Err(RequestError::Compressed)
         );
         let frame = framed(b"hello");
         assert_eq!(
-            read_message(body(vec![frame[..7].to_vec()]), 64).await,
+            read(vec![frame[..7].to_vec()], 64).await,
             Err(RequestError::Malformed)
         );
-        assert_eq!(
-            read_message(body(vec![]), 64).await,
-            Err(RequestError::Malformed)
+        assert_eq!(read(vec![], 64).await, Err(RequestError::Malformed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_stalls_is_refused_after_the_read_timeout() {
+        let frame = framed(b"hello");
+        let stalled =
+            http_body_util::StreamBody::new(tonic::codegen::tokio_stream::StreamExt::chain(
+                tonic::codegen::tokio_stream::iter([Ok::<_, Infallible>(Frame::data(
+                    Bytes::from(frame[..7].to_vec()),
+                ))]),
+                tonic::codegen::tokio_stream::pending(),
+            ));
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        let started = tokio::time::Instant::now();
+        let result = read_message(stalled, 64, &budget).await.map(|m| m.to_vec());
+        assert_eq!(result, Err(RequestError::Incomplete));
+        assert_eq!(started.elapsed(), READ_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn large_messages_share_one_budget() {
+        let size = LARGE_MESSAGE + 1;
+        let frame = framed(&vec![7; size]);
+        // Room for one large message: a second one read at the same time is refused.
+        let budget = Arc::new(Semaphore::new(size + size / 2));
+        let first = read_message(
+            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
+            1 << 20,
+            &budget,
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.len(), size);
+        let second = read_message(
+            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
+            1 << 20,
+            &budget,
+        )
+        .await;
+        assert_eq!(second.err(), Some(RequestError::Overloaded));
+        drop(first);
+        let third = read_message(
+            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
+            1 << 20,
+            &budget,
+        )
+        .await;
+        assert!(
+            third.is_ok(),
+            "the budget comes back when a message is dropped"
         );
     }
 
@@ -298,6 +432,7 @@ mod tests {
         let mut received = Received::Empty;
         assert_eq!(received.prefix(), None);
         received.push(Bytes::from_static(b"ab"));
+        received.reserve_exact(6);
         received.push(Bytes::from_static(b"cd"));
         received.push(Bytes::from_static(b"ef"));
         assert_eq!(received.prefix(), Some(&b"abcde"[..]));

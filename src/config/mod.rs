@@ -66,12 +66,22 @@ pub struct Config {
 }
 
 /// Where a configuration was read from, so that a reload reads it the same way.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Source {
     /// The configuration file, as given on the command line.
     pub path: PathBuf,
     /// The command line and environment, which win over the file on every reload too.
     pub overrides: Overrides,
+    /// The text this configuration was parsed from: a change made before the watcher starts is
+    /// still seen as a change.
+    pub text: String,
+}
+
+/// The path only: the text and the overrides may hold a Redis password.
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Source({})", self.path.display())
+    }
 }
 
 /// Values given on the command line or in the environment, which win over the file.
@@ -124,6 +134,7 @@ impl Config {
                 config.source = Some(Source {
                     path: path.to_owned(),
                     overrides: overrides.clone(),
+                    text,
                 });
                 Ok(config)
             }

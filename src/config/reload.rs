@@ -43,7 +43,11 @@ pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + 
         }
     };
     let mut hangup = hangup_signal();
-    let mut last_text = std::fs::read_to_string(&source.path).ok();
+    let mut last_text = Some(source.text.clone());
+    // A change between the start-up read and the watch: seen now, not at the next event.
+    if let Some(reload) = reload(&source, &running, &mut last_text, false) {
+        reloaded(reload);
+    }
     loop {
         let forced = tokio::select! {
             Some(()) = changed.recv() => {
@@ -77,10 +81,8 @@ fn reload(
             return Some(Reload::Refused);
         }
     };
-    if last_text.as_deref() == Some(text.as_str()) {
-        if forced {
-            tracing::info!(path = %path.display(), "configuration unchanged");
-        }
+    // SIGHUP parses again even unchanged text: what it refers to (a CA file) may have changed.
+    if !forced && last_text.as_deref() == Some(text.as_str()) {
         return None;
     }
     let name = path.display().to_string();

@@ -331,6 +331,26 @@ pub async fn check(
     Answer::from_response(response)
 }
 
+/// Sends a CORS preflight of `path`: `OPTIONS` with `access-control-request-method`, no key.
+pub async fn preflight(client: &mut AuthorizationClient<Channel>, path: &str) -> Answer {
+    let mut request = envoy_request("OPTIONS", path, None);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers
+            .insert("access-control-request-method".into(), "POST".into());
+    }
+    let response = client
+        .check(request)
+        .await
+        .expect("tollgate never answers a check with a gRPC error")
+        .into_inner();
+    Answer::from_response(response)
+}
+
 /// Sends `message` as the body of a `Check` call, byte for byte: for messages that no protobuf
 /// library would build (truncated, or with text that is not UTF-8).
 pub async fn check_raw(
