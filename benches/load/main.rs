@@ -4,7 +4,8 @@
 //!
 //!     cargo bench --bench load -- [--scenario allowed|hot|light|all] [--runs 3]
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
-//!         [--no-deny-cache] [--compare-pool] [--redis-connections N] [--rate CHECKS_PER_S]
+//!         [--no-deny-cache] [--no-metrics] [--compare-pool] [--redis-connections N]
+//!         [--rate CHECKS_PER_S]
 //!
 //! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both;
 //! `TOLLGATE_BENCH_BIN=<path>` runs that tollgate binary instead of this build's (A/B of builds).
@@ -47,6 +48,8 @@ struct Options {
     connections: Option<usize>,
     keys: Option<u64>,
     deny_cache: bool,
+    /// Prometheus metrics on (on a free port) or off (`metrics.enabled: false`), for their A/B.
+    metrics: bool,
     compare_pool: bool,
     redis_connections: usize,
     /// Checks per second in all, paced (open loop); 0 for closed loop.
@@ -63,6 +66,7 @@ fn options() -> Options {
         connections: None,
         keys: None,
         deny_cache: true,
+        metrics: true,
         compare_pool: false,
         redis_connections: 4,
         rate: 0.0,
@@ -80,6 +84,7 @@ fn options() -> Options {
             "--connections" => o.connections = Some(value().parse().unwrap()),
             "--keys" => o.keys = Some(value().parse().unwrap()),
             "--no-deny-cache" => o.deny_cache = false,
+            "--no-metrics" => o.metrics = false,
             "--compare-pool" => o.compare_pool = true,
             "--redis-connections" => o.redis_connections = value().parse().unwrap(),
             "--rate" => o.rate = value().parse().unwrap(),
@@ -157,12 +162,13 @@ async fn main() {
     for name in scenarios {
         let shape = shape(name, &o);
         println!(
-            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, {} Redis connection(s) in tollgate, {}",
+            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, metrics {}, {} Redis connection(s) in tollgate, {}",
             shape.callers,
             shape.connections,
             shape.keys,
             shape.limit,
             if o.deny_cache { "on" } else { "off" },
+            if o.metrics { "on" } else { "off" },
             o.redis_connections,
             if o.rate > 0.0 {
                 format!("paced at {} checks/s", o.rate)
