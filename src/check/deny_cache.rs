@@ -34,6 +34,10 @@ const SHARDS: usize = 16;
 /// is seen within it.
 pub const TRUST: Duration = Duration::from_millis(500);
 
+/// How long the other checks of a bucket keep its 429 while one asks the store again: longer
+/// than a store call takes, so that an answer, allowed or not, lands before it ends.
+const RECHECK_GRACE: Duration = Duration::from_millis(100);
+
 /// Buckets known to be full, with the moment each frees a slot.
 pub struct DenyCache {
     shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
@@ -71,7 +75,7 @@ impl DenyCache {
         }
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
-        let Some(entry) = shard.get(&hash) else {
+        let Some(entry) = shard.get_mut(&hash) else {
             return Lookup::Miss;
         };
         if entry.key != *bucket.key || &*entry.name != bucket.name {
@@ -82,6 +86,10 @@ impl DenyCache {
             return Lookup::Miss;
         }
         if entry.trusted_until <= now {
+            // This check asks the store again; the concurrent ones keep the 429 until its answer
+            // replaces the entry (or for RECHECK_GRACE if it never comes), so a hammered bucket
+            // costs one store call per TRUST, not one per caller in flight.
+            entry.trusted_until = (now + RECHECK_GRACE).min(entry.until);
             return Lookup::Recheck;
         }
         Lookup::Deny(entry.quota(limit, now))
@@ -353,6 +361,33 @@ mod tests {
             Lookup::Miss
         );
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn one_check_at_a_time_asks_the_store_again() {
+        let cache = DenyCache::new(100);
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "GET /x",
+        };
+        let asked = Instant::now();
+        cache.insert(bucket, limit(5), &denied(30_000_000), asked);
+        let expired = asked + TRUST;
+        assert_eq!(cache.lookup(bucket, limit(5), expired), Lookup::Recheck);
+        // The checks in flight meanwhile are answered from memory...
+        for ms in [0, 1, 99] {
+            let at = expired + Duration::from_millis(ms);
+            assert!(
+                matches!(cache.lookup(bucket, limit(5), at), Lookup::Deny(_)),
+                "{ms} ms"
+            );
+        }
+        // ...until the recheck's answer comes, or it never does.
+        assert_eq!(
+            cache.lookup(bucket, limit(5), expired + RECHECK_GRACE),
+            Lookup::Recheck
+        );
     }
 
     #[test]
