@@ -21,6 +21,14 @@ pub struct AdminToken {
     digest: [u8; 32],
 }
 
+/// Same file and same token: a reload that changes either needs a restart. Not a check of a
+/// caller's token, so no constant-time comparison is needed.
+impl PartialEq for AdminToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.digest == other.digest
+    }
+}
+
 /// Why a token file's content cannot be a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

@@ -39,7 +39,7 @@ pub mod pb {
 }
 
 /// Where the admin API listens and what it asks of callers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     /// Address of the admin listener; loopback by default.
     pub listen: SocketAddr,

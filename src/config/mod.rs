@@ -141,7 +141,7 @@ impl Config {
         }
     }
 
-    /// The settings that differ from `new` and that only a restart applies: the listener, the
+    /// The settings that differ from `new` and that only a restart applies: the listeners, the
     /// store and its connections, sizes fixed at start, the shutdown timings.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -151,6 +151,8 @@ impl Config {
             }
         };
         compare("listen", self.listen != new.listen);
+        compare("admin", self.admin != new.admin);
+        compare("metrics", self.metrics_listen != new.metrics_listen);
         compare("redis", self.redis != new.redis);
         compare("drain_period", self.drain_period != new.drain_period);
         compare("shutdown_grace", self.shutdown_grace != new.shutdown_grace);
