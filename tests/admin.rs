@@ -15,36 +15,6 @@ use tollgate::admin::pb::{
 use tollgate::config::DEFAULT_YAML;
 use tonic::transport::Channel;
 
-/// Runs each body with the in-memory store, a real Redis and a real three-node Redis Cluster.
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::redis()).await;
-                }
-            )*
-        }
-        mod redis_cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::cluster()).await;
-                }
-            )*
-        }
-    };
-}
-
 for_each_store!(
     get_quota_does_not_consume,
     get_quota_shows_what_checks_counted,

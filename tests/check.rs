@@ -9,36 +9,6 @@ use prost::Message;
 use std::time::{Duration, Instant};
 use tollgate::config::DEFAULT_YAML;
 
-/// Runs each body with the in-memory store, a real Redis and a real three-node Redis Cluster.
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::redis()).await;
-                }
-            )*
-        }
-        mod redis_cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::cluster()).await;
-                }
-            )*
-        }
-    };
-}
-
 for_each_store!(
     every_contract_route_has_its_limit_and_headers,
     id_segments_share_one_bucket_per_template,

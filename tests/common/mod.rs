@@ -34,6 +34,39 @@ use tokio::task::JoinHandle;
 use tollgate::config::{Config, Overrides};
 use tonic::transport::Channel;
 
+/// Defines, for each named body `async fn body(backend: Backend)`, one test with the in-memory
+/// store, one with a real Redis and one with a real three-node Redis Cluster: the same body for
+/// every store.
+#[macro_export]
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::redis()).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::cluster()).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Where a test's quotas live.
 pub enum Backend {
     /// tollgate's in-memory store.
