@@ -16,5 +16,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /tollgate /usr/local/bin/tollgate
 USER 65532:65532
-EXPOSE 9191
+# ext_authz and health; Prometheus metrics. The admin API stays on loopback (9192).
+EXPOSE 9191 9090
 ENTRYPOINT ["/usr/local/bin/tollgate"]
