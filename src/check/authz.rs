@@ -301,15 +301,3 @@ impl FailureLog {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::canonical_method;
-
-    #[test]
-    fn methods_are_matched_case_insensitively() {
-        assert_eq!(canonical_method("get"), "GET");
-        assert_eq!(canonical_method("Options"), "OPTIONS");
-        assert_eq!(canonical_method("PROPFIND"), "PROPFIND");
-    }
-}

@@ -451,6 +451,13 @@ mod tests {
     }
 
     #[test]
+    fn methods_are_matched_case_insensitively() {
+        assert_eq!(canonical_method("get"), "GET");
+        assert_eq!(canonical_method("Options"), "OPTIONS");
+        assert_eq!(canonical_method("PROPFIND"), "PROPFIND");
+    }
+
+    #[test]
     fn limits_are_found_by_bucket_name() {
         let shared = table(DefaultBucket::Shared);
         assert_eq!(shared.limit_of("GET /campaigns/:id"), Some(limit(120)));

@@ -1,6 +1,6 @@
 //! The `admin` section: where the admin API listens and the token it asks for.
 
-use super::yaml::{Problems, check_keys, string};
+use super::yaml::{Problems, section, string};
 use crate::admin::{AdminSettings, AdminToken};
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -16,22 +16,7 @@ pub(super) fn parse_admin(
     listen: Option<SocketAddr>,
     problems: &mut Problems,
 ) -> Option<AdminSettings> {
-    let empty = serde_yaml::Mapping::new();
-    let map = match value {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Mapping(map)) => map,
-        Some(_) => {
-            problems.add(
-                "admin",
-                format!(
-                    "must be a mapping with keys from: {}",
-                    ADMIN_KEYS.join(", ")
-                ),
-            );
-            return None;
-        }
-    };
-    check_keys(map, "admin", ADMIN_KEYS, problems);
+    let map = &*section(value, "admin", ADMIN_KEYS, problems)?;
     let admin_listen = string(map, "listen", "admin", problems)
         .unwrap_or(DEFAULT_LISTEN)
         .parse::<SocketAddr>()

@@ -1,6 +1,6 @@
 //! The `metrics` section: where Prometheus scrapes tollgate.
 
-use super::yaml::{Problems, check_keys, render, string};
+use super::yaml::{Problems, render, section, string};
 use serde_yaml::Value;
 use std::net::SocketAddr;
 
@@ -14,22 +14,7 @@ pub(super) fn parse_metrics(
     value: Option<&Value>,
     problems: &mut Problems,
 ) -> Option<Option<SocketAddr>> {
-    let empty = serde_yaml::Mapping::new();
-    let map = match value {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Mapping(map)) => map,
-        Some(_) => {
-            problems.add(
-                "metrics",
-                format!(
-                    "must be a mapping with keys from: {}",
-                    METRICS_KEYS.join(", ")
-                ),
-            );
-            return None;
-        }
-    };
-    check_keys(map, "metrics", METRICS_KEYS, problems);
+    let map = &*section(value, "metrics", METRICS_KEYS, problems)?;
     let enabled = match map.get("enabled") {
         None => Some(true),
         Some(Value::Bool(enabled)) => Some(*enabled),

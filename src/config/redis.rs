@@ -1,7 +1,7 @@
 //! The `redis` section.
 
 use super::redact_url;
-use super::yaml::{Problems, check_keys, render, string, whole_number};
+use super::yaml::{Problems, render, section, string, whole_number};
 use crate::limit::parse_window;
 use crate::store::{RedisSettings, TlsCa};
 use serde_yaml::Value;
@@ -17,17 +17,7 @@ const REDIS_KEYS: &[&str] = &[
 ];
 
 pub(super) fn parse_redis(value: &Value, problems: &mut Problems) -> Option<RedisSettings> {
-    let Some(map) = value.as_mapping() else {
-        problems.add(
-            "redis",
-            format!(
-                "must be a mapping with keys from: {}",
-                REDIS_KEYS.join(", ")
-            ),
-        );
-        return None;
-    };
-    check_keys(map, "redis", REDIS_KEYS, problems);
+    let map = &*section(Some(value), "redis", REDIS_KEYS, problems)?;
     let url = match string(map, "url", "redis", problems) {
         None => {
             problems.add(

@@ -1,6 +1,7 @@
 //! Walking a YAML document while collecting problems instead of stopping at the first.
 
 use serde_yaml::{Mapping, Value};
+use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
 /// Problems found so far, one sentence each, prefixed with where they are.
@@ -28,6 +29,29 @@ pub(super) fn check_keys(map: &Mapping, at: &str, known: &[&str], problems: &mut
             ),
         }
     }
+}
+
+/// A section of settings: its mapping with every key checked against `known`, an empty one when
+/// it is absent, or `None` (and a problem) when it is not a mapping.
+pub(super) fn section<'a>(
+    value: Option<&'a Value>,
+    at: &str,
+    known: &[&str],
+    problems: &mut Problems,
+) -> Option<Cow<'a, Mapping>> {
+    let map = match value {
+        None | Some(Value::Null) => Cow::Owned(Mapping::new()),
+        Some(Value::Mapping(map)) => Cow::Borrowed(map),
+        Some(_) => {
+            problems.add(
+                at,
+                format!("must be a mapping with keys from: {}", known.join(", ")),
+            );
+            return None;
+        }
+    };
+    check_keys(&map, at, known, problems);
+    Some(map)
 }
 
 /// A string setting; numbers and booleans are refused rather than coerced.
