@@ -16,12 +16,14 @@ use tollgate::config::Config;
 /// Series name with its labels, as written in the exposition (`name{a="x",b="y"}`) → value.
 type Scrape = HashMap<String, f64>;
 
-/// tollgate with its metrics on a port the test knows.
+/// tollgate with its metrics on a port of its own, held from the bind on (a port picked free
+/// beforehand could be taken by a test running beside this one), and that port.
 async fn start(config: Config) -> (Tollgate, u16) {
     let mut config = config;
-    let port = free_port();
-    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
-    (Tollgate::start(config).await, port)
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let tollgate = Tollgate::start(config).await;
+    let port = tollgate.metrics_addr.expect("metrics are on").port();
+    (tollgate, port)
 }
 
 /// One `GET` of `target` on the metrics port, retried while the listener is still being bound.

@@ -139,6 +139,8 @@ pub struct Tollgate {
     pub addr: SocketAddr,
     /// The admin API's listener.
     pub admin_addr: SocketAddr,
+    /// The metrics listener, when metrics are on.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -162,6 +164,7 @@ impl Tollgate {
         };
         let addr = listeners.ext_authz.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
+        let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tollgate::server::run(config, listeners, async {
@@ -173,6 +176,7 @@ impl Tollgate {
         Self {
             addr,
             admin_addr,
+            metrics_addr,
             shutdown: Some(tx),
             task: Some(task),
         }
