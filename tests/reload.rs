@@ -102,6 +102,19 @@ impl Load {
     }
 }
 
+/// Waits until the binary's watcher runs: a change made before it would be caught up at its start,
+/// not by the mechanism a test means to exercise.
+async fn wait_for_watcher(tollgate: &TollgateProcess) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tollgate
+        .log()
+        .contains("reloading the configuration on change and on SIGHUP")
+    {
+        assert!(Instant::now() < deadline, "no watcher:\n{}", tollgate.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A directory laid out as Kubernetes mounts a ConfigMap: `tollgate.yaml` → `..data/tollgate.yaml`,
 /// `..data` → `..<version>`, replaced by renaming a new symlink over it.
 struct ConfigMapDir {
@@ -142,6 +155,7 @@ async fn a_configmap_update_applies_within_two_seconds_and_a_broken_one_is_refus
     let mut configmap = ConfigMapDir::new(&yaml(1000));
     let port = free_port();
     let tollgate = TollgateProcess::start_file(&configmap.file(), port);
+    wait_for_watcher(&tollgate).await;
     let load = Load::start(port).await;
     load.wait_for_limit(1000, Instant::now()).await;
 
@@ -185,7 +199,8 @@ async fn a_file_rewritten_in_place_applies_within_two_seconds() {
     let file = dir.path().join("tollgate.yaml");
     std::fs::write(&file, yaml(1000)).unwrap();
     let port = free_port();
-    let _tollgate = TollgateProcess::start_file(&file, port);
+    let tollgate = TollgateProcess::start_file(&file, port);
+    wait_for_watcher(&tollgate).await;
     let load = Load::start(port).await;
     load.wait_for_limit(1000, Instant::now()).await;
     let written = Instant::now();
@@ -206,6 +221,7 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let port = free_port();
     let tollgate = TollgateProcess::start_file(&link, port);
+    wait_for_watcher(&tollgate).await;
     let load = Load::start(port).await;
     load.wait_for_limit(1000, Instant::now()).await;
 

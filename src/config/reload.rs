@@ -48,6 +48,7 @@ pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + 
     if let Some(reload) = reload(&source, &running, &mut last_text, false) {
         reloaded(reload);
     }
+    tracing::info!(path = %source.path.display(), watched = _watcher.is_some(), "reloading the configuration on change and on SIGHUP");
     loop {
         let forced = tokio::select! {
             Some(()) = changed.recv() => {
