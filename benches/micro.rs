@@ -20,10 +20,10 @@ use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::path::normalize;
 use tollgate::check::request::HttpCheck;
-use tollgate::check::response::render;
+use tollgate::check::response::{HeaderStyle, render};
 use tollgate::check::verdict::{Quota, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
-use tollgate::store::MemoryStore;
+use tollgate::store::{MemoryStore, Outcome, WindowOutcome};
 use tollgate::telemetry::metrics::Metrics;
 
 /// Runs `op` in rounds of `iterations` and prints the median time per call.
@@ -44,12 +44,19 @@ fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {
 fn main() {
     let config = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
     let table = config.routes.clone();
-    let quota = Quota {
-        limit: table.default_limit(),
-        remaining: 17,
-        reset_millis: 1_795_806_628_516,
-        retry_after_secs: 12,
-    };
+    let rule = table.default_rule();
+    let quota = Quota::new(
+        rule,
+        &Outcome {
+            allowed: true,
+            now_micros: 1_795_806_616_516_000,
+            windows: vec![WindowOutcome {
+                remaining: 17,
+                reset_micros: 1_795_806_628_516_000,
+            }],
+        },
+        true,
+    );
     let keys: Vec<String> = (0..1024).map(|i| format!("bench-key-{i}")).collect();
     let requests: Vec<Vec<u8>> = (0..1024)
         .map(|i| {
@@ -101,10 +108,18 @@ fn main() {
         black_box(KeyDigest::of(black_box(&keys[(i % 1024) as usize])));
     });
     bench("render an allowed response", 1_000_000, |_| {
-        black_box(render(black_box(&Verdict::Allowed(quota)), "x-api-key"));
+        black_box(render(
+            black_box(&Verdict::Allowed(quota.clone())),
+            "x-api-key",
+            HeaderStyle::XRateLimit,
+        ));
     });
     bench("render a 429 response", 1_000_000, |_| {
-        black_box(render(black_box(&Verdict::RateLimited(quota)), "x-api-key"));
+        black_box(render(
+            black_box(&Verdict::RateLimited(quota.clone())),
+            "x-api-key",
+            HeaderStyle::XRateLimit,
+        ));
     });
     let limiter = RateLimiter::new(
         &config,

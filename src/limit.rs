@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest window tollgate accepts. Every Redis key lives for one window, so this also bounds
@@ -23,6 +24,179 @@ impl Limit {
         // MAX_WINDOW keeps this far below u64::MAX.
         self.window.as_micros() as u64
     }
+}
+
+/// The most windows one route may have: each costs one read per check.
+pub const MAX_WINDOWS: usize = 8;
+
+/// Whether a rule's denials are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Requests over the limit are denied with 429.
+    #[default]
+    Enforce,
+    /// Nothing is denied: a request over the limit is counted like an admitted one and reported
+    /// as a would-be denial, so that switching to `enforce` starts from a true history.
+    Shadow,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        })
+    }
+}
+
+/// What a bucket is checked against: its windows, the slots one request takes in each, and
+/// whether denials are enforced. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Shortest window first; windows are distinct.
+    limits: Arc<[Limit]>,
+    cost: u32,
+    mode: Mode,
+}
+
+/// Why a rule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// No window at all.
+    #[error("a route needs at least one limit")]
+    NoLimits,
+    /// More windows than [`MAX_WINDOWS`].
+    #[error("at most {MAX_WINDOWS} limits per route, not {0}")]
+    TooManyLimits(usize),
+    /// Two limits with the same window: only the smaller one would ever matter.
+    #[error("two limits have the same window {0}; keep one")]
+    SameWindow(String),
+    /// A cost of zero.
+    #[error("cost must be at least 1")]
+    ZeroCost,
+    /// A cost no window could ever admit.
+    #[error("cost {cost} is larger than the {limit} limit, which could never admit a request")]
+    CostTooHigh {
+        /// The cost.
+        cost: u32,
+        /// The limit it exceeds.
+        limit: Limit,
+    },
+}
+
+impl Rule {
+    /// A rule of the given windows (any order), cost and mode.
+    pub fn new(mut limits: Vec<Limit>, cost: u32, mode: Mode) -> Result<Self, RuleError> {
+        if limits.is_empty() {
+            return Err(RuleError::NoLimits);
+        }
+        if limits.len() > MAX_WINDOWS {
+            return Err(RuleError::TooManyLimits(limits.len()));
+        }
+        limits.sort_by_key(|l| l.window);
+        if let Some(pair) = limits
+            .windows(2)
+            .find(|pair| pair[0].window == pair[1].window)
+        {
+            return Err(RuleError::SameWindow(
+                WindowDisplay(pair[0].window).to_string(),
+            ));
+        }
+        if cost == 0 {
+            return Err(RuleError::ZeroCost);
+        }
+        if let Some(&limit) = limits.iter().find(|l| l.requests.get() < cost) {
+            return Err(RuleError::CostTooHigh { cost, limit });
+        }
+        Ok(Self {
+            limits: limits.into(),
+            cost,
+            mode,
+        })
+    }
+
+    /// One window, cost 1, enforced.
+    pub fn single(limit: Limit) -> Self {
+        Self {
+            limits: Arc::new([limit]),
+            cost: 1,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// The windows, shortest first.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    /// Slots one request takes in every window.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// Whether denials are enforced.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The same windows and cost in another mode.
+    pub fn with_mode(&self, mode: Mode) -> Self {
+        Self {
+            mode,
+            ..self.clone()
+        }
+    }
+
+    /// The largest `requests` of the windows: how many admission times the bucket must remember.
+    pub fn capacity(&self) -> u32 {
+        self.limits
+            .iter()
+            .map(|l| l.requests.get())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The longest window: how long an idle bucket must be kept.
+    pub fn longest_window(&self) -> Duration {
+        self.limits[self.limits.len() - 1].window
+    }
+}
+
+/// `10 requests / 1s + 1000 requests / 1h, cost 5, shadow`: the cost and mode only when not the
+/// defaults.
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, limit) in self.limits.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" + ")?;
+            }
+            write!(f, "{limit}")?;
+        }
+        if self.cost != 1 {
+            write!(f, ", cost {}", self.cost)?;
+        }
+        if self.mode == Mode::Shadow {
+            f.write_str(", shadow")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders a window as a short name (`1s`, `500ms`, `1h`): the policy names of the `RateLimit`
+/// header fields.
+pub fn window_name(window: Duration) -> String {
+    let ms = window.as_millis();
+    for (unit, name) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ] {
+        if ms.is_multiple_of(unit) {
+            return format!("{}{name}", ms / unit);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]
@@ -136,6 +310,58 @@ mod tests {
             parse_window("99999999999999999999d"),
             Err(WindowError::Syntax(_))
         ));
+    }
+
+    fn limit(requests: u32, window: &str) -> Limit {
+        Limit {
+            requests: NonZeroU32::new(requests).unwrap(),
+            window: parse_window(window).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rules_sort_their_windows_and_refuse_what_could_never_work() {
+        let rule = Rule::new(vec![limit(1000, "1h"), limit(10, "1s")], 2, Mode::Shadow).unwrap();
+        assert_eq!(rule.limits(), [limit(10, "1s"), limit(1000, "1h")]);
+        assert_eq!(rule.capacity(), 1000);
+        assert_eq!(rule.longest_window(), Duration::from_secs(3600));
+        assert_eq!(
+            rule.to_string(),
+            "10 requests / 1s + 1000 requests / 3600s, cost 2, shadow"
+        );
+        assert_eq!(
+            Rule::new(vec![], 1, Mode::Enforce),
+            Err(RuleError::NoLimits)
+        );
+        assert_eq!(
+            Rule::new(vec![limit(1, "60s"), limit(5, "1m")], 1, Mode::Enforce),
+            Err(RuleError::SameWindow("60s".into()))
+        );
+        assert_eq!(
+            Rule::new(vec![limit(5, "1s")], 0, Mode::Enforce),
+            Err(RuleError::ZeroCost)
+        );
+        assert_eq!(
+            Rule::new(vec![limit(5, "1s"), limit(50, "1m")], 6, Mode::Enforce),
+            Err(RuleError::CostTooHigh {
+                cost: 6,
+                limit: limit(5, "1s")
+            })
+        );
+        let nine = (1..=9).map(|s| limit(10, &format!("{s}s"))).collect();
+        assert_eq!(
+            Rule::new(nine, 1, Mode::Enforce),
+            Err(RuleError::TooManyLimits(9))
+        );
+    }
+
+    #[test]
+    fn window_names_use_the_largest_whole_unit() {
+        assert_eq!(window_name(Duration::from_secs(1)), "1s");
+        assert_eq!(window_name(Duration::from_secs(3600)), "1h");
+        assert_eq!(window_name(Duration::from_secs(90)), "90s");
+        assert_eq!(window_name(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(window_name(Duration::from_secs(86_400 * 2)), "2d");
     }
 
     proptest! {

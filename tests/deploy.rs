@@ -438,9 +438,9 @@ fn the_shipped_configuration_is_the_contract_table_and_passes_check_config() {
             .routes
             .routes()
             .iter()
-            .map(|r| format!("{} {}", r.id, r.limit))
+            .map(|r| format!("{} {}", r.id, r.rule))
             .collect();
-        rows.push(format!("default {}", c.routes.default_limit()));
+        rows.push(format!("default {}", c.routes.default_rule()));
         rows.sort();
         rows
     };

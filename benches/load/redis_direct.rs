@@ -7,7 +7,10 @@ use crate::{Options, Shape};
 use std::process::Command;
 use std::sync::Arc;
 
-pub const SCRIPT: &str = include_str!("../../src/store/sliding_window.lua");
+pub const SCRIPT: &str = concat!(
+    include_str!("../../src/store/ring.lua"),
+    include_str!("../../src/store/check.lua")
+);
 
 /// The yardstick: `redis-benchmark` running the same script with `EVALSHA`, one client per
 /// caller, no pipelining, random keys from the same key space. Returns calls per second.
@@ -18,9 +21,9 @@ pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
         .query(&mut redis.connection())
         .unwrap();
     let key = if shape.keys == 1 {
-        "tollgate:{bench-key-0}:GET /bench/:id".to_owned()
+        "tollgate:ring:{bench-key-0}:GET /bench/:id".to_owned()
     } else {
-        "tollgate:{bench-key-__rand_int__}:GET /bench/:id".to_owned()
+        "tollgate:ring:{bench-key-__rand_int__}:GET /bench/:id".to_owned()
     };
     // About as many calls as the measurement window lasts at 40k/s.
     let calls = (o.duration.as_secs_f64() * 40_000.0) as u64;
@@ -45,6 +48,8 @@ pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
             &sha,
             "1",
             &key,
+            "1",
+            "0",
             &shape.limit.to_string(),
             "60000000",
         ])
@@ -97,9 +102,10 @@ pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, poole
         let (script, conns, states) = (script.clone(), conns.clone(), states.clone());
         async move {
             let key = states[caller].lock().unwrap().next();
-            let mut invocation = script.key(format!("tollgate:{{bench-key-{key}}}:GET /bench/:id"));
-            invocation.arg(limit).arg(60_000_000u64);
-            let result: redis::RedisResult<(u8, u32, u64, u64)> = match &*conns {
+            let mut invocation =
+                script.key(format!("tollgate:ring:{{bench-key-{key}}}:GET /bench/:id"));
+            invocation.arg(1).arg(0).arg(limit).arg(60_000_000u64);
+            let result: redis::RedisResult<(u8, u64, u32, u64)> = match &*conns {
                 Conns::Multiplexed(v) => {
                     let mut c = v[caller % v.len()].clone();
                     invocation.invoke_async(&mut c).await

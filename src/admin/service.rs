@@ -8,7 +8,7 @@ use super::pb::{
 use crate::api_key::KeyDigest;
 use crate::check::authz::{Policy, RateLimiter};
 use crate::check::routes::{Bucket, DefaultBucket};
-use crate::limit::Limit;
+use crate::limit::{Limit, Mode, Rule};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -55,7 +55,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let policy = self.limiter.policy();
         let (key, bucket) =
             Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
-        let Some(Bucket { name, limit, .. }) = bucket else {
+        let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(Quota::default()));
         };
         let bucket = BucketRef {
@@ -65,17 +65,38 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let usage = self
             .limiter
             .store()
-            .peek(bucket, limit)
+            .peek(bucket, rule)
             .await
             .map_err(unavailable)?;
+        let windows: Vec<pb::Window> = rule
+            .limits()
+            .iter()
+            .zip(&usage.windows)
+            .map(|(limit, w)| pb::Window {
+                limit: limit.requests.get(),
+                window_ms: window_ms(*limit),
+                used: w.used,
+                remaining: w.remaining,
+                reset_unix_ms: w.reset_micros.div_ceil(1000),
+            })
+            .collect();
+        // The window an admitted request's headers would describe.
+        let headline = windows
+            .iter()
+            .min_by_key(|w| (w.remaining, std::cmp::Reverse(w.reset_unix_ms)))
+            .cloned()
+            .unwrap_or_default();
         Ok(Response::new(Quota {
             limited: true,
             bucket: name.to_string(),
-            limit: limit.requests.get(),
-            window_ms: window_ms(limit),
-            used: usage.used,
-            remaining: usage.remaining,
-            reset_unix_ms: usage.reset_micros.div_ceil(1000),
+            limit: headline.limit,
+            window_ms: headline.window_ms,
+            used: headline.used,
+            remaining: headline.remaining,
+            reset_unix_ms: headline.reset_unix_ms,
+            windows,
+            cost: rule.cost(),
+            mode: mode(rule).into(),
         }))
     }
 
@@ -87,7 +108,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let policy = self.limiter.policy();
         let (key, bucket) =
             Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
-        let Some(Bucket { name, limit, .. }) = bucket else {
+        let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(ResetQuotaResponse::default()));
         };
         let bucket = BucketRef {
@@ -97,7 +118,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
         let cleared = self
             .limiter
             .store()
-            .reset(bucket, limit)
+            .reset(bucket, rule)
             .await
             .map_err(unavailable)?;
         // This replica at once; the others stop trusting their entries within deny_cache::TRUST.
@@ -124,21 +145,28 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
                 method: route.method.clone(),
                 path: format!("{prefix}{}", route.template),
                 bucket: route.id.to_string(),
-                limit: route.limit.requests.get(),
-                window_ms: window_ms(route.limit),
+                limit: route.rule.limits()[0].requests.get(),
+                window_ms: window_ms(route.rule.limits()[0]),
+                limits: limits(&route.rule),
+                cost: route.rule.cost(),
+                mode: mode(&route.rule).into(),
             })
             .collect();
         let bucketing = match table.default_bucket() {
             DefaultBucket::Shared => pb::DefaultBucket::Shared,
             DefaultBucket::PerPath => pb::DefaultBucket::PerPath,
         };
+        let default = table.default_rule();
         Ok(Response::new(ListRoutesResponse {
             routes,
             default_route: Some(DefaultRoute {
                 path: format!("{prefix}/**"),
-                limit: table.default_limit().requests.get(),
-                window_ms: window_ms(table.default_limit()),
+                limit: default.limits()[0].requests.get(),
+                window_ms: window_ms(default.limits()[0]),
                 bucketing: bucketing.into(),
+                limits: limits(default),
+                cost: default.cost(),
+                mode: mode(default).into(),
             }),
         }))
     }
@@ -146,6 +174,23 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
 
 fn window_ms(limit: Limit) -> u64 {
     limit.window.as_millis() as u64
+}
+
+fn limits(rule: &Rule) -> Vec<pb::Limit> {
+    rule.limits()
+        .iter()
+        .map(|&limit| pb::Limit {
+            requests: limit.requests.get(),
+            window_ms: window_ms(limit),
+        })
+        .collect()
+}
+
+fn mode(rule: &Rule) -> pb::Mode {
+    match rule.mode() {
+        Mode::Enforce => pb::Mode::Enforce,
+        Mode::Shadow => pb::Mode::Shadow,
+    }
 }
 
 /// A store that cannot answer is a condition the operator may retry.

@@ -4,11 +4,11 @@ use crate::api_key::KeyDigest;
 use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
 use crate::check::request::{ApiKey, HttpCheck, RequestError};
-use crate::check::response::render;
+use crate::check::response::{HeaderStyle, render};
 use crate::check::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
-use crate::limit::Limit;
+use crate::limit::{Mode, Rule};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
 use arc_swap::ArcSwap;
@@ -25,6 +25,7 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Policy {
     routes: RouteTable,
     api_key_header: String,
+    header_style: HeaderStyle,
     failure_mode: FailureMode,
     metrics: CheckMetrics,
 }
@@ -35,6 +36,7 @@ impl Policy {
         Self {
             routes: config.routes.clone(),
             api_key_header: config.api_key_header.clone(),
+            header_style: config.rate_limit_headers,
             failure_mode: config.failure_mode,
             metrics: metrics.for_routes(&config.routes),
         }
@@ -70,7 +72,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         let policy = Arc::new(Policy::of(config, &self.metrics));
         self.policy.store(policy.clone());
         self.deny_cache
-            .retain(|name, limit| policy.routes.limit_of(name) == Some(limit));
+            .retain(|name, rule| policy.routes.rule_of(name) == Some(rule));
     }
 
     /// The metrics this limiter counts into.
@@ -111,7 +113,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         if let Verdict::BadRequest(e) = verdict {
             tracing::debug!(error = %e, "unusable check request");
         }
-        let response = render(&verdict, &policy.api_key_header);
+        let response = render(&verdict, &policy.api_key_header, policy.header_style);
         policy.metrics.check_took(started.elapsed());
         response
     }
@@ -135,7 +137,7 @@ impl<S: QuotaStore> RateLimiter<S> {
             Err(e) => return (Verdict::BadRequest(e), None),
         };
         let bucket = policy.bucket(check.method, check.path, check.preflight);
-        let Some(Bucket { name, limit, route }) = (match bucket {
+        let Some(Bucket { name, rule, route }) = (match bucket {
             Ok(bucket) => bucket,
             Err(e) => return (Verdict::BadRequest(e), None),
         }) else {
@@ -153,7 +155,7 @@ impl<S: QuotaStore> RateLimiter<S> {
             }
         };
         (
-            self.count(policy, &KeyDigest::of(api_key), &name, limit)
+            self.count(policy, &KeyDigest::of(api_key), &name, rule)
                 .await,
             Some(route),
         )
@@ -161,15 +163,21 @@ impl<S: QuotaStore> RateLimiter<S> {
 
     /// Asks the over-limit cache, then the store, whether `name` of `key` admits one more
     /// request.
-    async fn count(&self, policy: &Policy, key: &KeyDigest, name: &str, limit: Limit) -> Verdict {
+    async fn count(&self, policy: &Policy, key: &KeyDigest, name: &str, rule: &Rule) -> Verdict {
         let bucket = BucketRef { key, name };
         let asked_at = Instant::now();
-        let cached = self.deny_cache.lookup(bucket, limit, asked_at);
+        // In shadow mode every request is counted, so none may be answered without the store.
+        let enforce = rule.mode() == Mode::Enforce;
+        let cached = if enforce {
+            self.deny_cache.lookup(bucket, rule, asked_at)
+        } else {
+            Lookup::Miss
+        };
         if let Lookup::Deny(quota) = cached {
             policy.metrics.deny_cache_hit();
             return Verdict::RateLimited(quota);
         }
-        let result = self.store.check(bucket, limit).await;
+        let result = self.store.check(bucket, rule).await;
         // Timed from before the cache lookup (well under a microsecond): one clock read less.
         policy
             .metrics
@@ -177,15 +185,18 @@ impl<S: QuotaStore> RateLimiter<S> {
         match result {
             Ok(outcome) => {
                 self.failures.recovered();
-                let quota = Quota::new(limit, &outcome);
+                let quota = Quota::new(rule, &outcome, outcome.allowed || !enforce);
                 if outcome.allowed {
                     if cached == Lookup::Recheck {
                         // Reset since: the entry must not answer for the bucket in an outage.
                         self.deny_cache.forget(bucket);
                     }
                     Verdict::Allowed(quota)
+                } else if !enforce {
+                    tracing::debug!(key = %key, bucket = name, limit = %quota.limit, "would be rate limited (shadow mode): allowed and counted");
+                    Verdict::ShadowDenied(quota)
                 } else {
-                    self.deny_cache.insert(bucket, limit, &outcome, asked_at);
+                    self.deny_cache.insert(bucket, rule, &quota, asked_at);
                     tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
                     Verdict::RateLimited(quota)
                 }
@@ -195,7 +206,7 @@ impl<S: QuotaStore> RateLimiter<S> {
             Err(StoreError::Full(_)) => Verdict::FailedClosed,
             Err(e) => {
                 if cached == Lookup::Recheck
-                    && let Some(quota) = self.deny_cache.stale_denial(bucket, limit, Instant::now())
+                    && let Some(quota) = self.deny_cache.stale_denial(bucket, rule, Instant::now())
                 {
                     return Verdict::RateLimited(quota);
                 }

@@ -20,8 +20,8 @@
 
 use crate::api_key::KeyDigest;
 use crate::check::verdict::Quota;
-use crate::limit::Limit;
-use crate::store::{BucketRef, Outcome};
+use crate::limit::Rule;
+use crate::store::BucketRef;
 use std::collections::hash_map::{DefaultHasher, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
@@ -47,16 +47,18 @@ pub struct DenyCache {
 struct Entry {
     key: KeyDigest,
     name: Box<str>,
-    /// A changed limit makes the entry useless: a larger limit may admit at once.
-    limit: Limit,
+    /// A changed rule makes the entry useless: a larger limit may admit at once.
+    rule: Rule,
     /// When one more request will be admitted, on this process's monotonic clock; `Retry-After`
     /// counts down to it.
     until: Instant,
     /// When the entry stops being trusted: `until`, or [`TRUST`] after the store was asked when
     /// that comes first.
     trusted_until: Instant,
-    /// The same moment as the store reported it, in Unix ms, for `X-RateLimit-Reset`.
-    reset_millis: u64,
+    /// When the store was asked.
+    asked_at: Instant,
+    /// The store's answer, whose waits count down from `asked_at`.
+    quota: Quota,
 }
 
 impl DenyCache {
@@ -69,7 +71,7 @@ impl DenyCache {
     }
 
     /// The 429 for a bucket known to be full at `now`, or whether the store must be asked.
-    pub fn lookup(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Lookup {
+    pub fn lookup(&self, bucket: BucketRef<'_>, rule: &Rule, now: Instant) -> Lookup {
         if self.per_shard == 0 {
             return Lookup::Miss;
         }
@@ -81,7 +83,7 @@ impl DenyCache {
         if entry.key != *bucket.key || &*entry.name != bucket.name {
             return Lookup::Miss; // A hash collision: another bucket.
         }
-        if entry.until <= now || entry.limit != limit {
+        if entry.until <= now || entry.rule != *rule {
             shard.remove(&hash);
             return Lookup::Miss;
         }
@@ -92,35 +94,29 @@ impl DenyCache {
             entry.trusted_until = (now + RECHECK_GRACE).min(entry.until);
             return Lookup::Recheck;
         }
-        Lookup::Deny(entry.quota(limit, now))
+        Lookup::Deny(entry.quota(now))
     }
 
     /// The 429 of an entry past its trust but not its reset, for a check the store could not
     /// answer: the bucket was full when the store last said, and a store that is down cannot have
     /// been reset since.
-    pub fn stale_denial(&self, bucket: BucketRef<'_>, limit: Limit, now: Instant) -> Option<Quota> {
+    pub fn stale_denial(&self, bucket: BucketRef<'_>, rule: &Rule, now: Instant) -> Option<Quota> {
         let hash = hash(bucket);
         let shard = self.shard(hash);
         let entry = shard.get(&hash)?;
         (entry.key == *bucket.key
             && &*entry.name == bucket.name
-            && entry.limit == limit
+            && entry.rule == *rule
             && entry.until > now)
-            .then(|| entry.quota(limit, now))
+            .then(|| entry.quota(now))
     }
 
     /// Remembers a denial. `asked_at` is the instant taken just before the store was asked.
-    pub fn insert(
-        &self,
-        bucket: BucketRef<'_>,
-        limit: Limit,
-        outcome: &Outcome,
-        asked_at: Instant,
-    ) {
-        if self.per_shard == 0 || outcome.allowed {
+    pub fn insert(&self, bucket: BucketRef<'_>, rule: &Rule, quota: &Quota, asked_at: Instant) {
+        if self.per_shard == 0 {
             return;
         }
-        let wait = Duration::from_micros(outcome.reset_micros.saturating_sub(outcome.now_micros));
+        let wait = Duration::from_micros(quota.wait_micros);
         // A reset absurdly far away (a store that answered garbage) is not remembered.
         let Some(until) = asked_at.checked_add(wait) else {
             return;
@@ -140,19 +136,20 @@ impl DenyCache {
             Entry {
                 key: *bucket.key,
                 name: bucket.name.into(),
-                limit,
+                rule: rule.clone(),
                 until,
                 trusted_until: until.min(asked_at + TRUST),
-                reset_millis: outcome.reset_micros.div_ceil(1000),
+                asked_at,
+                quota: quota.clone(),
             },
         );
     }
 
-    /// Keeps only the entries for which `keep(bucket name, limit)` holds; a reload drops those
-    /// whose bucket's limit changed.
-    pub fn retain(&self, keep: impl Fn(&str, Limit) -> bool) {
+    /// Keeps only the entries for which `keep(bucket name, rule)` holds; a reload drops those
+    /// whose bucket's rule changed.
+    pub fn retain(&self, keep: impl Fn(&str, &Rule) -> bool) {
         for shard in &self.shards {
-            lock(shard).retain(|_, entry| keep(&entry.name, entry.limit));
+            lock(shard).retain(|_, entry| keep(&entry.name, &entry.rule));
         }
     }
 
@@ -184,7 +181,7 @@ impl DenyCache {
 }
 
 /// What the cache knows about a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// Full, as the store said less than [`TRUST`] ago: answer this 429 without asking it.
     Deny(Quota),
@@ -196,13 +193,17 @@ pub enum Lookup {
 }
 
 impl Entry {
-    fn quota(&self, limit: Limit, now: Instant) -> Quota {
-        Quota {
-            limit,
-            remaining: 0,
-            reset_millis: self.reset_millis,
-            retry_after_secs: whole_seconds_until(self.until, now),
+    /// The stored 429 as it stands at `now`: every wait shorter by the time since the store
+    /// was asked.
+    fn quota(&self, now: Instant) -> Quota {
+        let elapsed = now.saturating_duration_since(self.asked_at).as_micros() as u64;
+        let mut quota = self.quota.clone();
+        quota.retry_after_secs = whole_seconds_until(self.until, now);
+        quota.wait_micros = quota.wait_micros.saturating_sub(elapsed);
+        for window in &mut quota.windows {
+            window.wait_micros = window.wait_micros.saturating_sub(elapsed);
         }
+        quota
     }
 }
 
@@ -228,31 +229,37 @@ fn whole_seconds_until(until: Instant, now: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Limit;
+    use crate::store::{Outcome, WindowOutcome};
 
-    fn limit(n: u32) -> Limit {
-        Limit::per_minute(n)
+    fn limit(n: u32) -> Rule {
+        Rule::single(Limit::per_minute(n))
     }
 
     /// The 429 the cache answers, if it answers one.
     fn answered(
         cache: &DenyCache,
         bucket: BucketRef<'_>,
-        limit: Limit,
+        rule: Rule,
         now: Instant,
     ) -> Option<Quota> {
-        match cache.lookup(bucket, limit, now) {
+        match cache.lookup(bucket, &rule, now) {
             Lookup::Deny(quota) => Some(quota),
             Lookup::Recheck | Lookup::Miss => None,
         }
     }
 
-    fn denied(wait_micros: u64) -> Outcome {
-        Outcome {
+    /// The 429 of a store that answered with `wait_micros` until the bucket has room.
+    fn denied(wait_micros: u64) -> Quota {
+        let outcome = Outcome {
             allowed: false,
-            remaining: 0,
-            reset_micros: 1_000_000_000 + wait_micros,
             now_micros: 1_000_000_000,
-        }
+            windows: vec![WindowOutcome {
+                remaining: 0,
+                reset_micros: 1_000_000_000 + wait_micros,
+            }],
+        };
+        Quota::new(&limit(5), &outcome, false)
     }
 
     #[test]
@@ -264,7 +271,7 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, limit(5), &denied(250_000), asked);
+        cache.insert(bucket, &limit(5), &denied(250_000), asked);
 
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(100)).unwrap();
         assert_eq!(hit.remaining, 0);
@@ -298,11 +305,11 @@ mod tests {
         let asked = Instant::now();
         for name in ["kept", "changed", "gone"] {
             let bucket = BucketRef { key: &key, name };
-            cache.insert(bucket, limit(5), &denied(10_000_000), asked);
+            cache.insert(bucket, &limit(5), &denied(10_000_000), asked);
         }
         cache.retain(|name, old| match name {
-            "kept" => old == limit(5),
-            "changed" => old == limit(50),
+            "kept" => *old == limit(5),
+            "changed" => *old == limit(50),
             _ => false,
         });
         assert_eq!(cache.len(), 1);
@@ -322,7 +329,7 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, limit(5), &denied(30_000_000), asked);
+        cache.insert(bucket, &limit(5), &denied(30_000_000), asked);
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(400)).unwrap();
         assert_eq!(
             hit.reset_millis, 1_030_000,
@@ -342,22 +349,22 @@ mod tests {
             .is_some()
         );
         assert_eq!(
-            cache.lookup(bucket, limit(5), asked + TRUST),
+            cache.lookup(bucket, &limit(5), asked + TRUST),
             Lookup::Recheck,
             "asks the store again, which knows of a reset"
         );
         let stale = cache
-            .stale_denial(bucket, limit(5), asked + Duration::from_secs(29))
+            .stale_denial(bucket, &limit(5), asked + Duration::from_secs(29))
             .expect("still a 429 when the store cannot answer");
         assert_eq!((stale.reset_millis, stale.retry_after_secs), (1_030_000, 1));
         assert!(
             cache
-                .stale_denial(bucket, limit(5), asked + Duration::from_secs(30))
+                .stale_denial(bucket, &limit(5), asked + Duration::from_secs(30))
                 .is_none(),
             "never past the store's reset"
         );
         assert_eq!(
-            cache.lookup(bucket, limit(5), asked + Duration::from_secs(30)),
+            cache.lookup(bucket, &limit(5), asked + Duration::from_secs(30)),
             Lookup::Miss
         );
         assert!(cache.is_empty());
@@ -372,20 +379,20 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, limit(5), &denied(30_000_000), asked);
+        cache.insert(bucket, &limit(5), &denied(30_000_000), asked);
         let expired = asked + TRUST;
-        assert_eq!(cache.lookup(bucket, limit(5), expired), Lookup::Recheck);
+        assert_eq!(cache.lookup(bucket, &limit(5), expired), Lookup::Recheck);
         // The checks in flight meanwhile are answered from memory...
         for ms in [0, 1, 99] {
             let at = expired + Duration::from_millis(ms);
             assert!(
-                matches!(cache.lookup(bucket, limit(5), at), Lookup::Deny(_)),
+                matches!(cache.lookup(bucket, &limit(5), at), Lookup::Deny(_)),
                 "{ms} ms"
             );
         }
         // ...until the recheck's answer comes, or it never does.
         assert_eq!(
-            cache.lookup(bucket, limit(5), expired + RECHECK_GRACE),
+            cache.lookup(bucket, &limit(5), expired + RECHECK_GRACE),
             Lookup::Recheck
         );
     }
@@ -398,7 +405,7 @@ mod tests {
         for key in [&a, &b] {
             cache.insert(
                 BucketRef { key, name: "r" },
-                limit(5),
+                &limit(5),
                 &denied(10_000_000),
                 asked,
             );
@@ -416,7 +423,7 @@ mod tests {
         let asked = Instant::now();
         cache.insert(
             BucketRef { key: &a, name: "r" },
-            limit(5),
+            &limit(5),
             &denied(10_000_000),
             asked,
         );
@@ -440,7 +447,7 @@ mod tests {
         for key in &keys {
             cache.insert(
                 BucketRef { key, name: "r" },
-                limit(1),
+                &limit(1),
                 &denied(60_000_000),
                 asked,
             );
@@ -454,7 +461,7 @@ mod tests {
                 key: &fresh,
                 name: "r",
             },
-            limit(1),
+            &limit(1),
             &denied(1_000_000),
             later,
         );
@@ -477,7 +484,7 @@ mod tests {
                 key: &fresh,
                 name: "r",
             },
-            limit(1),
+            &limit(1),
             &denied(1_000_000),
             asked,
         );

@@ -2,11 +2,13 @@
 
 use crate::check::request::RequestError;
 use crate::check::verdict::{Quota, Verdict};
+use crate::limit::window_name;
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc::Status;
+use std::fmt::Write;
 
 /// gRPC status codes carried in `CheckResponse.status`; Envoy only distinguishes zero from not.
 mod code {
@@ -17,15 +19,41 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
+/// Which rate-limit header fields answers carry (`rate_limit_headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderStyle {
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix ms), describing one window: the
+    /// contract's headers.
+    #[default]
+    XRateLimit,
+    /// The IETF HTTPAPI working group's draft `RateLimit-Policy` and `RateLimit` fields,
+    /// describing every window.
+    Ietf,
+    /// Both.
+    Both,
+}
+
+impl HeaderStyle {
+    fn x_ratelimit(self) -> bool {
+        self != Self::Ietf
+    }
+
+    fn ietf(self) -> bool {
+        self != Self::XRateLimit
+    }
+}
+
 /// Renders the answer for Envoy. `api_key_header` names the header in the 401 body.
-pub fn render(verdict: &Verdict, api_key_header: &str) -> CheckResponse {
+pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckResponse {
     match verdict {
         Verdict::Unlimited | Verdict::FailedOpen => ok(Vec::new()),
-        Verdict::Allowed(quota) => ok(rate_limit_headers(quota, false)),
+        Verdict::Allowed(quota) | Verdict::ShadowDenied(quota) => {
+            ok(rate_limit_headers(quota, style, false))
+        }
         Verdict::RateLimited(quota) => denied(
             code::RESOURCE_EXHAUSTED,
             HttpStatusCode::TooManyRequests,
-            rate_limit_headers(quota, true),
+            rate_limit_headers(quota, style, true),
             format!(
                 r#"{{"error":"rate_limited","message":"Rate limit of {} exceeded; retry after {} s.","limit":{},"window_ms":{},"retry_after_seconds":{},"reset_ms":{}}}"#,
                 quota.limit,
@@ -124,14 +152,44 @@ fn denied(
     }
 }
 
-fn rate_limit_headers(quota: &Quota, with_retry_after: bool) -> Vec<HeaderValueOption> {
-    let mut headers = Vec::with_capacity(5);
-    headers.push(header(
-        "x-ratelimit-limit",
-        quota.limit.requests.to_string(),
-    ));
-    headers.push(header("x-ratelimit-remaining", quota.remaining.to_string()));
-    headers.push(header("x-ratelimit-reset", quota.reset_millis.to_string()));
+fn rate_limit_headers(
+    quota: &Quota,
+    style: HeaderStyle,
+    with_retry_after: bool,
+) -> Vec<HeaderValueOption> {
+    let mut headers = Vec::with_capacity(6);
+    if style.x_ratelimit() {
+        headers.push(header(
+            "x-ratelimit-limit",
+            quota.limit.requests.to_string(),
+        ));
+        headers.push(header("x-ratelimit-remaining", quota.remaining.to_string()));
+        headers.push(header("x-ratelimit-reset", quota.reset_millis.to_string()));
+    }
+    if style.ietf() {
+        // draft-ietf-httpapi-ratelimit-headers: one list member per window, named by its length;
+        // q and r count slots, w and t are seconds (t rounded up, so never early).
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (i, window) in quota.windows.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let name = window_name(window.limit.window);
+            let _ = write!(
+                policy,
+                "{separator}\"{name}\";q={};w={}",
+                window.limit.requests,
+                window.limit.window.as_millis().div_ceil(1000)
+            );
+            let _ = write!(
+                state,
+                "{separator}\"{name}\";r={};t={}",
+                window.remaining,
+                window.wait_micros.div_ceil(1_000_000)
+            );
+        }
+        headers.push(header("ratelimit-policy", policy));
+        headers.push(header("ratelimit", state));
+    }
     if with_retry_after {
         headers.push(header("retry-after", quota.retry_after_secs.to_string()));
     }
@@ -155,19 +213,37 @@ fn header(key: &str, value: String) -> HeaderValueOption {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::verdict::WindowQuota;
     use crate::limit::Limit;
     use std::num::NonZeroU32;
     use std::time::Duration;
 
     fn quota(remaining: u32) -> Quota {
+        let limit = Limit {
+            requests: NonZeroU32::new(30).unwrap(),
+            window: Duration::from_secs(60),
+        };
         Quota {
-            limit: Limit {
-                requests: NonZeroU32::new(30).unwrap(),
-                window: Duration::from_secs(60),
-            },
+            limit,
             remaining,
             reset_millis: 1_700_000_060_000,
             retry_after_secs: 42,
+            wait_micros: 41_500_000,
+            windows: vec![
+                WindowQuota {
+                    limit: Limit {
+                        requests: NonZeroU32::new(5).unwrap(),
+                        window: Duration::from_secs(1),
+                    },
+                    remaining: 4,
+                    wait_micros: 0,
+                },
+                WindowQuota {
+                    limit,
+                    remaining,
+                    wait_micros: 41_500_000,
+                },
+            ],
         }
     }
 
@@ -186,7 +262,11 @@ mod tests {
 
     #[test]
     fn allowed_adds_three_overwriting_response_headers() {
-        let response = render(&Verdict::Allowed(quota(7)), "x-api-key");
+        let response = render(
+            &Verdict::Allowed(quota(7)),
+            "x-api-key",
+            HeaderStyle::XRateLimit,
+        );
         assert_eq!(response.status.unwrap().code, 0);
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
             panic!()
@@ -212,7 +292,11 @@ mod tests {
 
     #[test]
     fn rate_limited_is_a_429_with_retry_after_and_a_json_body() {
-        let response = render(&Verdict::RateLimited(quota(0)), "x-api-key");
+        let response = render(
+            &Verdict::RateLimited(quota(0)),
+            "x-api-key",
+            HeaderStyle::XRateLimit,
+        );
         assert_ne!(response.status.unwrap().code, 0);
         let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
             panic!()
@@ -239,9 +323,51 @@ mod tests {
     }
 
     #[test]
+    fn the_ietf_fields_describe_every_window_alone_or_beside_the_x_headers() {
+        let names_and_values = |style, verdict: &Verdict| {
+            let response = render(verdict, "x-api-key", style);
+            let options = match response.http_response {
+                Some(HttpResponse::OkResponse(ok)) => ok.response_headers_to_add,
+                Some(HttpResponse::DeniedResponse(denied)) => denied.headers,
+                other => panic!("{other:?}"),
+            };
+            headers(&options)
+                .into_iter()
+                .map(|h| (h.0, h.1))
+                .collect::<Vec<(String, String)>>()
+        };
+        let policy = (
+            "ratelimit-policy".to_owned(),
+            r#""1s";q=5;w=1, "1m";q=30;w=60"#.to_owned(),
+        );
+        assert_eq!(
+            names_and_values(HeaderStyle::Ietf, &Verdict::Allowed(quota(7))),
+            vec![
+                policy.clone(),
+                ("ratelimit".into(), r#""1s";r=4;t=0, "1m";r=7;t=42"#.into()),
+            ]
+        );
+        let denied = names_and_values(HeaderStyle::Ietf, &Verdict::RateLimited(quota(0)));
+        assert_eq!(denied[0], policy);
+        assert_eq!(denied[2], ("retry-after".into(), "42".into()));
+        let both = names_and_values(HeaderStyle::Both, &Verdict::ShadowDenied(quota(0)));
+        let names: Vec<&str> = both.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "ratelimit-policy",
+                "ratelimit"
+            ]
+        );
+    }
+
+    #[test]
     fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
         for verdict in [Verdict::Unlimited, Verdict::FailedOpen] {
-            let response = render(&verdict, "x-api-key");
+            let response = render(&verdict, "x-api-key", HeaderStyle::Both);
             assert_eq!(response.status.unwrap().code, 0);
             let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
                 panic!()
@@ -259,7 +385,7 @@ mod tests {
             (Verdict::FailedClosed, 503, "rate_limit_unavailable"),
         ];
         for (verdict, status, error) in expectations {
-            let response = render(&verdict, "x-api-key");
+            let response = render(&verdict, "x-api-key", HeaderStyle::Both);
             assert_ne!(response.status.unwrap().code, 0);
             let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
                 panic!()

@@ -2,7 +2,7 @@
 
 use crate::api_key::KeyDigest;
 use crate::check::path::is_plain;
-use crate::limit::Limit;
+use crate::limit::Rule;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl fmt::Display for Template {
     }
 }
 
-/// A declared route: method, template and its limit.
+/// A declared route: method, template and its rule.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// `GET /campaigns/:id`: the bucket name, shared by every concrete path the template matches.
@@ -141,19 +141,19 @@ pub struct Route {
     pub method: String,
     /// The parsed template.
     pub template: Template,
-    /// The quota of this route.
-    pub limit: Limit,
+    /// The windows, cost and mode of this route.
+    pub rule: Rule,
 }
 
 impl Route {
     /// A route; `method` must be one of [`DECLARABLE_METHODS`].
-    pub fn new(method: &str, template: Template, limit: Limit) -> Self {
+    pub fn new(method: &str, template: Template, rule: Rule) -> Self {
         let method = method.to_ascii_uppercase();
         Self {
             id: format!("{method} {template}").into(),
             method,
             template,
-            limit,
+            rule,
         }
     }
 }
@@ -180,14 +180,14 @@ pub enum RouteRef {
     PerPath,
 }
 
-/// The bucket a request is counted in, and its limit.
+/// The bucket a request is counted in, and its rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket<'a> {
     /// A declared route's id (`GET /campaigns/:id`), or `default`, or per path
     /// `default GET /v1/x/y`.
     pub name: Cow<'a, str>,
-    /// The quota of the bucket.
-    pub limit: Limit,
+    /// The windows, cost and mode of the bucket.
+    pub rule: &'a Rule,
     /// The table entry that chose the bucket.
     pub route: RouteRef,
 }
@@ -202,7 +202,7 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// Segments of the longest template: a longer path matches no route.
     longest: usize,
-    default_limit: Limit,
+    default_rule: Rule,
     default_bucket: DefaultBucket,
 }
 
@@ -212,7 +212,7 @@ impl RouteTable {
     pub fn new(
         prefix: String,
         mut routes: Vec<Route>,
-        default_limit: Limit,
+        default_rule: Rule,
         default_bucket: DefaultBucket,
     ) -> Self {
         routes.sort_by_cached_key(|r| r.template.specificity());
@@ -226,7 +226,7 @@ impl RouteTable {
             prefix,
             routes,
             longest,
-            default_limit,
+            default_rule,
             default_bucket,
         }
     }
@@ -242,9 +242,9 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The limit of requests that match no declared route.
-    pub fn default_limit(&self) -> Limit {
-        self.default_limit
+    /// The rule of requests that match no declared route.
+    pub fn default_rule(&self) -> &Rule {
+        &self.default_rule
     }
 
     /// How undeclared requests are bucketed.
@@ -252,17 +252,17 @@ impl RouteTable {
         self.default_bucket
     }
 
-    /// The limit this table gives the bucket named `name` (as [`RouteTable::bucket`] names them),
+    /// The rule this table gives the bucket named `name` (as [`RouteTable::bucket`] names them),
     /// or `None` when no request can fall in it any more.
-    pub fn limit_of(&self, name: &str) -> Option<Limit> {
+    pub fn rule_of(&self, name: &str) -> Option<&Rule> {
         match name {
             "default" => {
-                (self.default_bucket == DefaultBucket::Shared).then_some(self.default_limit)
+                (self.default_bucket == DefaultBucket::Shared).then_some(&self.default_rule)
             }
             per_path if per_path.starts_with("default ") => {
-                (self.default_bucket == DefaultBucket::PerPath).then_some(self.default_limit)
+                (self.default_bucket == DefaultBucket::PerPath).then_some(&self.default_rule)
             }
-            id => self.routes.iter().find(|r| &*r.id == id).map(|r| r.limit),
+            id => self.routes.iter().find(|r| &*r.id == id).map(|r| &r.rule),
         }
     }
 
@@ -299,18 +299,18 @@ impl RouteTable {
                 let route = &self.routes[index];
                 Bucket {
                     name: Cow::Borrowed(&*route.id),
-                    limit: route.limit,
+                    rule: &route.rule,
                     route: RouteRef::Declared(index),
                 }
             }
             (None, DefaultBucket::Shared) => Bucket {
                 name: Cow::Borrowed("default"),
-                limit: self.default_limit,
+                rule: &self.default_rule,
                 route: RouteRef::Default,
             },
             (None, DefaultBucket::PerPath) => Bucket {
                 name: Cow::Owned(per_path_name(method, path)),
-                limit: self.default_limit,
+                rule: &self.default_rule,
                 route: RouteRef::PerPath,
             },
         })
@@ -354,9 +354,10 @@ fn per_path_name(method: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Limit;
 
-    fn limit(n: u32) -> Limit {
-        Limit::per_minute(n)
+    fn limit(n: u32) -> Rule {
+        Rule::single(Limit::per_minute(n))
     }
 
     fn table(default_bucket: DefaultBucket) -> RouteTable {
@@ -416,11 +417,13 @@ mod tests {
             "default GET /v1/campaigns/7/x"
         );
         assert_eq!(
-            shared.bucket("GET", "/v1/zzz").map(|b| b.limit),
+            shared.bucket("GET", "/v1/zzz").map(|b| b.rule.clone()),
             Some(limit(60))
         );
         assert_eq!(
-            shared.bucket("GET", "/v1/campaigns/1").map(|b| b.limit),
+            shared
+                .bucket("GET", "/v1/campaigns/1")
+                .map(|b| b.rule.clone()),
             Some(limit(120))
         );
     }
@@ -458,26 +461,22 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_found_by_bucket_name() {
+    fn rules_are_found_by_bucket_name() {
         let shared = table(DefaultBucket::Shared);
-        assert_eq!(shared.limit_of("GET /campaigns/:id"), Some(limit(120)));
-        assert_eq!(shared.limit_of("default"), Some(limit(60)));
-        assert_eq!(shared.limit_of("default GET /v1/x"), None);
-        assert_eq!(shared.limit_of("GET /gone"), None);
+        assert_eq!(shared.rule_of("GET /campaigns/:id"), Some(&limit(120)));
+        assert_eq!(shared.rule_of("default"), Some(&limit(60)));
+        assert_eq!(shared.rule_of("default GET /v1/x"), None);
+        assert_eq!(shared.rule_of("GET /gone"), None);
         let per_path = table(DefaultBucket::PerPath);
-        assert_eq!(per_path.limit_of("default GET /v1/x"), Some(limit(60)));
-        assert_eq!(per_path.limit_of("default"), None);
+        assert_eq!(per_path.rule_of("default GET /v1/x"), Some(&limit(60)));
+        assert_eq!(per_path.rule_of("default"), None);
         for path in [
             "/v1/campaigns/7",
             "/v1/zzz",
             &format!("/v1/{}", "y".repeat(300)),
         ] {
             let bucket = per_path.bucket("GET", path).unwrap();
-            assert_eq!(
-                per_path.limit_of(&bucket.name),
-                Some(bucket.limit),
-                "{path}"
-            );
+            assert_eq!(per_path.rule_of(&bucket.name), Some(bucket.rule), "{path}");
         }
     }
 

@@ -1,32 +1,80 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
 use crate::check::request::RequestError;
-use crate::limit::Limit;
+use crate::limit::{Limit, Rule};
 use crate::store::Outcome;
 
-/// The quota state that the `X-RateLimit-*` headers report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The quota state that the rate-limit headers report.
+///
+/// `X-RateLimit-*` describe one window: after a counted request, the one closest to running out
+/// (fewest slots left; of those, the one that frees a slot last); after a denial, the one that
+/// admits the request last, so that `Retry-After` and `X-RateLimit-Reset` give the moment the
+/// request would really be admitted. `windows` describes every window, for the `RateLimit`
+/// fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
-    /// The limit of the bucket.
+    /// The limit of the window the headers describe.
     pub limit: Limit,
-    /// Requests still admitted in the window after this one.
+    /// Slots still free in that window after this request.
     pub remaining: u32,
-    /// Unix time in ms at which one more request will be admitted (rounded up, so a client that
-    /// waits until then is never too early).
+    /// Unix time in ms of that window's reset (rounded up, so a client that waits until then is
+    /// never too early).
     pub reset_millis: u64,
     /// Whole seconds until `reset_millis`, at least 1: the `Retry-After` of a 429.
     pub retry_after_secs: u64,
+    /// Microseconds from the decision to `reset_millis`: how long a denial stays true.
+    pub wait_micros: u64,
+    /// Every window of the rule, in the rule's order.
+    pub windows: Vec<WindowQuota>,
+}
+
+/// One window's state, as the `RateLimit` field reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowQuota {
+    /// The window's limit.
+    pub limit: Limit,
+    /// Slots still free in it.
+    pub remaining: u32,
+    /// Microseconds from the decision until its reset.
+    pub wait_micros: u64,
 }
 
 impl Quota {
-    /// Converts a store outcome, measuring the wait on the store's own clock.
-    pub fn new(limit: Limit, outcome: &Outcome) -> Self {
-        let wait_micros = outcome.reset_micros.saturating_sub(outcome.now_micros);
+    /// Converts a store outcome under `rule`, measuring waits on the store's own clock.
+    /// `counted`: the request was counted (admitted, or over the limit in shadow mode).
+    pub fn new(rule: &Rule, outcome: &Outcome, counted: bool) -> Self {
+        let windows: Vec<WindowQuota> = rule
+            .limits()
+            .iter()
+            .zip(&outcome.windows)
+            .map(|(&limit, w)| WindowQuota {
+                limit,
+                remaining: w.remaining,
+                wait_micros: w.reset_micros.saturating_sub(outcome.now_micros),
+            })
+            .collect();
+        let headline = if counted {
+            windows
+                .iter()
+                .min_by_key(|w| (w.remaining, std::cmp::Reverse(w.wait_micros)))
+        } else {
+            windows
+                .iter()
+                .max_by_key(|w| (w.wait_micros, std::cmp::Reverse(w.remaining)))
+        }
+        .copied()
+        .unwrap_or(WindowQuota {
+            limit: rule.limits()[0],
+            remaining: 0,
+            wait_micros: 0,
+        });
         Self {
-            limit,
-            remaining: outcome.remaining,
-            reset_millis: outcome.reset_micros.div_ceil(1000),
-            retry_after_secs: wait_micros.div_ceil(1_000_000).max(1),
+            limit: headline.limit,
+            remaining: headline.remaining,
+            reset_millis: (outcome.now_micros + headline.wait_micros).div_ceil(1000),
+            retry_after_secs: headline.wait_micros.div_ceil(1_000_000).max(1),
+            wait_micros: headline.wait_micros,
+            windows,
         }
     }
 }
@@ -40,6 +88,9 @@ pub enum Verdict {
     Allowed(Quota),
     /// Over the limit: 429.
     RateLimited(Quota),
+    /// Over the limit in shadow mode: counted and allowed with the headers, reported as a
+    /// would-be denial.
+    ShadowDenied(Quota),
     /// No API key under the prefix: 401.
     MissingKey,
     /// More than one API key under the prefix: 400, since no bucket is the right one.
@@ -55,32 +106,85 @@ pub enum Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Mode;
+    use crate::store::WindowOutcome;
     use std::num::NonZeroU32;
     use std::time::Duration;
 
-    fn quota(reset_micros: u64, now_micros: u64) -> Quota {
-        let limit = Limit {
-            requests: NonZeroU32::new(5).unwrap(),
-            window: Duration::from_secs(60),
-        };
-        Quota::new(
-            limit,
-            &Outcome {
-                allowed: false,
-                remaining: 0,
-                reset_micros,
-                now_micros,
-            },
-        )
+    fn limit(requests: u32, secs: u64) -> Limit {
+        Limit {
+            requests: NonZeroU32::new(requests).unwrap(),
+            window: Duration::from_secs(secs),
+        }
+    }
+
+    fn outcome(now_micros: u64, windows: &[(u32, u64)]) -> Outcome {
+        Outcome {
+            allowed: false,
+            now_micros,
+            windows: windows
+                .iter()
+                .map(|&(remaining, reset_micros)| WindowOutcome {
+                    remaining,
+                    reset_micros,
+                })
+                .collect(),
+        }
     }
 
     #[test]
     fn reset_rounds_up_to_the_millisecond_and_retry_after_to_the_second() {
-        let q = quota(10_000_001, 1_000_000);
+        let rule = Rule::single(limit(5, 60));
+        let q = Quota::new(&rule, &outcome(1_000_000, &[(0, 10_000_001)]), false);
         assert_eq!(q.reset_millis, 10_001);
         assert_eq!(q.retry_after_secs, 10);
-        assert_eq!(quota(10_000_000, 1_000_000).retry_after_secs, 9);
-        assert_eq!(quota(2_000_000, 1_999_999).retry_after_secs, 1);
-        assert_eq!(quota(1_000_000, 1_000_000).retry_after_secs, 1, "never 0");
+        let retry =
+            |reset, now| Quota::new(&rule, &outcome(now, &[(0, reset)]), false).retry_after_secs;
+        assert_eq!(retry(10_000_000, 1_000_000), 9);
+        assert_eq!(retry(2_000_000, 1_999_999), 1);
+        assert_eq!(retry(1_000_000, 1_000_000), 1, "never 0");
+    }
+
+    #[test]
+    fn the_headers_describe_the_window_closest_to_running_out_or_the_last_to_admit() {
+        let rule = Rule::new(vec![limit(10, 1), limit(100, 3600)], 1, Mode::Enforce).unwrap();
+        let now = 1_000_000_000;
+        // Allowed: 3 left of the hour beats 9 left of the second.
+        let allowed = Quota::new(
+            &rule,
+            &outcome(now, &[(9, now + 1_000_000), (3, now + 5_000_000)]),
+            true,
+        );
+        assert_eq!((allowed.limit, allowed.remaining), (limit(100, 3600), 3));
+        assert_eq!(allowed.reset_millis, (now + 5_000_000) / 1000);
+        // Tie on remaining: the window that frees a slot last.
+        let tie = Quota::new(
+            &rule,
+            &outcome(now, &[(0, now + 900_000), (0, now + 7_000_000)]),
+            true,
+        );
+        assert_eq!(tie.limit, limit(100, 3600));
+        // Denied by both: the request is admitted when the later one has room.
+        let denied = Quota::new(
+            &rule,
+            &outcome(now, &[(0, now + 400_000), (0, now + 7_500_000)]),
+            false,
+        );
+        assert_eq!(
+            (denied.limit, denied.retry_after_secs),
+            (limit(100, 3600), 8)
+        );
+        // Denied by the second only; the hour has room (its reset is now).
+        let second = Quota::new(
+            &rule,
+            &outcome(now, &[(0, now + 400_000), (50, now)]),
+            false,
+        );
+        assert_eq!(
+            (second.limit, second.retry_after_secs, second.remaining),
+            (limit(10, 1), 1, 0)
+        );
+        assert_eq!(second.windows.len(), 2);
+        assert_eq!(second.windows[1].remaining, 50);
     }
 }

@@ -9,6 +9,7 @@ pub mod reload;
 mod yaml;
 
 use crate::admin::AdminSettings;
+use crate::check::response::HeaderStyle;
 use crate::check::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;
 use std::fmt;
@@ -38,6 +39,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Lower-case name of the header that carries the API key.
     pub api_key_header: String,
+    /// Which rate-limit header fields answers carry.
+    pub rate_limit_headers: HeaderStyle,
     /// Normalised path prefix under which limits apply; `/` for all paths.
     pub path_prefix: String,
     /// Routes, default limit and default bucketing.
@@ -275,7 +278,7 @@ impl fmt::Display for Config {
                 "  {:<7}{:<40}{}",
                 route.method,
                 format!("{prefix}{}", route.template),
-                route.limit
+                route.rule
             )?;
         }
         let default = match self.routes.default_bucket() {
@@ -287,7 +290,7 @@ impl fmt::Display for Config {
             "  {:<7}{:<40}{} ({default})",
             "*",
             format!("{prefix}/**"),
-            self.routes.default_limit()
+            self.routes.default_rule()
         )
     }
 }
@@ -358,7 +361,7 @@ mod tests {
             .routes
             .routes()
             .iter()
-            .map(|r| format!("{} {}", r.id, r.limit))
+            .map(|r| format!("{} {}", r.id, r.rule))
             .collect();
         let mut expected = vec![
             "GET /analytics 30 requests / 60s",
@@ -377,7 +380,7 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, expected);
         assert_eq!(
-            config.routes.default_limit().to_string(),
+            config.routes.default_rule().to_string(),
             "60 requests / 60s"
         );
         assert_eq!(config.listen.to_string(), "0.0.0.0:9191");

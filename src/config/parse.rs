@@ -7,7 +7,7 @@ use super::yaml::{Problems, check_keys, render, string, whole_number};
 use super::{Config, FailureMode, Overrides};
 use crate::check::path::normalize;
 use crate::check::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
-use crate::limit::{Limit, WindowError, parse_window};
+use crate::limit::{Limit, Rule, WindowError, parse_window};
 use serde_yaml::{Mapping, Value};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -214,10 +214,11 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
         listen: listen?,
         admin: admin?,
         api_key_header,
+        rate_limit_headers: Default::default(),
         routes: RouteTable::new(
             path_prefix.clone()?,
             routes?,
-            default_limit?,
+            Rule::single(default_limit?),
             default_bucket?,
         ),
         path_prefix: path_prefix?,
@@ -310,7 +311,7 @@ fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<Ro
         let (Some(method), Some(template), Some(limit)) = (method, template, limit) else {
             continue;
         };
-        let route = Route::new(method, template, limit);
+        let route = Route::new(method, template, Rule::single(limit));
         if let Some((first, _)) = routes
             .iter()
             .find(|(_, r)| r.method == route.method && r.template == route.template)
@@ -386,7 +387,7 @@ mod tests {
         assert_eq!(config.path_prefix, "/v1");
         assert!(config.routes.routes().is_empty());
         assert_eq!(
-            config.routes.default_limit().to_string(),
+            config.routes.default_rule().to_string(),
             "60 requests / 60s"
         );
         assert_eq!(config.failure_mode, FailureMode::Allow);

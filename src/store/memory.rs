@@ -1,8 +1,9 @@
-//! The embedded store: the same sliding log as the Redis script, in this process's memory.
+//! The embedded store: the same log of admission times as the Redis script, in this process's
+//! memory.
 
-use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage};
+use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage};
 use crate::clock::{Clock, SystemClock};
-use crate::limit::Limit;
+use crate::limit::{MAX_WINDOWS, Mode, Rule};
 use std::collections::VecDeque;
 use std::collections::hash_map::{DefaultHasher, HashMap};
 use std::hash::{Hash, Hasher};
@@ -41,11 +42,36 @@ struct Shard {
     last_full_sweep: Option<u64>,
 }
 
-/// The admitted requests of one bucket, oldest first, in Unix µs.
+/// The admission times of one bucket's last slots, oldest first, in Unix µs; at most the rule's
+/// capacity.
 struct Log {
     times: VecDeque<u64>,
-    /// The window of the last check, to tell when the whole log has expired.
+    /// The longest window of the last check, to tell when the whole log has expired.
     window: u64,
+}
+
+impl Log {
+    /// The `k`-th most recent time (0: the newest), if the log holds that many.
+    fn recent(&self, k: usize) -> Option<u64> {
+        let index = self.times.len().checked_sub(k + 1)?;
+        Some(self.times[index])
+    }
+
+    /// How many times lie in the trailing `window` at `now`.
+    fn used(&self, window: u64, now: u64) -> usize {
+        self.times.len() - self.times.partition_point(|&t| t + window <= now)
+    }
+
+    /// When a window of `requests` with `used` times in it frees one more slot: its oldest
+    /// counted time leaves it (after a lowered limit, the one whose departure brings the count
+    /// below the limit); `now` when nothing is counted.
+    fn next_free(&self, requests: usize, window: u64, used: usize, now: u64) -> u64 {
+        if used == 0 {
+            return now;
+        }
+        self.recent(used.min(requests) - 1)
+            .map_or(now, |t| t + window)
+    }
 }
 
 impl MemoryStore {
@@ -77,10 +103,11 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn check_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
+    fn check_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let now = self.clock.now_micros();
-        let window = limit.window_micros();
-        let limit = limit.requests.get() as usize;
+        let longest = rule.longest_window().as_micros() as u64;
+        let capacity = rule.capacity() as usize;
+        let cost = rule.cost() as usize;
         let name = log_name(bucket);
         let mut shard = self.shard(&name);
         self.forget(shard.sweep_if_due(now));
@@ -96,70 +123,100 @@ impl MemoryStore {
         }
         let log = shard.logs.entry(name).or_insert_with(|| Log {
             times: VecDeque::new(),
-            window,
+            window: longest,
         });
-        log.window = window;
-        while log.times.front().is_some_and(|&t| t + window <= now) {
+        log.window = longest;
+        // Times past every window, or beyond the capacity (after a lowered limit), never count.
+        while log.times.len() > capacity || log.times.front().is_some_and(|&t| t + longest <= now) {
             log.times.pop_front();
         }
-        let count = log.times.len();
-        Ok(if count < limit {
-            log.times.push_back(now);
-            Outcome {
-                allowed: true,
-                remaining: (limit - count - 1) as u32,
-                reset_micros: log.times[0] + window,
-                now_micros: now,
+        let mut allowed = true;
+        let mut room_at = [now; MAX_WINDOWS];
+        for (i, limit) in rule.limits().iter().enumerate() {
+            let window = limit.window_micros();
+            if let Some(blocking) = log.recent(limit.requests.get() as usize - cost)
+                && blocking + window > now
+            {
+                allowed = false;
+                room_at[i] = blocking + window;
             }
-        } else {
-            Outcome {
-                allowed: false,
-                remaining: 0,
-                reset_micros: log.times[count - limit] + window,
-                now_micros: now,
+        }
+        let counted = allowed || rule.mode() == Mode::Shadow;
+        if counted {
+            // Never before the newest time, so the log stays in order if the clock steps back.
+            let at = log.times.back().map_or(now, |&newest| newest.max(now));
+            for _ in 0..cost {
+                if log.times.len() == capacity {
+                    log.times.pop_front();
+                }
+                log.times.push_back(at);
             }
+        }
+        let windows = rule
+            .limits()
+            .iter()
+            .zip(room_at)
+            .map(|(limit, room_at)| {
+                let requests = limit.requests.get() as usize;
+                let window = limit.window_micros();
+                let used = log.used(window, now);
+                WindowOutcome {
+                    remaining: requests.saturating_sub(used) as u32,
+                    reset_micros: if counted {
+                        log.next_free(requests, window, used, now)
+                    } else {
+                        room_at
+                    },
+                }
+            })
+            .collect();
+        Ok(Outcome {
+            allowed,
+            now_micros: now,
+            windows,
         })
     }
 
     /// The bucket as it stands; expired times are skipped, not removed, so nothing changes.
-    fn peek_now(&self, bucket: BucketRef<'_>, limit: Limit) -> Usage {
+    fn peek_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> Usage {
         let now = self.clock.now_micros();
-        let window = limit.window_micros();
-        let limit = limit.requests.get() as usize;
         let name = log_name(bucket);
         let shard = self.shard(&name);
-        let none = VecDeque::new();
-        let times = shard.logs.get(&name).map_or(&none, |log| &log.times);
-        // Oldest first: the counted times are the newest ones.
-        let first = times.partition_point(|&t| t + window <= now);
-        let used = times.len() - first;
-        let reset_micros = if used == 0 {
-            now
-        } else if used < limit {
-            times[first] + window
-        } else {
-            // As a check reports it after a lowered limit: when the count falls below the limit.
-            times[first + used - limit] + window
+        let empty = Log {
+            times: VecDeque::new(),
+            window: 0,
         };
+        let log = shard.logs.get(&name).unwrap_or(&empty);
+        let windows = rule
+            .limits()
+            .iter()
+            .map(|limit| {
+                let requests = limit.requests.get() as usize;
+                let window = limit.window_micros();
+                let used = log.used(window, now);
+                WindowUsage {
+                    used: used as u32,
+                    remaining: requests.saturating_sub(used) as u32,
+                    reset_micros: log.next_free(requests, window, used, now),
+                }
+            })
+            .collect();
         Usage {
-            used: used as u32,
-            remaining: limit.saturating_sub(used) as u32,
-            reset_micros,
             now_micros: now,
+            windows,
         }
     }
 
-    /// Drops the bucket's log; returns how many of its times lay in the trailing window.
-    fn reset_now(&self, bucket: BucketRef<'_>, limit: Limit) -> u32 {
+    /// Drops the bucket's log; returns how many of its times lay in the rule's longest window.
+    fn reset_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> u32 {
         let now = self.clock.now_micros();
-        let window = limit.window_micros();
         let name = log_name(bucket);
         let mut shard = self.shard(&name);
         let Some(log) = shard.logs.remove(&name) else {
             return 0;
         };
         self.forget(1);
-        log.times.iter().filter(|&&t| t + window > now).count() as u32
+        log.used(rule.longest_window().as_micros() as u64, now) as u32
     }
 
     /// The shard holding `name`. A std Mutex: the critical section is short and never awaits. A
@@ -227,16 +284,16 @@ impl Shard {
 }
 
 impl QuotaStore for MemoryStore {
-    async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
-        self.check_now(bucket, limit)
+    async fn check(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
+        self.check_now(bucket, rule)
     }
 
-    async fn peek(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Usage, StoreError> {
-        Ok(self.peek_now(bucket, limit))
+    async fn peek(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Usage, StoreError> {
+        Ok(self.peek_now(bucket, rule))
     }
 
-    async fn reset(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<u32, StoreError> {
-        Ok(self.reset_now(bucket, limit))
+    async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {
+        Ok(self.reset_now(bucket, rule))
     }
 }
 
@@ -245,15 +302,24 @@ mod tests {
     use super::*;
     use crate::api_key::KeyDigest;
     use crate::clock::ManualClock;
+    use crate::limit::Limit;
     use proptest::prelude::*;
     use std::num::NonZeroU32;
+
+    mod sliding_model {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/sliding_model.rs"
+        ));
+    }
+    use sliding_model::{ModelWindow, SlidingModel};
     use std::time::Duration;
 
-    fn limit(requests: u32, window_ms: u64) -> Limit {
-        Limit {
+    fn limit(requests: u32, window_ms: u64) -> Rule {
+        Rule::single(Limit {
             requests: NonZeroU32::new(requests).unwrap(),
             window: Duration::from_millis(window_ms),
-        }
+        })
     }
 
     fn store() -> (MemoryStore, Arc<ManualClock>) {
@@ -272,24 +338,24 @@ mod tests {
         let l = limit(3, 1000);
         let start = clock.now_micros();
         for remaining in [2, 1, 0] {
-            let o = store.check_now(bucket, l).unwrap();
+            let o = store.check_now(bucket, &l).unwrap();
             assert!(o.allowed);
-            assert_eq!(o.remaining, remaining);
-            assert_eq!(o.reset_micros, start + 1_000_000);
+            assert_eq!(o.windows[0].remaining, remaining);
+            assert_eq!(o.windows[0].reset_micros, start + 1_000_000);
             clock.advance(100_000);
         }
-        let denied = store.check_now(bucket, l).unwrap();
+        let denied = store.check_now(bucket, &l).unwrap();
         assert!(!denied.allowed);
-        assert_eq!(denied.reset_micros, start + 1_000_000);
+        assert_eq!(denied.windows[0].reset_micros, start + 1_000_000);
         clock.advance(1_000_000 - 300_001);
         assert!(
-            !store.check_now(bucket, l).unwrap().allowed,
+            !store.check_now(bucket, &l).unwrap().allowed,
             "1 µs before the reset"
         );
         clock.advance(1);
-        let after = store.check_now(bucket, l).unwrap();
+        let after = store.check_now(bucket, &l).unwrap();
         assert!(after.allowed, "at the reset");
-        assert_eq!(after.reset_micros, start + 1_100_000);
+        assert_eq!(after.windows[0].reset_micros, start + 1_100_000);
     }
 
     #[test]
@@ -302,13 +368,13 @@ mod tests {
         };
         let start = clock.now_micros();
         for _ in 0..4 {
-            store.check_now(bucket, limit(10, 1000)).unwrap();
+            store.check_now(bucket, &limit(10, 1000)).unwrap();
             clock.advance(10);
         }
-        let denied = store.check_now(bucket, limit(2, 1000)).unwrap();
+        let denied = store.check_now(bucket, &limit(2, 1000)).unwrap();
         assert!(!denied.allowed);
         // Three of the four must leave before the count is below 2: the third, admitted at +20 µs.
-        assert_eq!(denied.reset_micros, start + 20 + 1_000_000);
+        assert_eq!(denied.windows[0].reset_micros, start + 20 + 1_000_000);
     }
 
     #[test]
@@ -322,7 +388,7 @@ mod tests {
                         key: &key,
                         name: "r",
                     },
-                    limit(1, 10),
+                    &limit(1, 10),
                 )
                 .unwrap();
         }
@@ -343,7 +409,7 @@ mod tests {
         for key in late.iter().flatten() {
             for _ in 0..SWEEP_EVERY {
                 store
-                    .check_now(BucketRef { key, name: "r" }, limit(1, 10))
+                    .check_now(BucketRef { key, name: "r" }, &limit(1, 10))
                     .unwrap();
             }
         }
@@ -360,7 +426,7 @@ mod tests {
             key: &held,
             name: "r",
         };
-        assert!(store.check_now(held, minute).unwrap().allowed);
+        assert!(store.check_now(held, &minute).unwrap().allowed);
         let mut refused = 0;
         for i in 0..1_000_000 {
             let key = KeyDigest::of(&format!("flood-{i}"));
@@ -368,7 +434,7 @@ mod tests {
                 key: &key,
                 name: "r",
             };
-            match store.check_now(bucket, minute) {
+            match store.check_now(bucket, &minute) {
                 Ok(outcome) => assert!(outcome.allowed),
                 Err(StoreError::Full(10_000)) => refused += 1,
                 Err(e) => panic!("{e}"),
@@ -381,9 +447,12 @@ mod tests {
         assert!(refused >= 1_000_000 - 10_000, "{refused}");
         // A bucket it holds is still counted exactly.
         for remaining in [3, 2, 1, 0] {
-            assert_eq!(store.check_now(held, minute).unwrap().remaining, remaining);
+            assert_eq!(
+                store.check_now(held, &minute).unwrap().windows[0].remaining,
+                remaining
+            );
         }
-        assert!(!store.check_now(held, minute).unwrap().allowed);
+        assert!(!store.check_now(held, &minute).unwrap().allowed);
         // Once the flood's window has passed, new buckets are taken again.
         clock.advance(60_000_000);
         let late = KeyDigest::of("late");
@@ -391,7 +460,7 @@ mod tests {
             key: &late,
             name: "r",
         };
-        assert!(store.check_now(late, minute).unwrap().allowed);
+        assert!(store.check_now(late, &minute).unwrap().allowed);
     }
 
     #[test]
@@ -401,19 +470,25 @@ mod tests {
         let l = limit(2, 60_000);
         for key in [&a, &b] {
             for _ in 0..2 {
-                store.check_now(BucketRef { key, name: "r" }, l).unwrap();
+                store.check_now(BucketRef { key, name: "r" }, &l).unwrap();
             }
         }
-        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, l), 2);
-        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, l), 0);
+        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, &l), 2);
+        assert_eq!(store.reset_now(BucketRef { key: &a, name: "r" }, &l), 0);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.peek_now(BucketRef { key: &a, name: "r" }, l).used, 0);
-        assert_eq!(store.peek_now(BucketRef { key: &b, name: "r" }, l).used, 2);
+        assert_eq!(
+            store.peek_now(BucketRef { key: &a, name: "r" }, &l).windows[0].used,
+            0
+        );
+        assert_eq!(
+            store.peek_now(BucketRef { key: &b, name: "r" }, &l).windows[0].used,
+            2
+        );
         let again = store
-            .check_now(BucketRef { key: &a, name: "r" }, l)
+            .check_now(BucketRef { key: &a, name: "r" }, &l)
             .unwrap();
         assert!(again.allowed);
-        assert_eq!(again.remaining, 1, "a full window");
+        assert_eq!(again.windows[0].remaining, 1, "a full window");
     }
 
     proptest! {
@@ -429,12 +504,13 @@ mod tests {
             for (gap, n) in steps {
                 clock.advance(gap);
                 let l = limit(n, 30);
-                let peeked = store.peek_now(bucket, l);
-                prop_assert_eq!(store.peek_now(bucket, l), peeked);
+                let usage = store.peek_now(bucket, &l);
+                prop_assert_eq!(&store.peek_now(bucket, &l), &usage);
+                let (peeked, checked) = (usage.windows[0], store.check_now(bucket, &l).unwrap());
                 prop_assert_eq!(peeked.used + peeked.remaining >= n, true);
-                let checked = store.check_now(bucket, l).unwrap();
                 prop_assert_eq!(checked.allowed, peeked.remaining > 0);
-                if checked.allowed {
+                let checked = checked.windows[0];
+                if peeked.remaining > 0 {
                     prop_assert_eq!(checked.remaining, peeked.remaining - 1);
                     if peeked.used > 0 {
                         prop_assert_eq!(checked.reset_micros, peeked.reset_micros);
@@ -445,34 +521,50 @@ mod tests {
             }
         }
 
-        /// Against a reference model: a request is admitted exactly when fewer than N admitted
-        /// requests lie in the trailing window, so no window ever holds more than N.
+        /// Against the reference model, for any windows, cost and mode: admitted exactly when
+        /// every window has room for the cost, counted in all of them, with each window's
+        /// remaining and reset; in enforce mode no trailing window ever holds more than its limit.
         #[test]
-        fn matches_the_reference_sliding_log(
-            n in 1u32..6,
-            window_ms in 1u64..50,
-            gaps_us in prop::collection::vec(0u64..20_000, 1..200),
+        fn matches_the_reference_model(
+            windows in prop::collection::btree_map(1u64..50, 1u32..8, 1..4),
+            cost_seed in 0u32..8,
+            shadow in any::<bool>(),
+            gaps_us in prop::collection::vec(0u64..20_000, 1..150),
         ) {
             let (store, clock) = store();
             let key = KeyDigest::of("k");
             let bucket = BucketRef { key: &key, name: "r" };
-            let window = window_ms * 1000;
-            let mut admitted: Vec<u64> = Vec::new();
+            let model_windows: Vec<ModelWindow> = windows
+                .iter()
+                .map(|(&ms, &requests)| ModelWindow { requests, window_micros: ms * 1000 })
+                .collect();
+            let cost = 1 + cost_seed % model_windows.iter().map(|w| w.requests).min().unwrap();
+            let limits = windows
+                .iter()
+                .map(|(&ms, &n)| Limit {
+                    requests: NonZeroU32::new(n).unwrap(),
+                    window: Duration::from_millis(ms),
+                })
+                .collect();
+            let mode = if shadow { Mode::Shadow } else { Mode::Enforce };
+            let rule = Rule::new(limits, cost, mode).unwrap();
+            let mut model = SlidingModel::default();
             for gap in gaps_us {
                 clock.advance(gap);
-                let now = clock.now_micros();
-                let in_window = admitted.iter().filter(|&&t| t + window > now).count();
-                let outcome = store.check_now(bucket, limit(n, window_ms)).unwrap();
-                prop_assert_eq!(outcome.allowed, in_window < n as usize);
-                if outcome.allowed {
-                    admitted.push(now);
-                }
-                let max_in_any_window = admitted
+                let expected = model.check(&model_windows, cost, shadow, clock.now_micros());
+                let outcome = store.check_now(bucket, &rule).unwrap();
+                let got: Vec<(u32, u64)> = outcome
+                    .windows
                     .iter()
-                    .map(|&start| admitted.iter().filter(|&&t| t >= start && t < start + window).count())
-                    .max()
-                    .unwrap_or(0);
-                prop_assert!(max_in_any_window <= n as usize);
+                    .map(|w| (w.remaining, w.reset_micros))
+                    .collect();
+                prop_assert_eq!(outcome.allowed, expected.allowed);
+                prop_assert_eq!(got, expected.windows);
+            }
+            if !shadow {
+                for w in &model_windows {
+                    prop_assert!(model.most_in_any(w.window_micros) <= w.requests as usize);
+                }
             }
         }
     }

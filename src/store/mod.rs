@@ -3,6 +3,12 @@
 //! Two backends share one contract: [`RedisStore`] for production (many replicas, one truth) and
 //! [`MemoryStore`] as the embedded default for a single instance. Both implement the same sliding
 //! log, so the same tests run against both.
+//!
+//! A bucket remembers the times of its last `capacity` admitted slots (the largest `requests` of
+//! its windows), newest last. A window of N requests and length W has room for a request of cost
+//! c iff the (N − c)-th most recent time (0: the newest) is at least W old, or does not exist; so
+//! one log answers every window of a route exactly, and memory per bucket is bounded by its
+//! capacity whatever the traffic.
 
 mod breaker;
 mod cluster;
@@ -14,7 +20,7 @@ pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore, TlsCa};
 
 use crate::api_key::KeyDigest;
-use crate::limit::Limit;
+use crate::limit::Rule;
 use std::future::Future;
 
 /// The (API key, route) pair whose requests are counted together.
@@ -27,16 +33,25 @@ pub struct BucketRef<'a> {
 }
 
 /// The result of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// Whether this request was admitted (and counted).
+    /// Whether every window had room for the request. A request is counted when it was allowed,
+    /// and in shadow mode also when it was not.
     pub allowed: bool,
-    /// Requests still admitted in the current window after this one.
-    pub remaining: u32,
-    /// Unix time in µs at which one more request will be admitted.
-    pub reset_micros: u64,
     /// The store's clock at the check, in Unix µs; `Retry-After` is measured from it.
     pub now_micros: u64,
+    /// One entry per window of the rule, in the rule's order.
+    pub windows: Vec<WindowOutcome>,
+}
+
+/// One window's state after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOutcome {
+    /// Slots still free in the window after this request.
+    pub remaining: u32,
+    /// Unix time in µs: after a counted request, when the window frees one more slot; after a
+    /// denied one, when the window has room for the request (now if it has room already).
+    pub reset_micros: u64,
 }
 
 /// Why the store could not answer. Every variant is treated as "backend unavailable".
@@ -60,46 +75,48 @@ pub enum StoreError {
 }
 
 /// A bucket as it stands, read without counting anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
-    /// Requests counted in the trailing window.
-    pub used: u32,
-    /// Requests that would still be admitted now.
-    pub remaining: u32,
-    /// Unix time in µs at which one more request will be admitted; now when the bucket is empty.
-    pub reset_micros: u64,
     /// The store's clock at the read, in Unix µs.
     pub now_micros: u64,
+    /// One entry per window of the rule, in the rule's order.
+    pub windows: Vec<WindowUsage>,
 }
 
-/// The check script's answer: allowed (0/1), remaining, reset and now in Unix µs.
-type Reply = (u8, u32, u64, u64);
-
-/// The read-only script's answer: used, remaining, reset and now in Unix µs.
-type PeekReply = (u32, u32, u64, u64);
+/// One window of a bucket as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowUsage {
+    /// Slots counted in the trailing window.
+    pub used: u32,
+    /// Slots still free now.
+    pub remaining: u32,
+    /// Unix time in µs at which one more slot is free; now when none is used.
+    pub reset_micros: u64,
+}
 
 /// A backend that evaluates sliding-window quotas.
 pub trait QuotaStore: Send + Sync + 'static {
-    /// Counts one request in `bucket` if `limit` admits it, atomically.
+    /// Counts one request of `rule.cost()` slots in `bucket` if every window of `rule` has room
+    /// for it, atomically; in shadow mode counts it either way.
     fn check(
         &self,
         bucket: BucketRef<'_>,
-        limit: Limit,
+        rule: &Rule,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
-    /// Reads `bucket` under `limit` without counting a request or changing anything.
+    /// Reads `bucket` under `rule` without counting a request or changing anything.
     fn peek(
         &self,
         bucket: BucketRef<'_>,
-        limit: Limit,
+        rule: &Rule,
     ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
 
-    /// Forgets every request counted in `bucket`; returns how many of them lay in the trailing
-    /// `limit.window`.
+    /// Forgets every request counted in `bucket`; returns how many slots of them lay in the
+    /// rule's longest window.
     fn reset(
         &self,
         bucket: BucketRef<'_>,
-        limit: Limit,
+        rule: &Rule,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Circuit breakers that are open now, for the metrics; a store without breakers has none.

@@ -3,8 +3,8 @@
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::cluster::{self, Cluster};
 use super::connections::Connections;
-use super::{BucketRef, Outcome, PeekReply, QuotaStore, Reply, StoreError, Usage};
-use crate::limit::Limit;
+use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage};
+use crate::limit::{Mode, Rule};
 use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
-const SCRIPT: &str = include_str!("sliding_window.lua");
+const SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("check.lua"));
 
 /// The read-only script of the admin API's `GetQuota`; loaded on first use, like the others after
 /// a `NOSCRIPT`.
-const PEEK_SCRIPT: &str = include_str!("peek.lua");
+const PEEK_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("peek.lua"));
 
 /// The script of the admin API's `ResetQuota`.
-const RESET_SCRIPT: &str = include_str!("reset.lua");
+const RESET_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("reset.lua"));
 
 /// The breakers' settings: the standalone server's, and each cluster primary's. Five failures in
 /// a row is a Redis that is down, not one slow answer; half a second between probes bounds both
@@ -175,11 +175,13 @@ impl RedisStore {
         Ok(())
     }
 
-    /// `<prefix>:{<key digest>}:<bucket>`. The hash tag keeps every bucket of one API key in one
-    /// Redis Cluster slot, so a script that touches several of them stays legal.
+    /// `<prefix>:ring:{<key digest>}:<bucket>`. The hash tag keeps every bucket of one API key
+    /// in one Redis Cluster slot, so a script that touches several of them stays legal. `ring`
+    /// names the layout (ring.lua): the sorted sets of earlier versions had none, so the two never
+    /// mix.
     pub fn key_name(&self, bucket: BucketRef<'_>) -> String {
         format!(
-            "{}:{{{}}}:{}",
+            "{}:ring:{{{}}}:{}",
             self.key_prefix,
             bucket.key.as_str(),
             bucket.name
@@ -267,43 +269,78 @@ enum Backend {
     Cluster(Cluster),
 }
 
+/// Appends each window's requests and length in µs, the scripts' window arguments.
+fn window_args(invocation: &mut redis::ScriptInvocation<'_>, rule: &Rule) {
+    for limit in rule.limits() {
+        invocation
+            .arg(limit.requests.get())
+            .arg(limit.window_micros());
+    }
+}
+
+/// A script reply of integers, `head` of them first, then `per_window` per window of `rule`;
+/// anything else is a store error, not a panic.
+fn reply_of(
+    reply: Vec<u64>,
+    head: usize,
+    per_window: usize,
+    rule: &Rule,
+) -> Result<Vec<u64>, StoreError> {
+    if reply.len() == head + per_window * rule.limits().len() {
+        Ok(reply)
+    } else {
+        Err(StoreError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected script reply",
+            format!("{} values for {} windows", reply.len(), rule.limits().len()),
+        ))))
+    }
+}
+
 impl QuotaStore for RedisStore {
-    async fn check(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Outcome, StoreError> {
+    async fn check(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let key = self.key_name(bucket);
         let mut invocation = self.script.key(&key);
         invocation
-            .arg(limit.requests.get())
-            .arg(limit.window_micros());
-        let (allowed, remaining, reset_micros, now_micros): Reply =
-            self.call(&key, &invocation).await?;
+            .arg(rule.cost())
+            .arg(u8::from(rule.mode() == Mode::Shadow));
+        window_args(&mut invocation, rule);
+        let reply = reply_of(self.call(&key, &invocation).await?, 2, 2, rule)?;
         Ok(Outcome {
-            allowed: allowed == 1,
-            remaining,
-            reset_micros,
-            now_micros,
+            allowed: reply[0] == 1,
+            now_micros: reply[1],
+            windows: reply[2..]
+                .chunks_exact(2)
+                .map(|w| WindowOutcome {
+                    remaining: w[0] as u32,
+                    reset_micros: w[1],
+                })
+                .collect(),
         })
     }
 
-    async fn peek(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<Usage, StoreError> {
+    async fn peek(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Usage, StoreError> {
         let key = self.key_name(bucket);
         let mut invocation = self.peek_script.key(&key);
-        invocation
-            .arg(limit.requests.get())
-            .arg(limit.window_micros());
-        let (used, remaining, reset_micros, now_micros): PeekReply =
-            self.call(&key, &invocation).await?;
+        window_args(&mut invocation, rule);
+        let reply = reply_of(self.call(&key, &invocation).await?, 1, 3, rule)?;
         Ok(Usage {
-            used,
-            remaining,
-            reset_micros,
-            now_micros,
+            now_micros: reply[0],
+            windows: reply[1..]
+                .chunks_exact(3)
+                .map(|w| WindowUsage {
+                    used: w[0] as u32,
+                    remaining: w[1] as u32,
+                    reset_micros: w[2],
+                })
+                .collect(),
         })
     }
 
-    async fn reset(&self, bucket: BucketRef<'_>, limit: Limit) -> Result<u32, StoreError> {
+    async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {
         let key = self.key_name(bucket);
         let mut invocation = self.reset_script.key(&key);
-        invocation.arg(limit.window_micros());
+        invocation.arg(rule.longest_window().as_micros() as u64);
         self.call(&key, &invocation).await
     }
 

@@ -30,6 +30,8 @@ pub enum CheckResult {
     Allowed,
     /// 429, whether the store or the over-limit cache said so.
     Denied,
+    /// Over the limit in shadow mode: allowed and counted, not denied.
+    ShadowDenied,
     /// 401: no API key under the prefix.
     Unauthenticated,
     /// 400: an unusable check request, or two API keys.
@@ -44,9 +46,10 @@ pub enum CheckResult {
 
 impl CheckResult {
     /// Every result, in the order of [`CheckResult::index`].
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Allowed,
         Self::Denied,
+        Self::ShadowDenied,
         Self::Unauthenticated,
         Self::BadRequest,
         Self::NotLimited,
@@ -60,6 +63,7 @@ impl CheckResult {
             Verdict::Unlimited => Self::NotLimited,
             Verdict::Allowed(_) => Self::Allowed,
             Verdict::RateLimited(_) => Self::Denied,
+            Verdict::ShadowDenied(_) => Self::ShadowDenied,
             Verdict::MissingKey => Self::Unauthenticated,
             Verdict::AmbiguousKey | Verdict::BadRequest(_) => Self::BadRequest,
             Verdict::FailedOpen => Self::FailedOpen,
@@ -72,6 +76,7 @@ impl CheckResult {
         match self {
             Self::Allowed => "allowed",
             Self::Denied => "denied",
+            Self::ShadowDenied => "shadow_denied",
             Self::Unauthenticated => "unauthenticated",
             Self::BadRequest => "bad_request",
             Self::NotLimited => "not_limited",
@@ -368,7 +373,11 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("tollgate_checks_total{"))
             .count();
-        assert_eq!(series, (config.routes.routes().len() + 3) * 7, "{text}");
+        assert_eq!(
+            series,
+            (config.routes.routes().len() + 3) * CheckResult::ALL.len(),
+            "{text}"
+        );
         let index = config
             .routes
             .routes()

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::path::{is_plain, normalize};
 use tollgate::check::request::{ApiKey, HttpCheck};
-use tollgate::check::response::render;
+use tollgate::check::response::{HeaderStyle, render};
 use tollgate::check::routes::MAX_PER_PATH_NAME;
 use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
@@ -81,7 +81,7 @@ pub fn check_request(data: &[u8]) {
             }
         }
     }
-    let response = render(&verdict, "x-api-key");
+    let response = render(&verdict, "x-api-key", HeaderStyle::Both);
     let code = response.status.as_ref().map_or(-1, |s| s.code);
     match response.http_response {
         Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),

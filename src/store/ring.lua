@@ -1,0 +1,63 @@
+-- A bucket's admission log as a ring of times in one Redis string: exact sliding windows in about
+-- 8 bytes per counted request, however long the windows are.
+--
+-- Layout:
+--   bytes 0..11   capacity, length (times held, at most capacity) and next (the slot written
+--                 next), each a big-endian u32
+--   bytes 12..    capacity slots of 8 bytes, each an admission time in Unix µs as a big-endian
+--                 double (exact below 2^53 µs, the year 2255)
+-- Times are written in order, so the k-th most recent (k = 0: the newest) is in slot
+-- (next - 1 - k) mod capacity, and a window of N requests needs only the last N times: it admits a
+-- request of cost c iff the (N - c)-th most recent time has left it. The string grows as slots are
+-- first written, so a bucket that is never full never takes its whole capacity.
+--
+-- Time comes from the Redis server, so tollgate replicas with skewed clocks agree. A request
+-- admitted at t is counted while now < t + window.
+local HEADER = 12
+
+local function clock()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+
+local function open(key)
+  local header = redis.call('GETRANGE', key, 0, HEADER - 1)
+  if #header < HEADER then
+    return {key = key, cap = 0, len = 0, next = 0}
+  end
+  local cap, len, next = struct.unpack('>I4I4I4', header)
+  return {key = key, cap = cap, len = len, next = next}
+end
+
+-- The k-th most recent admission time, or nil when the ring holds fewer.
+local function recent(ring, k)
+  if k < 0 or k >= ring.len then
+    return nil
+  end
+  local offset = HEADER + ((ring.next - 1 - k) % ring.cap) * 8
+  return (struct.unpack('>d', redis.call('GETRANGE', ring.key, offset, offset + 7)))
+end
+
+-- How many held times lie in the trailing window: a binary search, since they are in order.
+local function used(ring, window, now)
+  local low, high = 0, ring.len
+  while low < high do
+    local mid = math.floor((low + high) / 2)
+    if recent(ring, mid) + window > now then
+      low = mid + 1
+    else
+      high = mid
+    end
+  end
+  return low
+end
+
+-- When a window of `limit` with `count` times in it frees one more slot: the oldest counted time
+-- leaves it (after a lowered limit, the one whose departure brings the count below the limit);
+-- now when nothing is counted.
+local function next_free(ring, limit, window, count, now)
+  if count == 0 then
+    return now
+  end
+  return recent(ring, math.min(count, limit) - 1) + window
+end
