@@ -123,7 +123,7 @@ fn main() {
     });
     let limiter = RateLimiter::new(
         &config,
-        MemoryStore::new(config.memory_store_entries),
+        MemoryStore::new(200_000),
         std::sync::Arc::new(Metrics::new()),
     );
     bench("decide a check (memory store)", 200_000, |i| {

@@ -30,7 +30,8 @@ impl Limit {
 pub const MAX_WINDOWS: usize = 8;
 
 /// Whether a rule's denials are enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Requests over the limit are denied with 429.
     #[default]

@@ -5,9 +5,9 @@
 use crate::admin;
 use crate::check::authz::RateLimiter;
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
-use crate::config::Config;
 use crate::config::reload::{self, Reload};
-use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError};
+use crate::config::{Config, StoreSettings};
+use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError, Topology};
 use crate::telemetry::http::{self, METRICS_PATH};
 use crate::telemetry::metrics::Metrics;
 use std::future::Future;
@@ -99,27 +99,22 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    match &config.redis {
-        None => {
+    let (settings, topology) = match &config.store {
+        StoreSettings::Memory { max_entries } => {
             tracing::warn!(
                 "using the in-memory store: quotas are per process, so run a single instance only (configure redis.url for several)"
             );
-            serve(
-                &config,
-                MemoryStore::new(config.memory_store_entries),
-                listeners,
-                shutdown,
-            )
-            .await
+            let store = MemoryStore::new(*max_entries);
+            return serve(&config, store, listeners, shutdown).await;
         }
-        Some(settings) => {
-            let store = RedisStore::new(settings)?;
-            if let Err(e) = store.preload().await {
-                tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
-            }
-            serve(&config, store, listeners, shutdown).await
-        }
+        StoreSettings::Redis(settings) => (settings, Topology::Standalone),
+        StoreSettings::Cluster(settings) => (settings, Topology::Cluster),
+    };
+    let store = RedisStore::new(settings, topology)?;
+    if let Err(e) = store.preload().await {
+        tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
     }
+    serve(&config, store, listeners, shutdown).await
 }
 
 async fn serve<S: QuotaStore>(

@@ -447,7 +447,7 @@ fn the_shipped_configuration_is_the_contract_table_and_passes_check_config() {
     assert_eq!(table(&shipped), table(&builtin));
     assert_eq!(shipped.path_prefix, "/v1");
     assert_eq!(shipped.api_key_header, "x-api-key");
-    assert!(shipped.redis.is_some());
+    assert!(shipped.store.redis().is_some());
 }
 
 /// `service`, `port` and timeout of an `envoyExtAuthzGrpc` provider.
@@ -477,7 +477,8 @@ fn istio_and_envoy_gateway_objects_point_at_tollgate() {
     let expected_host = format!("tollgate.{namespace}.svc.cluster.local");
     let service_port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
     let redis_timeout = k8s_config(&std::fs::read_to_string(k8s("base/tollgate.yaml")).unwrap())
-        .redis
+        .store
+        .redis()
         .unwrap()
         .timeout;
 

@@ -120,7 +120,7 @@ fn a_bad_configuration_is_refused_with_every_problem_named() {
         "listen: not an address",
         "unknown key path_prefx",
         "default_limit: requests is 0",
-        "failure_mode: \"maybe\" is not one of",
+        "failure_mode: unknown variant `maybe`, expected `allow` or `deny`",
         "redis.timeout",
         "redis.tls_ca_file: only applies to a rediss:// URL",
         "redis.tls_ca_file: cannot read /nonexistent/ca.pem",

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tollgate::api_key::KeyDigest;
-use tollgate::config::{Config, Overrides};
+use tollgate::config::{Config, Overrides, StoreSettings};
 use tonic::transport::Channel;
 
 /// The store timeout of these tests: far above a healthy local Redis even on a loaded CI machine,
@@ -241,7 +241,7 @@ async fn a_killed_cluster_primary_fails_open_fast_and_its_replica_takes_over() {
     let _serial = SERIAL.lock().await;
     let mut cluster = RedisCluster::start_with_replicas();
     let mut config = config_for(&cluster.url(), TIMEOUT);
-    config.redis.as_mut().unwrap().cluster = true;
+    config.store = StoreSettings::Cluster(config.store.redis().unwrap().clone());
     let tollgate = Tollgate::start(config).await;
     let client = tollgate.client().await;
 
@@ -323,7 +323,7 @@ async fn a_killed_cluster_primary_fails_open_fast_and_its_replica_takes_over() {
 /// tollgate configured with a Redis Cluster whose seed node is reached through `proxy`.
 fn cluster_config(proxy: &FaultProxy, timeout: Duration) -> Config {
     let mut config = config_for(&proxy.url(), timeout);
-    config.redis.as_mut().unwrap().cluster = true;
+    config.store = StoreSettings::Cluster(config.store.redis().unwrap().clone());
     config
 }
 

@@ -20,16 +20,19 @@ mod code {
 }
 
 /// Which rate-limit header fields answers carry (`rate_limit_headers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 pub enum HeaderStyle {
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix ms), describing one window: the
     /// contract's headers.
     #[default]
+    #[serde(rename = "x-ratelimit")]
     XRateLimit,
     /// The IETF HTTPAPI working group's draft `RateLimit-Policy` and `RateLimit` fields,
     /// describing every window.
+    #[serde(rename = "ietf")]
     Ietf,
     /// Both.
+    #[serde(rename = "both")]
     Both,
 }
 

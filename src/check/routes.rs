@@ -159,7 +159,8 @@ impl Route {
 }
 
 /// How requests under the prefix that match no declared route are bucketed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DefaultBucket {
     /// One bucket per API key for all undeclared requests: varying ids cannot mint buckets.
     #[default]

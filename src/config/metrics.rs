@@ -1,41 +1,35 @@
 //! The `metrics` section: where Prometheus scrapes tollgate.
 
-use super::yaml::{Problems, render, section, string};
-use serde_yaml::Value;
+use super::parse::value_or;
+use super::raw::{Problems, RawMetrics, Setting};
 use std::net::SocketAddr;
-
-const METRICS_KEYS: &[&str] = &["enabled", "listen"];
 
 /// The default metrics address: every interface, Prometheus' customary exporter port.
 pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
 
 /// The metrics listener, or `Some(None)` when it is turned off; `None` after a problem.
 pub(super) fn parse_metrics(
-    value: Option<&Value>,
+    section: Setting<RawMetrics>,
     problems: &mut Problems,
 ) -> Option<Option<SocketAddr>> {
-    let map = &*section(value, "metrics", METRICS_KEYS, problems)?;
-    let enabled = match map.get("enabled") {
-        None => Some(true),
-        Some(Value::Bool(enabled)) => Some(*enabled),
-        Some(other) => {
-            problems.add(
-                "metrics.enabled",
-                format!("must be true or false, not {}", render(other)),
-            );
-            None
-        }
-    };
-    let text = string(map, "listen", "metrics", problems).unwrap_or(DEFAULT_LISTEN);
-    let listen = text
-        .parse::<SocketAddr>()
-        .map_err(|e| {
-            problems.add(
-                "metrics.listen",
-                format!("{text:?} is not an address like {DEFAULT_LISTEN} ({e})"),
-            );
-        })
-        .ok();
+    let raw = value_or(section, "metrics", RawMetrics::default(), problems)?;
+    let enabled = value_or(raw.enabled, "metrics.enabled", true, problems);
+    let listen = value_or(
+        raw.listen,
+        "metrics.listen",
+        DEFAULT_LISTEN.into(),
+        problems,
+    )
+    .and_then(|text| {
+        text.parse::<SocketAddr>()
+            .map_err(|e| {
+                problems.add(
+                    "metrics.listen",
+                    format!("{text:?} is not an address like {DEFAULT_LISTEN} ({e})"),
+                );
+            })
+            .ok()
+    });
     // The address is checked even when metrics are off, so that turning them on cannot reveal
     // a problem that was there all along.
     let listen = listen?;
@@ -81,7 +75,7 @@ mod tests {
         .unwrap_err();
         for expected in [
             "metrics: unknown key path",
-            "metrics.enabled: must be true or false",
+            "metrics.enabled: invalid type: string \"sometimes\", expected a boolean",
             "metrics.listen: \"nowhere\" is not an address",
             "failure_mode",
         ] {
@@ -93,7 +87,7 @@ mod tests {
         assert_eq!(problems.len(), 4, "{problems:#?}");
         let problems = parse("metrics: 9090\n").unwrap_err();
         assert!(
-            problems[0].starts_with("metrics: must be a mapping"),
+            problems[0].starts_with("metrics: invalid type: integer `9090`, expected a mapping"),
             "{problems:#?}"
         );
     }

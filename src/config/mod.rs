@@ -4,14 +4,15 @@
 mod admin;
 mod metrics;
 mod parse;
+mod raw;
 mod redis;
 pub mod reload;
-mod yaml;
 
 use crate::admin::AdminSettings;
 use crate::check::response::HeaderStyle;
 use crate::check::routes::{DefaultBucket, RouteTable};
 use crate::store::RedisSettings;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,13 +22,46 @@ use std::time::Duration;
 pub const DEFAULT_YAML: &str = include_str!("default.yaml");
 
 /// What to do when the store cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Allow the request without rate-limit headers (the contract's operational note).
     #[default]
     Allow,
     /// Deny it with 503 (fail closed).
     Deny,
+}
+
+/// Where quotas are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSettings {
+    /// In this process: exact for a single instance, not shared between replicas.
+    Memory {
+        /// Buckets it may hold; checks of new buckets beyond it fail with 503.
+        max_entries: usize,
+    },
+    /// One Redis server (or a primary behind a proxy).
+    Redis(RedisSettings),
+    /// A Redis Cluster, of which the URL names one node.
+    Cluster(RedisSettings),
+}
+
+impl StoreSettings {
+    /// The Redis settings, unless the store is in memory.
+    pub fn redis(&self) -> Option<&RedisSettings> {
+        match self {
+            Self::Memory { .. } => None,
+            Self::Redis(settings) | Self::Cluster(settings) => Some(settings),
+        }
+    }
+
+    /// The Redis settings to edit, unless the store is in memory.
+    pub fn redis_mut(&mut self) -> Option<&mut RedisSettings> {
+        match self {
+            Self::Memory { .. } => None,
+            Self::Redis(settings) | Self::Cluster(settings) => Some(settings),
+        }
+    }
 }
 
 /// A validated configuration.
@@ -43,10 +77,15 @@ pub struct Config {
     pub rate_limit_headers: HeaderStyle,
     /// Normalised path prefix under which limits apply; `/` for all paths.
     pub path_prefix: String,
-    /// Routes, default limit and default bucketing.
+    /// Routes, default rule and default bucketing: the table of keys on no plan.
     pub routes: RouteTable,
-    /// Redis settings; `None` selects the in-memory store.
-    pub redis: Option<RedisSettings>,
+    /// The route table of each plan, by name: the top-level table with the plan's overrides.
+    pub plans: BTreeMap<String, RouteTable>,
+    /// A trusted request header naming the key's plan (set by Envoy, never by clients); when it
+    /// is absent, the plan assigned through the admin API applies.
+    pub plan_header: Option<String>,
+    /// Where quotas are kept.
+    pub store: StoreSettings,
     /// Behaviour when the store fails.
     pub failure_mode: FailureMode,
     /// How long checks are still answered after SIGTERM while health reports NOT_SERVING.
@@ -58,9 +97,6 @@ pub struct Config {
     pub deny_cache_entries: usize,
     /// Largest `CheckRequest` accepted, in bytes; larger ones are answered 400 unread.
     pub max_request_bytes: usize,
-    /// Buckets the in-memory store may hold; checks of new buckets beyond it fail like a store
-    /// failure.
-    pub memory_store_entries: usize,
     /// Address of the Prometheus metrics listener (`/metrics`); `None` when metrics are off.
     pub metrics_listen: Option<SocketAddr>,
     /// The file it was read from, which [`reload`] watches; `None` for the built-in configuration
@@ -156,7 +192,7 @@ impl Config {
         compare("listen", self.listen != new.listen);
         compare("admin", self.admin != new.admin);
         compare("metrics", self.metrics_listen != new.metrics_listen);
-        compare("redis", self.redis != new.redis);
+        compare("redis", self.store != new.store);
         compare("drain_period", self.drain_period != new.drain_period);
         compare("shutdown_grace", self.shutdown_grace != new.shutdown_grace);
         compare(
@@ -167,19 +203,15 @@ impl Config {
             "max_request_bytes",
             self.max_request_bytes != new.max_request_bytes,
         );
-        compare(
-            "memory_store_entries",
-            self.memory_store_entries != new.memory_store_entries,
-        );
         changed
     }
 
     /// A one-line description of the store, with any password redacted.
     pub fn store_description(&self) -> String {
-        match &self.redis {
-            None => "memory (single instance only)".to_owned(),
-            Some(redis) if redis.cluster => format!("redis cluster {}", redact_url(&redis.url)),
-            Some(redis) => format!("redis {}", redact_url(&redis.url)),
+        match &self.store {
+            StoreSettings::Memory { .. } => "memory (single instance only)".to_owned(),
+            StoreSettings::Cluster(redis) => format!("redis cluster {}", redact_url(&redis.url)),
+            StoreSettings::Redis(redis) => format!("redis {}", redact_url(&redis.url)),
         }
     }
 }
@@ -242,8 +274,8 @@ impl fmt::Display for Config {
             )?,
         }
         writeln!(f, "store:           {}", self.store_description())?;
-        if let Some(redis) = &self.redis {
-            let connections = if redis.cluster {
+        if let Some(redis) = self.store.redis() {
+            let connections = if matches!(self.store, StoreSettings::Cluster(_)) {
                 "one cluster connection".to_owned()
             } else {
                 format!("{} connection(s)", redis.connections)
@@ -258,41 +290,63 @@ impl fmt::Display for Config {
             }
         }
         writeln!(f, "api key header:  {}", self.api_key_header)?;
+        if let Some(plan_header) = &self.plan_header {
+            writeln!(
+                f,
+                "plan header:     {plan_header} (trusted: Envoy must strip it from clients)"
+            )?;
+        }
+        let headers = match self.rate_limit_headers {
+            HeaderStyle::XRateLimit => "X-RateLimit-*",
+            HeaderStyle::Ietf => "RateLimit-Policy, RateLimit (IETF draft)",
+            HeaderStyle::Both => "X-RateLimit-*, RateLimit-Policy, RateLimit (IETF draft)",
+        };
+        writeln!(f, "headers:         {headers}")?;
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
         writeln!(f, "drain period:    {:?}", self.drain_period)?;
         writeln!(f, "shutdown grace:  {:?}", self.shutdown_grace)?;
         writeln!(f, "deny cache:      {} buckets", self.deny_cache_entries)?;
-        if self.redis.is_none() {
-            writeln!(f, "memory store:    {} buckets", self.memory_store_entries)?;
+        if let StoreSettings::Memory { max_entries } = self.store {
+            writeln!(f, "memory store:    {max_entries} buckets")?;
         }
         writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
         match self.metrics_listen {
             Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
             None => writeln!(f, "metrics:         off")?,
         }
-        let prefix = self.routes.prefix();
-        writeln!(f, "routes (most specific first):")?;
-        for route in self.routes.routes() {
-            writeln!(
-                f,
-                "  {:<7}{:<40}{}",
-                route.method,
-                format!("{prefix}{}", route.template),
-                route.rule
-            )?;
+        write!(f, "routes (most specific first):")?;
+        write_table(f, &self.routes)?;
+        for (name, table) in &self.plans {
+            write!(f, "\nplan {name}:")?;
+            write_table(f, table)?;
         }
-        let default = match self.routes.default_bucket() {
-            DefaultBucket::Shared => "one bucket per key for all undeclared routes",
-            DefaultBucket::PerPath => "one bucket per key, method and path",
-        };
+        Ok(())
+    }
+}
+
+/// A route table, one route per line: method, full path, windows, cost and mode.
+fn write_table(f: &mut fmt::Formatter<'_>, table: &RouteTable) -> fmt::Result {
+    let prefix = table.prefix();
+    for route in table.routes() {
         write!(
             f,
-            "  {:<7}{:<40}{} ({default})",
-            "*",
-            format!("{prefix}/**"),
-            self.routes.default_rule()
-        )
+            "\n  {:<7}{:<40}{}",
+            route.method,
+            format!("{prefix}{}", route.template),
+            route.rule
+        )?;
     }
+    let default = match table.default_bucket() {
+        DefaultBucket::Shared => "one bucket per key for all undeclared routes",
+        DefaultBucket::PerPath => "one bucket per key, method and path",
+    };
+    write!(
+        f,
+        "\n  {:<7}{:<40}{} ({default})",
+        "*",
+        format!("{prefix}/**"),
+        table.default_rule()
+    )
 }
 
 #[cfg(test)]
@@ -384,7 +438,12 @@ mod tests {
             "60 requests / 60s"
         );
         assert_eq!(config.listen.to_string(), "0.0.0.0:9191");
-        assert!(config.redis.is_none());
+        assert_eq!(
+            config.store,
+            StoreSettings::Memory {
+                max_entries: 200_000
+            }
+        );
         assert_eq!(config.failure_mode, FailureMode::Allow);
     }
 }

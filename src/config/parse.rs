@@ -1,18 +1,19 @@
-//! Walks the YAML document and collects every problem instead of stopping at the first.
+//! Validation: the file as written ([`RawConfig`]) into a [`Config`], with every problem found
+//! reported at once, each with where it is.
 
 use super::admin::parse_admin;
 use super::metrics::{overlap, parse_metrics};
+use super::raw::{Checked, Problems, RawConfig, RawLimit, RawRoute, RawTable, Setting};
 use super::redis::parse_redis;
-use super::yaml::{Problems, check_keys, render, string, whole_number};
-use super::{Config, FailureMode, Overrides};
+use super::{Config, Overrides};
 use crate::check::path::normalize;
-use crate::check::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
-use crate::limit::{Limit, Rule, WindowError, parse_window};
-use serde_yaml::{Mapping, Value};
+use crate::check::routes::{DECLARABLE_METHODS, Route, RouteTable, Template};
+use crate::limit::{Limit, Mode, Rule, WindowError, parse_window};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-/// The largest limit accepted: a sliding log keeps one entry per admitted request.
+/// The largest limit accepted: a bucket keeps one time per slot of its largest window.
 const MAX_REQUESTS: u64 = 100_000;
 
 /// The contract's default: 60 requests per 60 s.
@@ -21,168 +22,195 @@ const DEFAULT_LIMIT: Limit = Limit {
     window: Duration::from_secs(60),
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen",
-    "api_key_header",
-    "path_prefix",
-    "default_limit",
-    "default_bucket",
-    "routes",
-    "redis",
-    "failure_mode",
-    "drain_period",
-    "shutdown_grace",
-    "deny_cache_entries",
-    "max_request_bytes",
-    "memory_store_entries",
-    "admin",
-    "metrics",
-];
-const ROUTE_KEYS: &[&str] = &["method", "path", "limit"];
-const LIMIT_KEYS: &[&str] = &["requests", "window"];
-
 pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
-    let mut document: Value =
-        serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
-    if document.is_null() {
-        document = Value::Mapping(Mapping::new());
-    }
     let mut problems = Problems::default();
-    let Some(root) = document.as_mapping_mut() else {
-        return Err(vec!["the file must be a mapping of settings".to_owned()]);
+    let document: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+    let mut raw = if document.is_null() {
+        RawConfig::default()
+    } else {
+        let mut unknown = Vec::new();
+        let raw = serde_ignored::deserialize(serde_yaml::Deserializer::from_str(text), |path| {
+            unknown.push(path.to_string())
+        })
+        .map_err(|e: serde_yaml::Error| {
+            vec![format!("the file must be a mapping of settings ({e})")]
+        })?;
+        problems.unknown_keys("top level", &unknown);
+        raw
     };
-    apply_overrides(root, overrides);
-    let config = parse_root(root, &mut problems);
-    match config {
+    apply_overrides(&mut raw, overrides);
+    match validate(raw, &mut problems) {
         Some(config) if problems.0.is_empty() => Ok(config),
         _ => Err(problems.0),
     }
 }
 
-fn apply_overrides(root: &mut Mapping, overrides: &Overrides) {
+fn apply_overrides(raw: &mut RawConfig, overrides: &Overrides) {
     if let Some(listen) = &overrides.listen {
-        root.insert("listen".into(), listen.as_str().into());
+        raw.listen = Some(Checked::given(listen.clone()));
     }
     if let Some(listen) = &overrides.admin_listen {
-        let admin = root
-            .entry("admin".into())
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
-        if let Some(admin) = admin.as_mapping_mut() {
-            admin.insert("listen".into(), listen.as_str().into());
+        let admin = raw
+            .admin
+            .get_or_insert_with(|| Checked::given(Default::default()));
+        if let Some(admin) = admin.as_mut() {
+            admin.listen = Some(Checked::given(listen.clone()));
         }
     }
     if let Some(url) = &overrides.redis_url {
-        set_in_section(root, "redis", "url", url);
+        let redis = raw
+            .redis
+            .get_or_insert_with(|| Checked::given(Default::default()));
+        if let Some(redis) = redis.as_mut() {
+            redis.url = Some(Checked::given(url.clone()));
+        }
     }
     if let Some(listen) = &overrides.metrics_listen {
-        set_in_section(root, "metrics", "listen", listen);
+        let metrics = raw
+            .metrics
+            .get_or_insert_with(|| Checked::given(Default::default()));
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.listen = Some(Checked::given(listen.clone()));
+        }
     }
 }
 
-/// Sets `section.key`, making the section (or replacing one that is not a mapping).
-fn set_in_section(root: &mut Mapping, section: &str, key: &str, value: &str) {
-    let section = root
-        .entry(section.into())
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
-    if let Some(section) = section.as_mapping_mut() {
-        section.insert(key.into(), value.into());
-    } else {
-        *section = Value::Mapping(Mapping::from_iter([(key.into(), value.into())]));
+/// A setting's value, `default` when absent; `None` after a problem.
+pub(super) fn value_or<T>(
+    setting: Setting<T>,
+    at: &str,
+    default: T,
+    problems: &mut Problems,
+) -> Option<T> {
+    match setting {
+        None => Some(default),
+        Some(checked) => checked.take(at, problems),
     }
 }
 
-fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
-    check_keys(root, "top level", TOP_LEVEL_KEYS, problems);
+/// One of an enum's names (`allow`, `per_path`), `default` when absent.
+pub(super) fn choice<T: serde::de::DeserializeOwned>(
+    setting: Setting<String>,
+    at: &str,
+    default: T,
+    problems: &mut Problems,
+) -> Option<T> {
+    let Some(name) = setting else {
+        return Some(default);
+    };
+    let name = name.take(at, problems)?;
+    serde_yaml::from_value(serde_yaml::Value::String(name))
+        .map_err(|e| problems.add(at, e))
+        .ok()
+}
 
-    let listen: Option<std::net::SocketAddr> = string(root, "listen", "top level", problems)
-        .unwrap_or("0.0.0.0:9191")
-        .parse()
-        .map_err(|e| problems.add("listen", format!("not an address like 0.0.0.0:9191 ({e})")))
-        .ok();
-
-    let api_key_header = string(root, "api_key_header", "top level", problems)
-        .unwrap_or("x-api-key")
-        .to_ascii_lowercase();
-    if api_key_header.is_empty()
-        || !api_key_header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
-        problems.add(
-            "api_key_header",
-            format!("{api_key_header:?} is not a valid header name"),
-        );
+/// A whole number in `range`, `default` when absent.
+pub(super) fn whole_number(
+    setting: Setting<u64>,
+    at: &str,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+    problems: &mut Problems,
+) -> Option<u64> {
+    match value_or(setting, at, default, problems)? {
+        n if range.contains(&n) => Some(n),
+        n => {
+            problems.add(
+                at,
+                format!(
+                    "must be a whole number from {} to {}, not {n}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            None
+        }
     }
+}
 
-    let prefix_text = string(root, "path_prefix", "top level", problems).unwrap_or("/v1");
-    let path_prefix = match normalize(prefix_text) {
-        Ok(normal) if normal == prefix_text.trim_end_matches('/') || normal == "/" => Some(normal),
-        _ => {
-            problems.add(
-                "path_prefix",
-                format!("{prefix_text:?} must be a plain absolute path such as /v1 (lower case, no '.', '//', '%' or query)"),
-            );
-            None
-        }
-    };
+fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
+    let listen: Option<std::net::SocketAddr> =
+        value_or(raw.listen, "listen", "0.0.0.0:9191".into(), problems).and_then(|text| {
+            text.parse()
+                .map_err(|e| {
+                    problems.add("listen", format!("not an address like 0.0.0.0:9191 ({e})"))
+                })
+                .ok()
+        });
 
-    let default_limit = match root.get("default_limit") {
-        None => Some(DEFAULT_LIMIT),
-        Some(value) => parse_limit(value, "default_limit", problems),
-    };
+    let api_key_header = value_or(
+        raw.api_key_header,
+        "api_key_header",
+        "x-api-key".into(),
+        problems,
+    )
+    .and_then(|name| header_name(&name, "api_key_header", problems));
 
-    let default_bucket = match string(root, "default_bucket", "top level", problems) {
-        None | Some("shared") => Some(DefaultBucket::Shared),
-        Some("per_path") => Some(DefaultBucket::PerPath),
-        Some(other) => {
-            problems.add(
-                "default_bucket",
-                format!("{other:?} is not one of: shared, per_path"),
-            );
-            None
-        }
-    };
+    let path_prefix = value_or(raw.path_prefix, "path_prefix", "/v1".into(), problems).and_then(
+        |text| match normalize(&text) {
+            Ok(normal) if normal == text.trim_end_matches('/') || normal == "/" => Some(normal),
+            _ => {
+                problems.add(
+                    "path_prefix",
+                    format!("{text:?} must be a plain absolute path such as /v1 (lower case, no '.', '//', '%' or query)"),
+                );
+                None
+            }
+        },
+    );
 
-    let failure_mode = match string(root, "failure_mode", "top level", problems) {
-        None | Some("allow") => Some(FailureMode::Allow),
-        Some("deny") => Some(FailureMode::Deny),
-        Some(other) => {
-            problems.add(
-                "failure_mode",
-                format!("{other:?} is not one of: allow, deny"),
-            );
-            None
-        }
-    };
+    let default_bucket = choice(
+        raw.default_bucket,
+        "default_bucket",
+        Default::default(),
+        problems,
+    );
+    let failure_mode = choice(
+        raw.failure_mode,
+        "failure_mode",
+        Default::default(),
+        problems,
+    );
+    let rate_limit_headers = choice(
+        raw.rate_limit_headers,
+        "rate_limit_headers",
+        Default::default(),
+        problems,
+    );
 
-    let drain_period = duration(root, "drain_period", Duration::from_secs(5), problems);
+    let drain_period = duration(
+        raw.drain_period,
+        "drain_period",
+        Duration::from_secs(5),
+        problems,
+    );
     // Checks in flight end within Envoy's ext_authz timeout (0.25 s shipped); what is still open
     // after a couple of seconds is a stream that never ends, such as a health Watch.
-    let shutdown_grace = duration(root, "shutdown_grace", Duration::from_secs(2), problems);
-
+    let shutdown_grace = duration(
+        raw.shutdown_grace,
+        "shutdown_grace",
+        Duration::from_secs(2),
+        problems,
+    );
     let deny_cache_entries = whole_number(
-        root,
-        "deny_cache_entries",
+        raw.deny_cache_entries,
         "deny_cache_entries",
         0..=10_000_000,
         100_000,
         problems,
     )
     .map(|n| n as usize);
-
     let max_request_bytes = whole_number(
-        root,
-        "max_request_bytes",
+        raw.max_request_bytes,
         "max_request_bytes",
         4096..=16 << 20,
         256 << 10,
         problems,
     )
     .map(|n| n as usize);
-
     let memory_store_entries = whole_number(
-        root,
-        "memory_store_entries",
+        raw.memory_store_entries,
         "memory_store_entries",
         1..=100_000_000,
         200_000,
@@ -190,7 +218,7 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
     )
     .map(|n| n as usize);
 
-    let metrics_listen = parse_metrics(root.get("metrics"), problems);
+    let metrics_listen = parse_metrics(raw.metrics, problems);
     if let (Some(listen), Some(Some(metrics))) = (listen, metrics_listen)
         && overlap(listen, metrics)
     {
@@ -201,179 +229,400 @@ fn parse_root(root: &Mapping, problems: &mut Problems) -> Option<Config> {
             ),
         );
     }
+    let store = parse_redis(raw.redis, memory_store_entries, problems);
+    let admin = parse_admin(raw.admin, listen, problems);
 
-    let routes = parse_routes(root.get("routes"), problems);
-    let redis = match root.get("redis") {
-        None | Some(Value::Null) => Some(None),
-        Some(value) => parse_redis(value, problems).map(Some),
+    // The top-level table, then each plan over it.
+    let top = TableSpec::read(
+        "",
+        RawTable {
+            default_limit: raw.default_limit,
+            default_limits: raw.default_limits,
+            mode: raw.mode,
+            routes: raw.routes,
+        },
+        None,
+        problems,
+    );
+    let plan_header = raw
+        .plan_header
+        .and_then(|name| name.take("plan_header", problems))
+        .and_then(|name| header_name(&name, "plan_header", problems));
+    if let (Some(plan), Some(key)) = (&plan_header, &api_key_header)
+        && plan == key
+    {
+        problems.add("plan_header", "must differ from api_key_header");
+    }
+    let mut plans = BTreeMap::new();
+    for (name, plan) in raw
+        .plans
+        .and_then(|p| p.take("plans", problems))
+        .unwrap_or_default()
+    {
+        let at = format!("plans.{name}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problems.add(
+                &at,
+                "a plan name is 1 to 64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        if let Some(plan) = plan.take(&at, problems) {
+            plans.insert(name, TableSpec::read(&at, plan, Some(&top), problems));
+        }
+    }
+
+    let path_prefix = path_prefix?;
+    let default_bucket = default_bucket?;
+    let table = |spec: &TableSpec| {
+        RouteTable::new(
+            path_prefix.clone(),
+            spec.routes.iter().map(|r| r.route.clone()).collect(),
+            spec.default_rule.clone(),
+            default_bucket,
+        )
     };
-
-    let admin = parse_admin(root.get("admin"), listen, problems);
-
+    let plans = plans
+        .into_iter()
+        .map(|(name, spec)| (name, table(&spec)))
+        .collect();
     Some(Config {
         listen: listen?,
         admin: admin?,
-        api_key_header,
-        rate_limit_headers: Default::default(),
-        routes: RouteTable::new(
-            path_prefix.clone()?,
-            routes?,
-            Rule::single(default_limit?),
-            default_bucket?,
-        ),
-        path_prefix: path_prefix?,
-        redis: redis?,
+        api_key_header: api_key_header?,
+        rate_limit_headers: rate_limit_headers?,
+        routes: table(&top),
+        plans,
+        plan_header,
+        path_prefix,
+        store: store?,
         failure_mode: failure_mode?,
         drain_period: drain_period?,
         shutdown_grace: shutdown_grace?,
         deny_cache_entries: deny_cache_entries?,
         max_request_bytes: max_request_bytes?,
-        memory_store_entries: memory_store_entries?,
         source: None,
         metrics_listen: metrics_listen?,
     })
 }
 
+/// A lower-case header name, or a problem.
+fn header_name(name: &str, at: &str, problems: &mut Problems) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        problems.add(at, format!("{name:?} is not a valid header name"));
+        return None;
+    }
+    Some(name)
+}
+
 /// A top-level duration that may be zero, `default` when absent.
 fn duration(
-    root: &Mapping,
-    key: &str,
+    setting: Setting<String>,
+    at: &str,
     default: Duration,
     problems: &mut Problems,
 ) -> Option<Duration> {
-    match string(root, key, "top level", problems) {
-        None => Some(default),
-        Some(text) => match parse_window(text) {
-            Ok(period) => Some(period),
-            Err(WindowError::Zero(_)) => Some(Duration::ZERO),
-            Err(e) => {
-                problems.add(key, e);
-                None
-            }
-        },
-    }
-}
-
-fn parse_routes(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<Route>> {
-    let items = match value {
-        None | Some(Value::Null) => return Some(Vec::new()),
-        Some(Value::Sequence(items)) => items,
-        Some(_) => {
-            problems.add("routes", "must be a list of { method, path, limit }");
-            return None;
-        }
+    let Some(text) = setting else {
+        return Some(default);
     };
-    let problems_before = problems.0.len();
-    let mut routes: Vec<(String, Route)> = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        let Some(map) = item.as_mapping() else {
-            problems.add(
-                &format!("routes[{index}]"),
-                "must be a mapping { method, path, limit }",
-            );
-            continue;
-        };
-        let method = map.get("method").and_then(Value::as_str).unwrap_or("?");
-        let path = map.get("path").and_then(Value::as_str).unwrap_or("?");
-        let at = format!("routes[{index}] ({method} {path})");
-        check_keys(map, &at, ROUTE_KEYS, problems);
-
-        let method = match string(map, "method", &at, problems) {
-            None => {
-                problems.add(&at, "method is missing");
-                None
-            }
-            Some(m) if DECLARABLE_METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m),
-            Some(m) => {
-                let hint = match m.to_ascii_uppercase().as_str() {
-                    "HEAD" => "HEAD is checked as GET; declare GET",
-                    "OPTIONS" => "OPTIONS (CORS preflight) is never counted",
-                    _ => "expected one of GET, POST, PUT, PATCH, DELETE",
-                };
-                problems.add(&at, format!("method {m:?} cannot be declared: {hint}"));
-                None
-            }
-        };
-        let template = match string(map, "path", &at, problems) {
-            None => {
-                problems.add(&at, "path is missing");
-                None
-            }
-            Some(p) => Template::parse(p).map_err(|e| problems.add(&at, e)).ok(),
-        };
-        let limit = match map.get("limit") {
-            None => {
-                problems.add(&at, "limit is missing");
-                None
-            }
-            Some(value) => parse_limit(value, &format!("{at}.limit"), problems),
-        };
-        let (Some(method), Some(template), Some(limit)) = (method, template, limit) else {
-            continue;
-        };
-        let route = Route::new(method, template, Rule::single(limit));
-        if let Some((first, _)) = routes
-            .iter()
-            .find(|(_, r)| r.method == route.method && r.template == route.template)
-        {
-            problems.add(
-                &at,
-                format!("duplicates {first}: both match the same requests"),
-            );
-            continue;
-        }
-        routes.push((at, route));
-    }
-    (problems.0.len() == problems_before).then(|| routes.into_iter().map(|(_, r)| r).collect())
-}
-
-fn parse_limit(value: &Value, at: &str, problems: &mut Problems) -> Option<Limit> {
-    let Some(map) = value.as_mapping() else {
-        problems.add(at, "must be a mapping { requests, window }");
-        return None;
-    };
-    check_keys(map, at, LIMIT_KEYS, problems);
-    let requests = match map.get("requests") {
-        None => {
-            problems.add(at, "requests is missing");
+    match parse_window(&text.take(at, problems)?) {
+        Ok(period) => Some(period),
+        Err(WindowError::Zero(_)) => Some(Duration::ZERO),
+        Err(e) => {
+            problems.add(at, e);
             None
         }
-        Some(value) => match value.as_u64() {
-            Some(0) => {
-                problems.add(at, "requests is 0; a limit must admit at least one request");
-                None
+    }
+}
+
+/// A route table as configured: the top level's, or a plan's merged over it.
+struct TableSpec {
+    routes: Vec<RouteSpec>,
+    default_rule: Rule,
+    /// The windows of undeclared routes, for the routes of plans that give none.
+    default_limits: Vec<Limit>,
+    mode: Mode,
+}
+
+/// A route and whether its mode was written on it (otherwise it follows its table's).
+struct RouteSpec {
+    route: Route,
+    own_mode: bool,
+}
+
+impl TableSpec {
+    /// Reads the table at `at` (`""` for the top level). A plan (`base` given) inherits what it
+    /// does not set: the base's windows for undeclared routes, and every base route it does not
+    /// declare, in the plan's mode unless the route sets its own. After a problem the table is
+    /// still read as far as it goes, with defaults in place of what is wrong, so that the
+    /// problems of its routes and of the plans over it are reported too.
+    fn read(at: &str, raw: RawTable, base: Option<&TableSpec>, problems: &mut Problems) -> Self {
+        let prefixed = |key: &str| {
+            if at.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{at}.{key}")
             }
-            Some(n) if n <= MAX_REQUESTS => NonZeroU32::new(n as u32),
-            _ => {
+        };
+        let inherited = base.map_or(Mode::Enforce, |b| b.mode);
+        let mode = choice(raw.mode, &prefixed("mode"), inherited, problems).unwrap_or(inherited);
+        let default_limits = match (raw.default_limit, raw.default_limits) {
+            (Some(_), Some(_)) => {
                 problems.add(
-                    at,
-                    format!(
-                        "requests must be a whole number from 1 to {MAX_REQUESTS}, not {}",
-                        render(value)
-                    ),
+                    &prefixed("default_limits"),
+                    "give default_limit or default_limits, not both",
                 );
                 None
             }
-        },
-    };
-    let window = match string(map, "window", at, problems) {
+            (Some(one), None) => {
+                let at = prefixed("default_limit");
+                one.take(&at, problems)
+                    .and_then(|l| limit(l, &at, problems))
+                    .map(|l| vec![l])
+            }
+            (None, Some(list)) => limits(list, &prefixed("default_limits"), problems),
+            (None, None) => {
+                Some(base.map_or_else(|| vec![DEFAULT_LIMIT], |b| b.default_limits.clone()))
+            }
+        };
+        let mut routes: Vec<RouteSpec> = Vec::new();
+        let mut at_of: Vec<String> = Vec::new();
+        let items = match raw.routes {
+            None => Vec::new(),
+            Some(items) => items
+                .take(&prefixed("routes"), problems)
+                .unwrap_or_default(),
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            let at = prefixed(&format!("routes[{index}]"));
+            let Some(raw_route) = item.take(&at, problems) else {
+                continue;
+            };
+            let Some(located) = route(raw_route, &at, mode, problems) else {
+                continue;
+            };
+            let new = &located.spec.route;
+            if let Some(first) = routes
+                .iter()
+                .position(|r| r.route.method == new.method && r.route.template == new.template)
+            {
+                problems.add(
+                    &located.at,
+                    format!("duplicates {}: both match the same requests", at_of[first]),
+                );
+                continue;
+            }
+            at_of.push(located.at);
+            routes.push(located.spec);
+        }
+        let default_limits = default_limits.unwrap_or_else(|| vec![DEFAULT_LIMIT]);
+        let default_rule = Rule::new(default_limits.clone(), 1, mode)
+            .map_err(|e| problems.add(&prefixed("default_limits"), e))
+            .unwrap_or_else(|_| Rule::single(DEFAULT_LIMIT));
+        if let Some(base) = base {
+            // The base's routes this plan does not declare, in the plan's mode unless their own.
+            for inherited in &base.routes {
+                let declared = routes.iter().any(|r| {
+                    r.route.method == inherited.route.method
+                        && r.route.template == inherited.route.template
+                });
+                if !declared {
+                    let rule = if inherited.own_mode {
+                        inherited.route.rule.clone()
+                    } else {
+                        inherited.route.rule.with_mode(mode)
+                    };
+                    routes.push(RouteSpec {
+                        route: Route::new(
+                            &inherited.route.method,
+                            inherited.route.template.clone(),
+                            rule,
+                        ),
+                        own_mode: inherited.own_mode,
+                    });
+                }
+            }
+        }
+        Self {
+            routes,
+            default_rule,
+            default_limits,
+            mode,
+        }
+    }
+}
+
+/// A route read at `at`, with its location named by method and path for later problems.
+struct LocatedRoute {
+    spec: RouteSpec,
+    at: String,
+}
+
+fn route(
+    raw: RawRoute,
+    at: &str,
+    table_mode: Mode,
+    problems: &mut Problems,
+) -> Option<LocatedRoute> {
+    let (method_given, path_given) = (raw.method.is_some(), raw.path.is_some());
+    let method = raw
+        .method
+        .and_then(|m| m.take(&format!("{at}.method"), problems));
+    let path = raw
+        .path
+        .and_then(|p| p.take(&format!("{at}.path"), problems));
+    let at = format!(
+        "{at} ({} {})",
+        method.as_deref().unwrap_or("?"),
+        path.as_deref().unwrap_or("?")
+    );
+    let method = match method {
         None => {
-            if !map.contains_key("window") {
-                problems.add(at, "window is missing");
+            if !method_given {
+                problems.add(&at, "method is missing");
             }
             None
         }
-        Some(text) => parse_window(text).map_err(|e| problems.add(at, e)).ok(),
+        Some(m) if DECLARABLE_METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m),
+        Some(m) => {
+            let hint = match m.to_ascii_uppercase().as_str() {
+                "HEAD" => "HEAD is checked as GET; declare GET",
+                "OPTIONS" => "OPTIONS (CORS preflight) is never counted",
+                _ => "expected one of GET, POST, PUT, PATCH, DELETE",
+            };
+            problems.add(&at, format!("method {m:?} cannot be declared: {hint}"));
+            None
+        }
+    };
+    let template = match path {
+        None => {
+            if !path_given {
+                problems.add(&at, "path is missing");
+            }
+            None
+        }
+        Some(p) => Template::parse(&p).map_err(|e| problems.add(&at, e)).ok(),
+    };
+    let limits = match (raw.limit, raw.limits) {
+        (None, None) => {
+            problems.add(&at, "limit (or limits) is missing");
+            None
+        }
+        (Some(_), Some(_)) => {
+            problems.add(&at, "give limit or limits, not both");
+            None
+        }
+        (Some(one), None) => {
+            let at = format!("{at}.limit");
+            one.take(&at, problems)
+                .and_then(|l| limit(l, &at, problems))
+                .map(|l| vec![l])
+        }
+        (None, Some(list)) => limits(list, &format!("{at}.limits"), problems),
+    };
+    let cost = match raw.cost {
+        None => Some(1),
+        Some(cost) => cost.take(&format!("{at}.cost"), problems).and_then(|c| {
+            u32::try_from(c)
+                .map_err(|_| {
+                    problems.add(
+                        &format!("{at}.cost"),
+                        format!("{c} is larger than any window"),
+                    )
+                })
+                .ok()
+        }),
+    };
+    let own_mode = raw.mode.is_some();
+    let mode = choice(raw.mode, &format!("{at}.mode"), table_mode, problems);
+    let rule = Rule::new(limits?, cost?, mode?)
+        .map_err(|e| problems.add(&at, e))
+        .ok()?;
+    Some(LocatedRoute {
+        spec: RouteSpec {
+            route: Route::new(&method?, template?, rule),
+            own_mode,
+        },
+        at,
+    })
+}
+
+fn limits(
+    list: Checked<Vec<Checked<RawLimit>>>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Vec<Limit>> {
+    let items = list.take(at, problems)?;
+    if items.is_empty() {
+        problems.add(at, "must list at least one { requests, window }");
+        return None;
+    }
+    let mut limits = Vec::new();
+    let mut complete = true;
+    for (index, item) in items.into_iter().enumerate() {
+        let at = format!("{at}[{index}]");
+        match item
+            .take(&at, problems)
+            .and_then(|l| limit(l, &at, problems))
+        {
+            Some(limit) => limits.push(limit),
+            None => complete = false,
+        }
+    }
+    complete.then_some(limits)
+}
+
+fn limit(raw: RawLimit, at: &str, problems: &mut Problems) -> Option<Limit> {
+    let requests_given = raw.requests.is_some();
+    let requests = match raw
+        .requests
+        .and_then(|r| r.take(&format!("{at}.requests"), problems))
+    {
+        None => {
+            if !requests_given {
+                problems.add(at, "requests is missing");
+            }
+            None
+        }
+        Some(0) => {
+            problems.add(at, "requests is 0; a limit must admit at least one request");
+            None
+        }
+        Some(n) if n <= MAX_REQUESTS => NonZeroU32::new(n as u32),
+        Some(n) => {
+            problems.add(
+                at,
+                format!("requests must be a whole number from 1 to {MAX_REQUESTS}, not {n}"),
+            );
+            None
+        }
+    };
+    let window = match raw.window {
+        None => {
+            problems.add(at, "window is missing");
+            None
+        }
+        Some(text) => text
+            .take(&format!("{at}.window"), problems)
+            .and_then(|text| parse_window(&text).map_err(|e| problems.add(at, e)).ok()),
     };
     Some(Limit {
         requests: requests?,
         window: window?,
     })
 }
-
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, FailureMode, Overrides};
+    use super::super::{Config, FailureMode, Overrides, StoreSettings};
     use std::time::Duration;
 
     fn parse(yaml: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
@@ -393,7 +642,12 @@ mod tests {
         assert_eq!(config.failure_mode, FailureMode::Allow);
         assert_eq!(config.drain_period, Duration::from_secs(5));
         assert_eq!(config.shutdown_grace, Duration::from_secs(2));
-        assert!(config.redis.is_none());
+        assert_eq!(
+            config.store,
+            StoreSettings::Memory {
+                max_entries: 200_000
+            }
+        );
     }
 
     #[test]
@@ -406,17 +660,20 @@ mod tests {
         };
         let config = parse("listen: 0.0.0.0:1\nredis: { timeout: 20ms }\n", &overrides).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
-        let redis = config.redis.unwrap();
+        let redis = config.store.redis().unwrap().clone();
         assert_eq!(redis.url, "redis://override:6379");
         assert_eq!(
             redis.timeout,
             Duration::from_millis(20),
             "the file's other settings stay"
         );
-        let only_url = parse("", &overrides).unwrap().redis.unwrap();
+        let only_url = parse("", &overrides).unwrap().store;
+        let StoreSettings::Redis(only_url) = only_url else {
+            panic!("{only_url:?}")
+        };
         assert_eq!(
-            (only_url.timeout, only_url.connections, only_url.cluster),
-            (Duration::from_millis(50), 4, false)
+            (only_url.timeout, only_url.connections),
+            (Duration::from_millis(50), 4)
         );
     }
 
@@ -431,7 +688,7 @@ mod tests {
             "redis: url is missing",
             "redis.timeout",
             "redis.connections: must be a whole number from 1 to 64",
-            "redis.cluster: must be true or false",
+            "redis.cluster: invalid type: string \"yes please\", expected a boolean",
             "redis.key_prefix",
             "redis: unknown key extra",
         ] {
@@ -444,7 +701,7 @@ mod tests {
             "redis: { url: \"redis://n1:7000\", cluster: true }\n",
             &Overrides::default(),
         );
-        assert!(cluster.unwrap().redis.unwrap().cluster);
+        assert!(matches!(cluster.unwrap().store, StoreSettings::Cluster(_)));
     }
 
     #[test]
@@ -524,5 +781,126 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].starts_with("drain_period"), "{problems:#?}");
         assert!(problems[1].starts_with("shutdown_grace"), "{problems:#?}");
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::super::{Config, Overrides};
+    use crate::check::response::HeaderStyle;
+    use crate::limit::Mode;
+
+    fn parse(yaml: &str) -> Result<Config, Vec<String>> {
+        Config::from_yaml(yaml, "test", &Overrides::default()).map_err(|e| e.problems)
+    }
+
+    const POLICY: &str = r#"
+mode: shadow
+default_limits: [{ requests: 100, window: 1h }, { requests: 10, window: 1s }]
+rate_limit_headers: both
+plan_header: x-plan
+routes:
+  - { method: GET, path: /a, limit: { requests: 5, window: 1s } }
+  - { method: POST, path: /bulk, cost: 5, mode: enforce, limits: [{ requests: 10, window: 1s }, { requests: 50, window: 1m }] }
+plans:
+  pro:
+    mode: enforce
+    default_limit: { requests: 1000, window: 1h }
+    routes:
+      - { method: GET, path: /a, limit: { requests: 50, window: 1s } }
+      - { method: GET, path: /only-pro, limit: { requests: 7, window: 1s } }
+  trial: {}
+"#;
+
+    #[test]
+    fn windows_costs_modes_and_plans_resolve_with_inheritance() {
+        let config = parse(POLICY).unwrap();
+        assert_eq!(config.rate_limit_headers, HeaderStyle::Both);
+        assert_eq!(config.plan_header.as_deref(), Some("x-plan"));
+        let rule = |table: &crate::check::routes::RouteTable, name: &str| {
+            table.rule_of(name).map(ToString::to_string)
+        };
+        let top = &config.routes;
+        assert_eq!(
+            top.default_rule().to_string(),
+            "10 requests / 1s + 100 requests / 3600s, shadow"
+        );
+        assert_eq!(rule(top, "GET /a").unwrap(), "5 requests / 1s, shadow");
+        assert_eq!(
+            rule(top, "POST /bulk").unwrap(),
+            "10 requests / 1s + 50 requests / 60s, cost 5"
+        );
+        assert_eq!(rule(top, "GET /only-pro"), None);
+
+        let pro = &config.plans["pro"];
+        assert_eq!(rule(pro, "GET /a").unwrap(), "50 requests / 1s");
+        assert_eq!(rule(pro, "GET /only-pro").unwrap(), "7 requests / 1s");
+        // Not named by the plan: the top-level limit, in the plan's mode.
+        assert_eq!(
+            rule(pro, "POST /bulk").unwrap(),
+            "10 requests / 1s + 50 requests / 60s, cost 5"
+        );
+        assert_eq!(pro.default_rule().to_string(), "1000 requests / 3600s");
+        // An empty plan is the top-level table.
+        let trial = &config.plans["trial"];
+        assert_eq!(trial.default_rule(), top.default_rule());
+        assert_eq!(rule(trial, "GET /a"), rule(top, "GET /a"));
+        assert_eq!(trial.default_rule().mode(), Mode::Shadow);
+
+        let printed = config.to_string();
+        for expected in [
+            "plan pro:",
+            "plan trial:",
+            "/v1/bulk",
+            "cost 5",
+            "shadow",
+            "plan header:     x-plan",
+        ] {
+            assert!(printed.contains(expected), "{expected:?} in\n{printed}");
+        }
+    }
+
+    #[test]
+    fn every_policy_problem_is_named_with_its_place() {
+        let problems = parse(
+            r#"
+mode: sometimes
+default_limit: { requests: 1, window: 1s }
+default_limits: [{ requests: 2, window: 1s }]
+rate_limit_headers: draft
+plan_header: x-api-key
+routes:
+  - { method: GET, path: /a, limit: { requests: 5, window: 1s }, limits: [{ requests: 5, window: 1s }] }
+  - { method: GET, path: /b, cost: 0, limit: { requests: 5, window: 1s } }
+  - { method: GET, path: /c, cost: 6, limits: [{ requests: 5, window: 1s }, { requests: 50, window: 1m }] }
+  - { method: GET, path: /d, limits: [{ requests: 5, window: 60s }, { requests: 9, window: 1m }] }
+  - { method: GET, path: /e, limits: [] }
+  - { method: GET, path: /f, mode: dry, limit: { requests: 5, window: 1s } }
+plans:
+  "bad name!": {}
+  pro: { routes: [{ method: GET, path: /g }], colour: blue }
+"#,
+        )
+        .unwrap_err();
+        for expected in [
+            "mode: unknown variant `sometimes`",
+            "default_limits: give default_limit or default_limits, not both",
+            "rate_limit_headers: unknown variant `draft`",
+            "plan_header: must differ from api_key_header",
+            "routes[0] (GET /a): give limit or limits, not both",
+            "routes[1] (GET /b): cost must be at least 1",
+            "routes[2] (GET /c): cost 6 is larger than the 5 requests / 1s limit",
+            "routes[3] (GET /d): two limits have the same window 60s",
+            "routes[4] (GET /e).limits: must list at least one",
+            "routes[5] (GET /f).mode: unknown variant `dry`",
+            "plans.bad name!: a plan name is",
+            "plans.pro: unknown key colour",
+            "plans.pro.routes[0] (GET /g): limit (or limits) is missing",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {problems:#?}"
+            );
+        }
     }
 }

@@ -17,7 +17,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryStore;
-pub use redis::{RedisSettings, RedisStore, TlsCa};
+pub use redis::{RedisSettings, RedisStore, TlsCa, Topology};
 
 use crate::api_key::KeyDigest;
 use crate::limit::Rule;

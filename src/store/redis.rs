@@ -61,8 +61,15 @@ pub struct RedisSettings {
     /// The CA that signs the server's certificate (`rediss://` only); without it the system's
     /// trust store is used.
     pub tls_ca: Option<TlsCa>,
-    /// `url` is one node of a Redis Cluster; the others are discovered from it.
-    pub cluster: bool,
+}
+
+/// What the URL of [`RedisSettings`] points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (or a primary behind a proxy).
+    Standalone,
+    /// One node of a Redis Cluster; the others are discovered from it.
+    Cluster,
 }
 
 /// By hand, so that printing a `Config` with `{:?}` never shows the password.
@@ -74,7 +81,6 @@ impl std::fmt::Debug for RedisSettings {
             .field("connections", &self.connections)
             .field("key_prefix", &self.key_prefix)
             .field("tls_ca", &self.tls_ca)
-            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -109,13 +115,13 @@ impl RedisStore {
     /// Prepares the connections without connecting, so tollgate starts (and fails open) while
     /// Redis is down. A cluster is connected by a background task, so this must run inside the
     /// tokio runtime.
-    pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
+    pub fn new(settings: &RedisSettings, topology: Topology) -> Result<Self, StoreError> {
         let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca.pem.clone()),
         });
         let script = redis::Script::new(SCRIPT);
-        let backend = if settings.cluster {
+        let backend = if topology == Topology::Cluster {
             let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
                 .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
                 .response_timeout(settings.timeout)

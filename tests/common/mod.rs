@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tollgate::config::{Config, Overrides};
+use tollgate::config::{Config, Overrides, StoreSettings};
 use tonic::transport::Channel;
 
 /// Defines, for each named body `async fn body(backend: Backend)`, one test with the in-memory
@@ -100,7 +100,7 @@ impl Backend {
     /// timeout itself has its own test.
     pub fn config(&self, yaml: &str) -> Config {
         let mut config = self.config_as_written(yaml);
-        if let Some(redis) = &mut config.redis {
+        if let Some(redis) = config.store.redis_mut() {
             redis.timeout = Duration::from_secs(1);
         }
         config
@@ -120,8 +120,8 @@ impl Backend {
             metrics_listen: Some("127.0.0.1:0".into()),
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
-        if let (Self::Cluster(_), Some(redis)) = (self, &mut config.redis) {
-            redis.cluster = true;
+        if let (Self::Cluster(_), StoreSettings::Redis(redis)) = (self, &config.store) {
+            config.store = StoreSettings::Cluster(redis.clone());
         }
         config
     }

@@ -1,0 +1,341 @@
+//! A bucket's layout in Redis: the ring of admission times in one string (`src/store/ring.lua`
+//! and `src/store/check.lua`, what tollgate runs) against the sorted set per bucket it replaced
+//! (`zset.lua` beside this file: commit d28bef3's script with the same interface), both measured in
+//! the same run on a `redis-server` of the bench's own (on a free port).
+//!
+//!     cargo bench --bench storage
+//!
+//! 1. **Memory**: buckets of one window of N requests per hour (N = 60, 1 000, 10 000; about
+//!    250 000 requests in all per row) are filled with checks of cost 1, round-robin over the
+//!    buckets, completely or to half; the growth of `used_memory` (`INFO memory`) since the
+//!    `FLUSHALL` before, divided by the requests admitted and by the buckets.
+//! 2. **Redis CPU per check**: after `CONFIG RESETSTAT`, a fixed number of checks (`EVALSHA`) from
+//!    concurrent callers over multiplexed connections, as tollgate sends them; then
+//!    `usec_per_call` of `cmdstat_evalsha` (`INFO commandstats`): the script's own time in Redis,
+//!    without reading and writing the sockets.
+//! 3. **Throughput**: the same checks per second of wall time, seen by the client. The client and
+//!    Redis share the machine's cores, so only the ratio of the two layouts in one run means much.
+
+// The tests' launcher; this bench needs neither TLS, restarts nor its script counter.
+#[allow(dead_code)]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use redis_server::RedisServer;
+use std::time::{Duration, Instant};
+
+/// What tollgate runs.
+const RING: &str = concat!(
+    include_str!("../../src/store/ring.lua"),
+    include_str!("../../src/store/check.lua")
+);
+
+/// What it ran before, with the same interface.
+const ZSET: &str = include_str!("zset.lua");
+
+const SECOND_US: u64 = 1_000_000;
+const MINUTE_US: u64 = 60 * SECOND_US;
+const HOUR_US: u64 = 60 * MINUTE_US;
+
+/// Checks sent per CPU scenario and layout.
+const CALLS: u64 = 200_000;
+/// Concurrent callers of the CPU scenarios, spread over [`CONNECTIONS`] multiplexed connections
+/// (the shape of the load bench's `allowed` scenario).
+const CALLERS: u64 = 64;
+const CONNECTIONS: usize = 4;
+/// Checks per pipeline when buckets are filled.
+const PIPELINE: usize = 1_000;
+
+/// The buckets of one memory row: `buckets` buckets of one window of `limit` requests per hour.
+struct Fill {
+    limit: u64,
+    buckets: u64,
+}
+
+const FILLS: [Fill; 3] = [
+    Fill {
+        limit: 60,
+        buckets: 4_000,
+    },
+    Fill {
+        limit: 1_000,
+        buckets: 250,
+    },
+    Fill {
+        limit: 10_000,
+        buckets: 25,
+    },
+];
+
+/// What one fill left in Redis.
+struct Footprint {
+    admitted: u64,
+    bytes: u64,
+    /// `OBJECT ENCODING` of a filled bucket.
+    encoding: String,
+}
+
+/// One CPU scenario: [`CALLS`] checks of cost 1, the i-th on bucket `i % buckets`.
+struct Scenario {
+    name: &'static str,
+    /// (requests, window in µs), shortest window first.
+    windows: &'static [(u64, u64)],
+    buckets: u64,
+    /// Requests admitted in every bucket before the measurement (one check of that cost).
+    prefill: u64,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "(a) mostly allowed: 20 000 buckets, 60/60 s",
+        windows: &[(60, MINUTE_US)],
+        buckets: 20_000,
+        prefill: 0,
+    },
+    Scenario {
+        name: "(b) two windows: 20 000 buckets, 10/1 s + 1 000/1 h",
+        windows: &[(10, SECOND_US), (1_000, HOUR_US)],
+        buckets: 20_000,
+        prefill: 0,
+    },
+    Scenario {
+        name: "(c) hot key: 1 bucket, 60/60 s",
+        windows: &[(60, MINUTE_US)],
+        buckets: 1,
+        prefill: 0,
+    },
+    Scenario {
+        name: "(d) 2 500 buckets holding 900, 1 000/1 h",
+        windows: &[(1_000, HOUR_US)],
+        buckets: 2_500,
+        prefill: 900,
+    },
+];
+
+/// What Redis and the client saw of one CPU scenario.
+struct Run {
+    allowed: u64,
+    /// Script calls counted by `INFO commandstats`, and their mean time in Redis.
+    calls: u64,
+    usec_per_call: f64,
+    per_second: f64,
+}
+
+fn main() {
+    let redis = RedisServer::start();
+    // Closed before the memory rows, which wait until they have Redis to themselves.
+    let mut c = redis.connection();
+    // The SHA1s of the two scripts, sorted set first.
+    let layouts = [ZSET, RING].map(|code| redis::Script::new(code).load(&mut c).unwrap());
+    let server = info(&mut c, "server");
+    drop(c);
+    println!(
+        "# Storage layout: sorted set vs ring (Redis {}, {} cores shared by Redis and this client)",
+        field(&server, "redis_version"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    println!(
+        "\n## Memory: one window of N requests per hour, cost 1 (`used_memory` growth after `FLUSHALL`)\n"
+    );
+    println!(
+        "| N | filled | buckets | admitted | sorted set B/request | ring B/request | sorted set B/bucket | ring B/bucket | ring / sorted set | sorted set encoding |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for fill in &FILLS {
+        for (filled, requests) in [("full", fill.limit), ("half", fill.limit / 2)] {
+            let [zset, ring] = layouts
+                .each_ref()
+                .map(|sha| footprint(&redis, sha, fill, requests));
+            let per_request = |f: &Footprint| f.bytes as f64 / f.admitted as f64;
+            let admitted = if zset.admitted == ring.admitted {
+                zset.admitted.to_string()
+            } else {
+                format!("{} / {}", zset.admitted, ring.admitted)
+            };
+            println!(
+                "| {} | {filled} | {} | {admitted} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {} |",
+                fill.limit,
+                fill.buckets,
+                per_request(&zset),
+                per_request(&ring),
+                zset.bytes as f64 / fill.buckets as f64,
+                ring.bytes as f64 / fill.buckets as f64,
+                per_request(&ring) / per_request(&zset),
+                zset.encoding
+            );
+        }
+    }
+
+    println!(
+        "\n## CPU: {CALLS} checks per scenario and layout, {CALLERS} callers over {CONNECTIONS} multiplexed connections\n"
+    );
+    println!(
+        "| scenario | allowed: sorted set / ring | sorted set µs/call in Redis | ring µs/call in Redis | ring / sorted set | sorted set calls/s | ring calls/s | ring / sorted set |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for scenario in &SCENARIOS {
+        let [zset, ring] = layouts
+            .each_ref()
+            .map(|sha| runtime.block_on(measure(&redis, sha, scenario)));
+        for run in [&zset, &ring] {
+            assert_eq!(run.calls, CALLS, "script calls seen by Redis");
+        }
+        println!(
+            "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
+            scenario.name,
+            zset.allowed,
+            ring.allowed,
+            zset.usec_per_call,
+            ring.usec_per_call,
+            ring.usec_per_call / zset.usec_per_call,
+            zset.per_second,
+            ring.per_second,
+            ring.per_second / zset.per_second
+        );
+    }
+}
+
+/// A bucket's key, the same for both layouts (its name costs both the same).
+fn key(bucket: u64) -> String {
+    format!("tollgate:ring:{{bench-key-{bucket}}}:GET /bench/:id")
+}
+
+/// One check of `bucket` by the script whose SHA1 is `sha`, counted only when admitted.
+fn check(sha: &str, bucket: u64, cost: u64, windows: &[(u64, u64)]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(1).arg(key(bucket)).arg(cost).arg(0);
+    for (requests, window) in windows {
+        cmd.arg(requests).arg(window);
+    }
+    cmd
+}
+
+/// Sends `checks` in pipelines of [`PIPELINE`] and returns how many were admitted.
+fn pipelined(connection: &mut redis::Connection, checks: impl Iterator<Item = redis::Cmd>) -> u64 {
+    let mut admitted = 0;
+    let mut pipe = redis::pipe();
+    let mut checks = checks.peekable();
+    while checks.peek().is_some() {
+        pipe.clear();
+        for check in checks.by_ref().take(PIPELINE) {
+            pipe.add_command(check);
+        }
+        let replies: Vec<Vec<i64>> = pipe.query(connection).unwrap();
+        admitted += replies.iter().filter(|r| r[0] == 1).count() as u64;
+    }
+    admitted
+}
+
+/// Empties Redis, fills `fill`'s buckets with `requests` checks each over a connection of its
+/// own, and measures what they take once that connection is gone (its buffers are not the data's).
+fn footprint(redis: &RedisServer, sha: &str, fill: &Fill, requests: u64) -> Footprint {
+    let mut c = redis.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let before = used_memory(&mut c);
+    let windows = [(fill.limit, HOUR_US)];
+    let checks = (0..requests)
+        .flat_map(|_| 0..fill.buckets)
+        .map(|bucket| check(sha, bucket, 1, &windows));
+    let admitted = pipelined(&mut redis.connection(), checks);
+    while field(&info(&mut c, "clients"), "connected_clients") != "1" {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let encoding = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key(0))
+        .query(&mut c)
+        .unwrap();
+    Footprint {
+        admitted,
+        bytes: used_memory(&mut c).saturating_sub(before),
+        encoding,
+    }
+}
+
+/// Empties Redis, prefills `scenario`'s buckets, then sends its checks and reads what Redis spent.
+async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
+    let mut c = redis.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    if scenario.prefill > 0 {
+        let checks =
+            (0..scenario.buckets).map(|b| check(sha, b, scenario.prefill, scenario.windows));
+        assert_eq!(pipelined(&mut c, checks), scenario.buckets, "prefill");
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    // No response timeout: on a busy shared machine an answer may take longer than the default.
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut connections = Vec::new();
+    for _ in 0..CONNECTIONS {
+        connections.push(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .unwrap(),
+        );
+    }
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let start = Instant::now();
+    let allowed = drive(&connections, sha, scenario).await;
+    let elapsed = start.elapsed();
+    let stats = info(&mut c, "commandstats");
+    let evalsha = field(&stats, "cmdstat_evalsha");
+    let stat = |name: &str| {
+        evalsha
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{name} in {evalsha}"))
+    };
+    Run {
+        allowed,
+        calls: stat("calls").parse().unwrap(),
+        usec_per_call: stat("usec_per_call").parse().unwrap(),
+        per_second: CALLS as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+/// [`CALLS`] checks of `scenario` from [`CALLERS`] concurrent callers, each waiting for its answer
+/// before the next; returns how many were admitted.
+async fn drive(connections: &[MultiplexedConnection], sha: &str, scenario: &Scenario) -> u64 {
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..CALLERS {
+        let mut connection = connections[caller as usize % connections.len()].clone();
+        let (sha, windows, buckets) = (sha.to_owned(), scenario.windows, scenario.buckets);
+        callers.spawn(async move {
+            let mut admitted = 0;
+            for i in (caller..CALLS).step_by(CALLERS as usize) {
+                let reply: Vec<i64> = check(&sha, i % buckets, 1, windows)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                admitted += u64::from(reply[0] == 1);
+            }
+            admitted
+        });
+    }
+    callers.join_all().await.into_iter().sum()
+}
+
+/// One section of `INFO`.
+fn info(connection: &mut redis::Connection, section: &str) -> String {
+    redis::cmd("INFO").arg(section).query(connection).unwrap()
+}
+
+/// The value of `name` in an `INFO` text.
+fn field<'a>(info: &'a str, name: &str) -> &'a str {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("{name} in INFO"))
+}
+
+fn used_memory(connection: &mut redis::Connection) -> u64 {
+    field(&info(connection, "memory"), "used_memory")
+        .parse()
+        .unwrap()
+}
