@@ -29,6 +29,16 @@ impl KeyDigest {
         Self(hex)
     }
 
+    /// A digest as [`KeyDigest::as_str`] writes it, read back (from the store's plan
+    /// assignments); `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes: [u8; DIGEST_BYTES * 2] = hex.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(Self(bytes))
+    }
+
     /// The full digest, for bucket names.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written into the array.
@@ -65,6 +75,15 @@ mod tests {
         let digest = KeyDigest::of("abc");
         assert_eq!(digest.as_str(), "ba7816bf8f01cfea414140de5dae2223");
         assert_eq!(digest.fingerprint(), "ba7816bf");
+    }
+
+    #[test]
+    fn a_digest_reads_back_from_its_hex_and_nothing_else_does() {
+        let digest = KeyDigest::of("abc");
+        assert_eq!(KeyDigest::from_hex(digest.as_str()), Some(digest));
+        for bad in ["", "abc", "BA7816BF8F01CFEA414140DE5DAE2223", "#version"] {
+            assert_eq!(KeyDigest::from_hex(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -70,8 +70,26 @@ pub enum AdminCall {
     Quota(QuotaTarget),
     /// Forget every request counted in that quota: the key's next request gets a full window.
     Reset(QuotaTarget),
-    /// List the resolved route table.
-    Routes,
+    /// List the resolved route table (of a plan with --plan).
+    Routes {
+        /// The plan whose table to list; the top-level table without it.
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Show the plan an API key is on.
+    GetPlan {
+        /// The API key (or set TOLLGATE_API_KEY, which keeps it out of the process list).
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        key: String,
+    },
+    /// Put an API key on a plan; an empty plan ("") takes it off its plan.
+    SetPlan {
+        /// The API key (or set TOLLGATE_API_KEY, which keeps it out of the process list).
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        key: String,
+        /// The plan's name, as `plans:` in the configuration names it.
+        plan: String,
+    },
 }
 
 /// A quota, named by an API key and a request as a client sends it.

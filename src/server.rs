@@ -3,7 +3,7 @@
 //! drain, grace, then close.
 
 use crate::admin;
-use crate::check::authz::RateLimiter;
+use crate::check::authz::{PLAN_REFRESH, RateLimiter};
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::reload::{self, Reload};
 use crate::config::{Config, StoreSettings};
@@ -125,6 +125,15 @@ async fn serve<S: QuotaStore>(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
+    // Plan assignments before the first check, so that no key starts on the wrong limits; a store
+    // that cannot answer yet does not hold the start up for long.
+    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(PLAN_REFRESH, limiter.refresh_plans())
+        .await
+        .map_err(|_| StoreError::Timeout(PLAN_REFRESH))
+    {
+        tracing::warn!(error = %e, "cannot read plan assignments yet; keys use the top-level limits until they are read");
+    }
+    let plans = tokio::spawn(refresh_plans(limiter.clone()));
     // Aborting the task closes the listener and every metrics connection with it.
     let metrics_task = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -235,6 +244,7 @@ async fn serve<S: QuotaStore>(
     if let Some(reload) = reload {
         reload.abort();
     }
+    plans.abort();
     // Admin calls had as long to finish as checks; a connection a client keeps open is closed.
     let _ = close.send(true);
     let admin = admin.await;
@@ -251,6 +261,31 @@ async fn serve<S: QuotaStore>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the plan assignments of `limiter` current: reads them from the store every
+/// [`PLAN_REFRESH`], which costs one small call when nothing changed. While the store cannot
+/// answer, the last assignments read stay in force; the failure is logged when it starts and
+/// when it ends, not on every attempt.
+async fn refresh_plans<S: QuotaStore>(limiter: Arc<RateLimiter<S>>) {
+    let mut interval = tokio::time::interval(PLAN_REFRESH);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        match limiter.refresh_plans().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("plan assignments are read from the store again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot read plan assignments; the last ones read stay in force");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// An accepted connection. It does not offer vectored writes, so that h2 copies every frame of

@@ -270,7 +270,7 @@ async fn list_routes_is_the_check_config_table(backend: Backend) {
     let tollgate = Tollgate::start(config).await;
     let table = admin(&tollgate)
         .await
-        .list_routes(ListRoutesRequest {})
+        .list_routes(ListRoutesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -342,7 +342,7 @@ async fn a_configured_token_is_required() {
                 }
                 Ok(r)
             });
-        let routes = client.list_routes(ListRoutesRequest {}).await;
+        let routes = client.list_routes(ListRoutesRequest::default()).await;
         let reset = client
             .reset_quota(ResetQuotaRequest {
                 api_key: "k".into(),
@@ -371,7 +371,7 @@ async fn the_admin_api_is_not_on_the_ext_authz_port() {
     let mut on_authz_port = AdminClient::new(tollgate.channel().await);
     for status in [
         on_authz_port
-            .list_routes(ListRoutesRequest {})
+            .list_routes(ListRoutesRequest::default())
             .await
             .unwrap_err(),
         on_authz_port
@@ -405,11 +405,13 @@ async fn the_admin_listener_stops_with_the_server() {
     let mut tollgate = Tollgate::start(config).await;
     // A client that keeps its connection open must not hold the shutdown up.
     let mut held = admin(&tollgate).await;
-    held.list_routes(ListRoutesRequest {}).await.unwrap();
+    held.list_routes(ListRoutesRequest::default())
+        .await
+        .unwrap();
     let started = Instant::now();
     let server = tollgate.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    held.list_routes(ListRoutesRequest {})
+    held.list_routes(ListRoutesRequest::default())
         .await
         .expect("the admin API answers while draining");
     tokio::time::timeout(Duration::from_secs(3), server)

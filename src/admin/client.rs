@@ -1,7 +1,9 @@
 //! `tollgate admin`: the admin API from the command line, for operators without `grpcurl`.
 
 use super::pb::admin_client::AdminClient;
-use super::pb::{self, GetQuotaRequest, ListRoutesRequest, ResetQuotaRequest};
+use super::pb::{
+    self, GetPlanRequest, GetQuotaRequest, ListRoutesRequest, ResetQuotaRequest, SetPlanRequest,
+};
 use crate::cli::{AdminArgs, AdminCall, QuotaTarget};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -112,10 +114,37 @@ pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
                 not_limited(target)
             })
         }
-        AdminCall::Routes => {
-            let routes = client.list_routes(ListRoutesRequest {}).await?.into_inner();
+        AdminCall::Routes { plan } => {
+            let plan = plan.clone().unwrap_or_default();
+            let routes = client
+                .list_routes(ListRoutesRequest { plan })
+                .await?
+                .into_inner();
             Ok(render_routes(&routes))
         }
+        AdminCall::GetPlan { key } => {
+            let request = GetPlanRequest {
+                api_key: key.clone(),
+            };
+            Ok(render_plan(&client.get_plan(request).await?.into_inner()))
+        }
+        AdminCall::SetPlan { key, plan } => {
+            let request = SetPlanRequest {
+                api_key: key.clone(),
+                plan: plan.clone(),
+            };
+            Ok(render_plan(&client.set_plan(request).await?.into_inner()))
+        }
+    }
+}
+
+fn render_plan(assignment: &pb::PlanAssignment) -> String {
+    match (assignment.plan.as_str(), assignment.known) {
+        ("", _) => "plan:      none (top-level limits)\n".to_owned(),
+        (plan, true) => format!("plan:      {plan}\n"),
+        (plan, false) => format!(
+            "plan:      {plan} (not in the configuration: top-level limits apply until it is)\n"
+        ),
     }
 }
 
@@ -133,24 +162,47 @@ fn render_quota(target: &QuotaTarget, quota: &pb::Quota) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let mut out = format!("bucket:    {}\n", quota.bucket);
+    if !quota.plan.is_empty() {
+        let _ = writeln!(out, "plan:      {}", quota.plan);
+    }
+    if quota.cost > 1 {
+        let _ = writeln!(out, "cost:      {} slots per request", quota.cost);
+    }
+    if quota.mode() == pb::Mode::Shadow {
+        let _ = writeln!(out, "mode:      shadow (counted, never denied)");
+    }
+    for w in &quota.windows {
+        let wait = w.reset_unix_ms.saturating_sub(now) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "window:    {} / {}: used {}, remaining {}, reset {} (in {wait:.1} s)",
+            w.limit,
+            window(w.window_ms),
+            w.used,
+            w.remaining,
+            w.reset_unix_ms
+        );
+    }
     let wait = quota.reset_unix_ms.saturating_sub(now) as f64 / 1000.0;
-    format!(
-        "bucket:    {}\nlimit:     {} requests / {}\nused:      {}\nremaining: {}\nreset:     {} (in {wait:.1} s)\n",
-        quota.bucket,
+    let _ = write!(
+        out,
+        "limit:     {} requests / {}\nused:      {}\nremaining: {}\nreset:     {} (in {wait:.1} s)\n",
         quota.limit,
         window(quota.window_ms),
         quota.used,
         quota.remaining,
         quota.reset_unix_ms,
-    )
+    );
+    out
 }
 
 /// The table as `check-config` prints it.
 fn render_routes(table: &pb::ListRoutesResponse) -> String {
     let mut out = String::from("routes (most specific first):\n");
     for route in &table.routes {
-        let limit = format!("{} requests / {}", route.limit, window(route.window_ms));
-        let _ = writeln!(out, "  {:<7}{:<40}{limit}", route.method, route.path);
+        let rule = rule(&route.limits, route.cost, route.mode());
+        let _ = writeln!(out, "  {:<7}{:<40}{rule}", route.method, route.path);
     }
     if let Some(default) = &table.default_route {
         let bucketing = match default.bucketing() {
@@ -159,16 +211,26 @@ fn render_routes(table: &pb::ListRoutesResponse) -> String {
                 "one bucket per key for all undeclared routes"
             }
         };
-        let _ = writeln!(
-            out,
-            "  {:<7}{:<40}{} requests / {} ({bucketing})",
-            "*",
-            default.path,
-            default.limit,
-            window(default.window_ms)
-        );
+        let rule = rule(&default.limits, default.cost, default.mode());
+        let _ = writeln!(out, "  {:<7}{:<40}{rule} ({bucketing})", "*", default.path);
     }
     out
+}
+
+/// A rule as `check-config` prints it: `10 requests / 1s + 1000 requests / 3600s, cost 2`.
+fn rule(limits: &[pb::Limit], cost: u32, mode: pb::Mode) -> String {
+    let mut text = limits
+        .iter()
+        .map(|l| format!("{} requests / {}", l.requests, window(l.window_ms)))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    if cost > 1 {
+        let _ = write!(text, ", cost {cost}");
+    }
+    if mode == pb::Mode::Shadow {
+        text.push_str(", shadow");
+    }
+    text
 }
 
 /// A window as configuration spells it: `60s`, `500ms`.

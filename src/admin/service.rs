@@ -2,8 +2,8 @@
 //! the route table as `check-config` prints it.
 
 use super::pb::{
-    self, DefaultRoute, GetQuotaRequest, ListRoutesRequest, ListRoutesResponse, Quota,
-    ResetQuotaRequest, ResetQuotaResponse,
+    self, DefaultRoute, GetPlanRequest, GetQuotaRequest, ListRoutesRequest, ListRoutesResponse,
+    PlanAssignment, Quota, ResetQuotaRequest, ResetQuotaResponse, SetPlanRequest,
 };
 use crate::api_key::KeyDigest;
 use crate::check::authz::{Policy, RateLimiter};
@@ -24,37 +24,93 @@ impl<S> AdminService<S> {
         Self { limiter }
     }
 
-    /// The digest of `api_key` and the bucket of `method` and `path`, or `None` when such a
-    /// request is not rate limited.
+    /// The digest of `api_key`, its plan on this replica, and the bucket of `method` and `path`
+    /// in that plan's table, or `None` when such a request is not rate limited.
     fn resolve<'a>(
+        &self,
         policy: &'a Policy,
         api_key: &str,
         method: &str,
         path: &str,
-    ) -> Result<(KeyDigest, Option<Bucket<'a>>), Status> {
-        if api_key.trim().is_empty() {
-            return Err(Status::invalid_argument("api_key is empty"));
-        }
+    ) -> Result<(KeyDigest, Option<&'a str>, Option<Bucket<'a>>), Status> {
+        let key = digest(api_key)?;
         if method.is_empty() {
             return Err(Status::invalid_argument("method is empty"));
         }
-        let bucket = policy.bucket(method, path, false).map_err(|e| {
-            Status::invalid_argument(format!("path {path:?} cannot be checked: {e}"))
-        })?;
-        Ok((KeyDigest::of(api_key), bucket))
+        let plan = self.limiter.plan_of(&key);
+        let bucket = policy
+            .bucket(plan.as_deref(), method, path, false)
+            .map_err(|e| {
+                Status::invalid_argument(format!("path {path:?} cannot be checked: {e}"))
+            })?;
+        Ok((key, policy.applied_plan(plan.as_deref()), bucket))
     }
+}
+
+/// The digest of a key given in a call.
+fn digest(api_key: &str) -> Result<KeyDigest, Status> {
+    if api_key.trim().is_empty() {
+        return Err(Status::invalid_argument("api_key is empty"));
+    }
+    Ok(KeyDigest::of(api_key))
 }
 
 #[tonic::async_trait]
 impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
+    async fn set_plan(
+        &self,
+        request: Request<SetPlanRequest>,
+    ) -> Result<Response<PlanAssignment>, Status> {
+        let request = request.into_inner();
+        let key = digest(&request.api_key)?;
+        let plan = Some(request.plan.trim()).filter(|plan| !plan.is_empty());
+        if let Some(plan) = plan
+            && (plan.len() > 64
+                || !plan
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(Status::invalid_argument(
+                "a plan name is 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        self.limiter
+            .store()
+            .set_plan(&key, plan)
+            .await
+            .map_err(unavailable)?;
+        // This replica at once; the others within PLAN_REFRESH.
+        if let Err(e) = self.limiter.refresh_plans().await {
+            tracing::warn!(error = %e, "plan set, but this replica could not read it back yet");
+        }
+        let policy = self.limiter.policy();
+        let assigned = assignment(&policy, plan.map(str::to_owned));
+        tracing::info!(key = %key, plan = plan.unwrap_or("none"), known = assigned.known, "plan set through the admin API");
+        Ok(Response::new(assigned))
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<GetPlanRequest>,
+    ) -> Result<Response<PlanAssignment>, Status> {
+        let key = digest(&request.into_inner().api_key)?;
+        let plan = self
+            .limiter
+            .store()
+            .get_plan(&key)
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(assignment(&self.limiter.policy(), plan)))
+    }
+
     async fn get_quota(
         &self,
         request: Request<GetQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
         let request = request.into_inner();
         let policy = self.limiter.policy();
-        let (key, bucket) =
-            Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
+        let (key, plan, bucket) =
+            self.resolve(&policy, &request.api_key, &request.method, &request.path)?;
         let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(Quota::default()));
         };
@@ -97,6 +153,7 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
             windows,
             cost: rule.cost(),
             mode: mode(rule).into(),
+            plan: plan.unwrap_or_default().to_owned(),
         }))
     }
 
@@ -106,8 +163,8 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<ResetQuotaResponse>, Status> {
         let request = request.into_inner();
         let policy = self.limiter.policy();
-        let (key, bucket) =
-            Self::resolve(&policy, &request.api_key, &request.method, &request.path)?;
+        let (key, _, bucket) =
+            self.resolve(&policy, &request.api_key, &request.method, &request.path)?;
         let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(ResetQuotaResponse::default()));
         };
@@ -133,10 +190,11 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
 
     async fn list_routes(
         &self,
-        _: Request<ListRoutesRequest>,
+        request: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
         let policy = self.limiter.policy();
-        let table = policy.routes();
+        let plan = request.into_inner().plan;
+        let table = policy.routes(Some(plan.as_str()).filter(|p| !p.is_empty()));
         let prefix = table.prefix();
         let routes = table
             .routes()
@@ -169,6 +227,15 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
                 mode: mode(default).into(),
             }),
         }))
+    }
+}
+
+/// The plan assignment of `key` as `plan` names it.
+fn assignment(policy: &Policy, plan: Option<String>) -> PlanAssignment {
+    let known = plan.as_deref().is_some_and(|plan| policy.knows_plan(plan));
+    PlanAssignment {
+        plan: plan.unwrap_or_default(),
+        known,
     }
 }
 

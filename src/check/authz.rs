@@ -9,10 +9,12 @@ use crate::check::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
 use crate::limit::{Mode, Rule};
+use crate::store::PlanAssignments;
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,26 +22,84 @@ use std::time::{Duration, Instant};
 /// At most one store-failure warning per this interval; the others are counted.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often every replica asks the store whether plan assignments changed: the bound on how
+/// long a replica other than the one that served `SetPlan` keeps a key's old plan (plus one store
+/// round trip). One small script call per interval per replica; none per check.
+pub const PLAN_REFRESH: Duration = Duration::from_secs(1);
+
 /// The settings a check is decided by, which a configuration reload may replace, with the
-/// metric handles of its route table.
+/// metric handles of its route tables.
 pub struct Policy {
-    routes: RouteTable,
+    /// The table of keys on no plan, or on a plan the configuration does not know.
+    base: Table,
+    plans: HashMap<Box<str>, Table>,
+    plan_header: Option<String>,
     api_key_header: String,
     header_style: HeaderStyle,
     failure_mode: FailureMode,
+}
+
+/// A route table and the metric handles of its routes.
+struct Table {
+    routes: RouteTable,
     metrics: CheckMetrics,
+}
+
+impl Table {
+    fn of(routes: &RouteTable, metrics: &Metrics) -> Self {
+        Self {
+            routes: routes.clone(),
+            metrics: metrics.for_routes(routes),
+        }
+    }
 }
 
 impl Policy {
     /// The live part of `config`, counting into `metrics`.
     pub fn of(config: &Config, metrics: &Metrics) -> Self {
         Self {
-            routes: config.routes.clone(),
+            base: Table::of(&config.routes, metrics),
+            plans: config
+                .plans
+                .iter()
+                .map(|(name, routes)| (name.as_str().into(), Table::of(routes, metrics)))
+                .collect(),
+            plan_header: config.plan_header.clone(),
             api_key_header: config.api_key_header.clone(),
             header_style: config.rate_limit_headers,
             failure_mode: config.failure_mode,
-            metrics: metrics.for_routes(&config.routes),
         }
+    }
+
+    /// The table of `plan`, and the plan's name when the configuration knows it.
+    fn table(&self, plan: Option<&str>) -> (&Table, Option<&str>) {
+        match plan.and_then(|plan| self.plans.get_key_value(plan)) {
+            Some((name, table)) => (table, Some(name)),
+            None => (&self.base, None),
+        }
+    }
+
+    /// Whether the configuration names `plan`.
+    pub fn knows_plan(&self, plan: &str) -> bool {
+        self.plans.contains_key(plan)
+    }
+}
+
+/// Which plan each API key is on, as last read from the store.
+#[derive(Default)]
+pub struct PlanBook {
+    assignments: ArcSwap<PlanAssignments>,
+}
+
+impl PlanBook {
+    /// The plan of `key`, if it has one.
+    fn plan_of(&self, key: &KeyDigest) -> Option<Arc<str>> {
+        self.assignments.load().plans.get(key).cloned()
+    }
+
+    /// The version last read.
+    fn version(&self) -> u64 {
+        self.assignments.load().version
     }
 }
 
@@ -47,6 +107,7 @@ impl Policy {
 pub struct RateLimiter<S> {
     /// Swapped whole by a reload; each check holds the policy it started with to its end.
     policy: ArcSwap<Policy>,
+    plans: PlanBook,
     store: S,
     deny_cache: Arc<DenyCache>,
     failures: FailureLog,
@@ -58,6 +119,7 @@ impl<S: QuotaStore> RateLimiter<S> {
     pub fn new(config: &Config, store: S, metrics: Arc<Metrics>) -> Self {
         Self {
             policy: ArcSwap::from_pointee(Policy::of(config, &metrics)),
+            plans: PlanBook::default(),
             store,
             deny_cache: Arc::new(DenyCache::new(config.deny_cache_entries)),
             failures: FailureLog::new(),
@@ -71,8 +133,26 @@ impl<S: QuotaStore> RateLimiter<S> {
     pub fn apply(&self, config: &Config) {
         let policy = Arc::new(Policy::of(config, &self.metrics));
         self.policy.store(policy.clone());
-        self.deny_cache
-            .retain(|name, rule| policy.routes.rule_of(name) == Some(rule));
+        // A bucket name may be in several tables; an entry whose rule is in none is useless.
+        self.deny_cache.retain(|name, rule| {
+            std::iter::once(&policy.base)
+                .chain(policy.plans.values())
+                .any(|table| table.routes.rule_of(name) == Some(rule))
+        });
+    }
+
+    /// Reads the plan assignments from the store when they changed since the last read. Run
+    /// every [`PLAN_REFRESH`] by the server, at once by the admin API after a change.
+    pub async fn refresh_plans(&self) -> Result<(), StoreError> {
+        if let Some(assignments) = self.store.plans_since(self.plans.version()).await? {
+            tracing::debug!(
+                version = assignments.version,
+                keys = assignments.plans.len(),
+                "plan assignments changed"
+            );
+            self.plans.assignments.store(Arc::new(assignments));
+        }
+        Ok(())
     }
 
     /// The metrics this limiter counts into.
@@ -102,11 +182,11 @@ impl<S: QuotaStore> RateLimiter<S> {
             // Not the client's fault: answered as the store being unavailable, whatever the
             // failure mode (failing open would let a flood of large messages skip limits).
             Err(RequestError::Overloaded) => {
-                policy.metrics.count(None, CheckResult::FailedClosed);
+                policy.base.metrics.count(None, CheckResult::FailedClosed);
                 Verdict::FailedClosed
             }
             Err(&e) => {
-                policy.metrics.count(None, CheckResult::BadRequest);
+                policy.base.metrics.count(None, CheckResult::BadRequest);
                 Verdict::BadRequest(e)
             }
         };
@@ -114,7 +194,7 @@ impl<S: QuotaStore> RateLimiter<S> {
             tracing::debug!(error = %e, "unusable check request");
         }
         let response = render(&verdict, &policy.api_key_header, policy.header_style);
-        policy.metrics.check_took(started.elapsed());
+        policy.base.metrics.check_took(started.elapsed());
         response
     }
 
@@ -125,40 +205,47 @@ impl<S: QuotaStore> RateLimiter<S> {
     }
 
     async fn decide_with(&self, policy: &Policy, message: &[u8]) -> Verdict {
-        let (verdict, route) = self.judge(policy, message).await;
-        policy.metrics.count(route, CheckResult::of(&verdict));
+        let (verdict, route, metrics) = self.judge(policy, message).await;
+        metrics.count(route, CheckResult::of(&verdict));
         verdict
     }
 
-    /// The verdict, and the route that applied (`None` before one is found, or outside them).
-    async fn judge(&self, policy: &Policy, message: &[u8]) -> (Verdict, Option<RouteRef>) {
-        let check = match HttpCheck::parse(message, &policy.api_key_header) {
+    /// The verdict, the route that applied (`None` before one is found, or outside them) and the
+    /// metrics of its table.
+    async fn judge<'p>(
+        &self,
+        policy: &'p Policy,
+        message: &[u8],
+    ) -> (Verdict, Option<RouteRef>, &'p CheckMetrics) {
+        let check = match HttpCheck::parse_with_plan(
+            message,
+            &policy.api_key_header,
+            policy.plan_header.as_deref(),
+        ) {
             Ok(check) => check,
-            Err(e) => return (Verdict::BadRequest(e), None),
+            Err(e) => return (Verdict::BadRequest(e), None, &policy.base.metrics),
         };
-        let bucket = policy.bucket(check.method, check.path, check.preflight);
+        let key = match check.api_key {
+            ApiKey::One(key) => Some(KeyDigest::of(key)),
+            _ => None,
+        };
+        // The trusted header when Envoy sets it, else the assignment from the store.
+        let assigned = key.as_ref().and_then(|key| self.plans.plan_of(key));
+        let (table, _) = policy.table(check.plan.or(assigned.as_deref()));
+        let bucket = policy.bucket_in(table, check.method, check.path, check.preflight);
         let Some(Bucket { name, rule, route }) = (match bucket {
             Ok(bucket) => bucket,
-            Err(e) => return (Verdict::BadRequest(e), None),
+            Err(e) => return (Verdict::BadRequest(e), None, &table.metrics),
         }) else {
-            return (Verdict::Unlimited, None);
+            return (Verdict::Unlimited, None, &table.metrics);
         };
-        let api_key = match check.api_key {
-            ApiKey::One(key) => key,
-            ApiKey::Missing => return (Verdict::MissingKey, Some(route)),
-            ApiKey::Several => return (Verdict::AmbiguousKey, Some(route)),
-            ApiKey::Invalid => {
-                return (
-                    Verdict::BadRequest(RequestError::InvalidApiKey),
-                    Some(route),
-                );
-            }
+        let verdict = match (check.api_key, key) {
+            (_, Some(key)) => self.count(policy, &key, &name, rule).await,
+            (ApiKey::Several, None) => Verdict::AmbiguousKey,
+            (ApiKey::Invalid, None) => Verdict::BadRequest(RequestError::InvalidApiKey),
+            (ApiKey::Missing | ApiKey::One(_), None) => Verdict::MissingKey,
         };
-        (
-            self.count(policy, &KeyDigest::of(api_key), &name, rule)
-                .await,
-            Some(route),
-        )
+        (verdict, Some(route), &table.metrics)
     }
 
     /// Asks the over-limit cache, then the store, whether `name` of `key` admits one more
@@ -174,12 +261,13 @@ impl<S: QuotaStore> RateLimiter<S> {
             Lookup::Miss
         };
         if let Lookup::Deny(quota) = cached {
-            policy.metrics.deny_cache_hit();
+            policy.base.metrics.deny_cache_hit();
             return Verdict::RateLimited(quota);
         }
         let result = self.store.check(bucket, rule).await;
         // Timed from before the cache lookup (well under a microsecond): one clock read less.
         policy
+            .base
             .metrics
             .store_call(asked_at.elapsed(), result.as_ref().err());
         match result {
@@ -221,6 +309,11 @@ impl<S: QuotaStore> RateLimiter<S> {
 }
 
 impl<S> RateLimiter<S> {
+    /// The plan the checks of `key` use now (the trusted header, when configured, wins).
+    pub fn plan_of(&self, key: &KeyDigest) -> Option<Arc<str>> {
+        self.plans.plan_of(key)
+    }
+
     /// The policy checks start with now; hold it for as long as its buckets are used.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
@@ -233,16 +326,33 @@ impl<S> RateLimiter<S> {
 }
 
 impl Policy {
-    /// The bucket a request with this method and path (as the client sent them) is counted in,
-    /// or `None` when it is not rate limited (a CORS preflight, a path outside the prefix).
-    /// `preflight`: the request carries `access-control-request-method`. Checks and the admin API
-    /// both resolve requests here, so they always agree.
+    /// The bucket a request with this method and path (as the client sent them) is counted in
+    /// for a key on `plan`, or `None` when it is not rate limited (a CORS preflight, a path
+    /// outside the prefix). `preflight`: the request carries `access-control-request-method`.
+    /// Checks and the admin API both resolve requests here, so they always agree.
     pub fn bucket(
         &self,
+        plan: Option<&str>,
         method: &str,
         path: &str,
         preflight: bool,
     ) -> Result<Option<Bucket<'_>>, RequestError> {
+        self.bucket_in(self.table(plan).0, method, path, preflight)
+    }
+
+    /// The name of the plan whose table applies to a key on `plan`: `None` for the top-level
+    /// table (no plan, or one the configuration does not know).
+    pub fn applied_plan<'a>(&'a self, plan: Option<&str>) -> Option<&'a str> {
+        self.table(plan).1
+    }
+
+    fn bucket_in<'t>(
+        &self,
+        table: &'t Table,
+        method: &str,
+        path: &str,
+        preflight: bool,
+    ) -> Result<Option<Bucket<'t>>, RequestError> {
         let method = match canonical_method(method) {
             // A CORS preflight carries no key and must not cost quota. Any other OPTIONS is
             // counted as an undeclared method: some upstreams serve it with the real handler.
@@ -251,12 +361,12 @@ impl Policy {
             method => method,
         };
         let path = normalize(path).map_err(|_| RequestError::PathNotAbsolute)?;
-        Ok(self.routes.bucket(method, &path))
+        Ok(table.routes.bucket(method, &path))
     }
 
-    /// The route table requests are matched against.
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
+    /// The route table of keys on `plan` (the top-level one for no plan or an unknown one).
+    pub fn routes(&self, plan: Option<&str>) -> &RouteTable {
+        &self.table(plan).0.routes
     }
 }
 

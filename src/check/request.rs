@@ -28,6 +28,8 @@ pub struct HttpCheck<'a> {
     /// Whether the request carries `access-control-request-method`: with `OPTIONS`, a CORS
     /// preflight, which is never counted.
     pub preflight: bool,
+    /// The plan header's value when it is given once, as printable ASCII.
+    pub plan: Option<&'a str>,
 }
 
 /// The API key header of one request.
@@ -94,12 +96,25 @@ impl<'a> HttpCheck<'a> {
     /// Reads method, path and API key out of an encoded `CheckRequest`. `api_key_header` must be
     /// lower-case.
     pub fn parse(message: &'a [u8], api_key_header: &str) -> Result<Self, RequestError> {
+        Self::parse_with_plan(message, api_key_header, None)
+    }
+
+    /// Reads method, path, API key and the value of `plan_header` (lower-case) when it is given.
+    pub fn parse_with_plan(
+        message: &'a [u8],
+        api_key_header: &str,
+        plan_header: Option<&str>,
+    ) -> Result<Self, RequestError> {
         let mut seen = Seen::default();
+        let names = Names {
+            key: api_key_header.as_bytes(),
+            plan: plan_header.map(str::as_bytes),
+        };
         for_each(message, ATTRIBUTES, |attributes| {
             for_each(attributes, REQUEST, |request| {
                 for_each(request, HTTP, |http| {
                     seen.http = true;
-                    read_http(http, api_key_header.as_bytes(), &mut seen)
+                    read_http(http, &names, &mut seen)
                 })
             })
         })?;
@@ -125,11 +140,19 @@ impl<'a> HttpCheck<'a> {
                 _ => ApiKey::Invalid,
             },
         };
+        // Set by Envoy from a trusted source: anything but one printable value means no plan.
+        let plan = match seen.plan {
+            Occurrences::One(value) if value.iter().all(u8::is_ascii_graphic) => {
+                std::str::from_utf8(value).ok()
+            }
+            _ => None,
+        };
         Ok(Self {
             method: text(method)?,
             path: text(path)?,
             api_key,
             preflight: seen.preflight,
+            plan,
         })
     }
 }
@@ -155,6 +178,13 @@ struct Seen<'a> {
     pseudo_path: Pseudo<'a>,
     api_key: Occurrences<'a>,
     preflight: bool,
+    plan: Occurrences<'a>,
+}
+
+/// The header names the walk looks for, lower-case.
+struct Names<'n> {
+    key: &'n [u8],
+    plan: Option<&'n [u8]>,
 }
 
 /// A pseudo-header, the fallback when `method` or `path` is empty. The `headers` map wins over
@@ -191,7 +221,7 @@ impl<'a> Occurrences<'a> {
     }
 }
 
-fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Result<(), Malformed> {
+fn read_http<'a>(http: &'a [u8], names: &Names<'_>, seen: &mut Seen<'a>) -> Result<(), Malformed> {
     for field in Fields(http) {
         let (number, value) = field?;
         match number {
@@ -208,8 +238,10 @@ fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Resu
                     }
                 }
                 // Envoy lower-cases the keys of this map.
-                if name == key_header {
+                if name == names.key {
                     seen.api_key.add(text);
+                } else if names.plan == Some(name) {
+                    seen.plan.add(text);
                 } else if name == b":method" {
                     seen.pseudo_method.from_headers = Some(text);
                 } else if name == b":path" {
@@ -230,8 +262,13 @@ fn read_http<'a>(http: &'a [u8], key_header: &[u8], seen: &mut Seen<'a>) -> Resu
                 }
                 // With `encode_raw_headers` the value is in `raw_value`; names keep their case.
                 let text = if text.is_empty() { raw } else { text };
-                if name.eq_ignore_ascii_case(key_header) {
+                if name.eq_ignore_ascii_case(names.key) {
                     seen.api_key.add(text);
+                } else if names
+                    .plan
+                    .is_some_and(|plan| name.eq_ignore_ascii_case(plan))
+                {
+                    seen.plan.add(text);
                 } else if name.eq_ignore_ascii_case(b":method") {
                     seen.pseudo_method.from_header_map.get_or_insert(text);
                 } else if name.eq_ignore_ascii_case(b":path") {
@@ -444,6 +481,7 @@ mod tests {
                 path: "/v1/users?x=1",
                 api_key: ApiKey::One("k1"),
                 preflight: false,
+                plan: None,
             }
         );
     }
@@ -461,6 +499,7 @@ mod tests {
                 path: "/v1/y",
                 api_key: ApiKey::Missing,
                 preflight: false,
+                plan: None,
             }
         );
         let req = wire(HttpRequest {
@@ -480,6 +519,7 @@ mod tests {
                 path: "/v1/x",
                 api_key: ApiKey::One("k2"),
                 preflight: false,
+                plan: None,
             }
         );
     }
@@ -547,6 +587,24 @@ mod tests {
                 "{odd:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_plan_header_is_read_only_when_named_and_given_once() {
+        let message = get("/v1/x", vec![raw("X-Plan", b"pro"), raw("x-api-key", b"k")]);
+        let read = |plan_header| {
+            HttpCheck::parse_with_plan(&message, "x-api-key", plan_header)
+                .unwrap()
+                .plan
+        };
+        assert_eq!(read(Some("x-plan")), Some("pro"));
+        assert_eq!(read(None), None, "not configured: never read");
+        let twice = get("/v1/x", vec![raw("x-plan", b"pro"), raw("x-plan", b"free")]);
+        let parsed = HttpCheck::parse_with_plan(&twice, "x-api-key", Some("x-plan")).unwrap();
+        assert_eq!(parsed.plan, None, "two values: no plan");
+        let spaced = get("/v1/x", vec![raw("x-plan", b"pro plus")]);
+        let parsed = HttpCheck::parse_with_plan(&spaced, "x-api-key", Some("x-plan")).unwrap();
+        assert_eq!(parsed.plan, None, "not one printable token: no plan");
     }
 
     #[test]
@@ -634,6 +692,7 @@ mod tests {
                 path: "/v1/x",
                 api_key: ApiKey::One("k"),
                 preflight: false,
+                plan: None,
             }
         );
     }

@@ -10,7 +10,7 @@
 
 use super::StoreError;
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
-use super::redis::within_timeout;
+use super::redis::{Request, within_timeout};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use std::collections::HashMap;
@@ -103,12 +103,11 @@ impl Cluster {
             .map_err(|_| StoreError::NotConnected)
     }
 
-    /// Runs `invocation` of the script on `key`'s primary within `timeout`, through that
-    /// primary's breaker.
+    /// Sends `request` to `key`'s primary within `timeout`, through that primary's breaker.
     pub(super) async fn call<T: redis::FromRedisValue>(
         &self,
         key: &str,
-        invocation: &redis::ScriptInvocation<'_>,
+        request: Request<'_>,
         timeout: Duration,
     ) -> Result<T, StoreError> {
         let mut connection = self
@@ -126,7 +125,7 @@ impl Cluster {
                 .ok_or(StoreError::CircuitOpen)?,
             None => Call::Normal,
         };
-        let result = within_timeout(timeout, invocation.invoke_async(&mut connection)).await;
+        let result = within_timeout(timeout, request.send(&mut connection)).await;
         if let Some(primary) = node {
             match primary.breaker.record(call, result.is_ok(), Instant::now()) {
                 Some(Transition::Opened) => {

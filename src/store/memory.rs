@@ -1,7 +1,10 @@
 //! The embedded store: the same log of admission times as the Redis script, in this process's
 //! memory.
 
-use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage};
+use super::{
+    BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
+};
+use crate::api_key::KeyDigest;
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{MAX_WINDOWS, Mode, Rule};
 use std::collections::VecDeque;
@@ -32,6 +35,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     max_entries: usize,
     entries: Arc<AtomicUsize>,
+    plans: Arc<Mutex<PlanAssignments>>,
 }
 
 #[derive(Default)]
@@ -87,6 +91,7 @@ impl MemoryStore {
             clock,
             max_entries,
             entries: Arc::new(AtomicUsize::new(0)),
+            plans: Arc::default(),
         }
     }
 
@@ -295,12 +300,31 @@ impl QuotaStore for MemoryStore {
     async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {
         Ok(self.reset_now(bucket, rule))
     }
+
+    async fn set_plan(&self, key: &KeyDigest, plan: Option<&str>) -> Result<(), StoreError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        match plan {
+            Some(plan) => plans.plans.insert(*key, plan.into()),
+            None => plans.plans.remove(key),
+        };
+        plans.version += 1;
+        Ok(())
+    }
+
+    async fn get_plan(&self, key: &KeyDigest) -> Result<Option<String>, StoreError> {
+        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(plans.plans.get(key).map(|plan| plan.to_string()))
+    }
+
+    async fn plans_since(&self, known: u64) -> Result<Option<PlanAssignments>, StoreError> {
+        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((plans.version != known).then(|| plans.clone()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_key::KeyDigest;
     use crate::clock::ManualClock;
     use crate::limit::Limit;
     use proptest::prelude::*;

@@ -21,7 +21,9 @@ pub use redis::{RedisSettings, RedisStore, TlsCa, Topology};
 
 use crate::api_key::KeyDigest;
 use crate::limit::Rule;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 /// The (API key, route) pair whose requests are counted together.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +96,15 @@ pub struct WindowUsage {
     pub reset_micros: u64,
 }
 
+/// Which plan each API key is on, as of one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanAssignments {
+    /// Increases with every change.
+    pub version: u64,
+    /// Plan names by key digest.
+    pub plans: HashMap<KeyDigest, Arc<str>>,
+}
+
 /// A backend that evaluates sliding-window quotas.
 pub trait QuotaStore: Send + Sync + 'static {
     /// Counts one request of `rule.cost()` slots in `bucket` if every window of `rule` has room
@@ -118,6 +129,26 @@ pub trait QuotaStore: Send + Sync + 'static {
         bucket: BucketRef<'_>,
         rule: &Rule,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Puts `key` on `plan`, or on none; every replica's [`QuotaStore::plans_since`] sees it.
+    fn set_plan(
+        &self,
+        key: &KeyDigest,
+        plan: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The plan `key` is on, as the store holds it now.
+    fn get_plan(
+        &self,
+        key: &KeyDigest,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Every plan assignment, unless their version is still `known` (one small call when
+    /// nothing changed).
+    fn plans_since(
+        &self,
+        known: u64,
+    ) -> impl Future<Output = Result<Option<PlanAssignments>, StoreError>> + Send;
 
     /// Circuit breakers that are open now, for the metrics; a store without breakers has none.
     fn breakers_open(&self) -> usize {

@@ -3,12 +3,16 @@
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::cluster::{self, Cluster};
 use super::connections::Connections;
-use super::{BucketRef, Outcome, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage};
+use super::{
+    BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
+};
+use crate::api_key::KeyDigest;
 use crate::limit::{Mode, Rule};
 use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,12 @@ const SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("check.lua")
 /// The read-only script of the admin API's `GetQuota`; loaded on first use, like the others after
 /// a `NOSCRIPT`.
 const PEEK_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("peek.lua"));
+
+/// Plan assignments: a change and its version in one step.
+const PLANS_SCRIPT: &str = include_str!("plans.lua");
+
+/// The field of the plans hash that counts its changes (digests are hex, so never this).
+const PLANS_VERSION: &str = "#version";
 
 /// The script of the admin API's `ResetQuota`.
 const RESET_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("reset.lua"));
@@ -107,6 +117,7 @@ pub struct RedisStore {
     script: redis::Script,
     peek_script: redis::Script,
     reset_script: redis::Script,
+    plans_script: redis::Script,
     timeout: Duration,
     key_prefix: String,
 }
@@ -159,6 +170,7 @@ impl RedisStore {
             script,
             peek_script: redis::Script::new(PEEK_SCRIPT),
             reset_script: redis::Script::new(RESET_SCRIPT),
+            plans_script: redis::Script::new(PLANS_SCRIPT),
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
         })
@@ -194,18 +206,23 @@ impl RedisStore {
         )
     }
 
+    /// `<prefix>:plans`: the hash of plan assignments, one key (one cluster slot) for all.
+    fn plans_key(&self) -> String {
+        format!("{}:plans", self.key_prefix)
+    }
+
     /// One script call, on the connection to the server or to the primary that owns `key`.
     async fn call<T: redis::FromRedisValue>(
         &self,
         key: &str,
-        invocation: &redis::ScriptInvocation<'_>,
+        request: Request<'_>,
     ) -> Result<T, StoreError> {
         match &self.backend {
             Backend::Standalone {
                 connections,
                 breaker,
-            } => self.call_standalone(connections, breaker, invocation).await,
-            Backend::Cluster(cluster) => cluster.call(key, invocation, self.timeout).await,
+            } => self.call_standalone(connections, breaker, request).await,
+            Backend::Cluster(cluster) => cluster.call(key, request, self.timeout).await,
         }
     }
 
@@ -214,14 +231,13 @@ impl RedisStore {
         &self,
         connections: &Connections,
         breaker: &Breaker,
-        invocation: &redis::ScriptInvocation<'_>,
+        request: Request<'_>,
     ) -> Result<T, StoreError> {
         let Some(call) = breaker.admit(Instant::now()) else {
             return Err(StoreError::CircuitOpen);
         };
         let mut lease = connections.lease();
-        let result =
-            within_timeout(self.timeout, invocation.invoke_async(&mut lease.manager)).await;
+        let result = within_timeout(self.timeout, request.send(&mut lease.manager)).await;
         match (&result, call) {
             (Ok(_), _) => connections.succeeded(&lease),
             // The next probe must not find the same dead connection.
@@ -247,6 +263,29 @@ impl RedisStore {
             None => {}
         }
         result
+    }
+}
+
+/// One round trip to Redis.
+#[derive(Clone, Copy)]
+pub(super) enum Request<'a> {
+    /// A script call: `EVALSHA`, and the script loaded on `NOSCRIPT`.
+    Script(&'a redis::ScriptInvocation<'a>),
+    /// A plain command.
+    Command(&'a redis::Cmd),
+}
+
+impl Request<'_> {
+    /// Sends the request on `connection`.
+    pub(super) async fn send<T, C>(self, connection: &mut C) -> redis::RedisResult<T>
+    where
+        T: redis::FromRedisValue,
+        C: redis::aio::ConnectionLike + Send,
+    {
+        match self {
+            Self::Script(invocation) => invocation.invoke_async(connection).await,
+            Self::Command(command) => command.query_async(connection).await,
+        }
     }
 }
 
@@ -311,7 +350,12 @@ impl QuotaStore for RedisStore {
             .arg(rule.cost())
             .arg(u8::from(rule.mode() == Mode::Shadow));
         window_args(&mut invocation, rule);
-        let reply = reply_of(self.call(&key, &invocation).await?, 2, 2, rule)?;
+        let reply = reply_of(
+            self.call(&key, Request::Script(&invocation)).await?,
+            2,
+            2,
+            rule,
+        )?;
         Ok(Outcome {
             allowed: reply[0] == 1,
             now_micros: reply[1],
@@ -329,7 +373,12 @@ impl QuotaStore for RedisStore {
         let key = self.key_name(bucket);
         let mut invocation = self.peek_script.key(&key);
         window_args(&mut invocation, rule);
-        let reply = reply_of(self.call(&key, &invocation).await?, 1, 3, rule)?;
+        let reply = reply_of(
+            self.call(&key, Request::Script(&invocation)).await?,
+            1,
+            3,
+            rule,
+        )?;
         Ok(Usage {
             now_micros: reply[0],
             windows: reply[1..]
@@ -347,7 +396,47 @@ impl QuotaStore for RedisStore {
         let key = self.key_name(bucket);
         let mut invocation = self.reset_script.key(&key);
         invocation.arg(rule.longest_window().as_micros() as u64);
-        self.call(&key, &invocation).await
+        self.call(&key, Request::Script(&invocation)).await
+    }
+
+    async fn set_plan(&self, key: &KeyDigest, plan: Option<&str>) -> Result<(), StoreError> {
+        let hash = self.plans_key();
+        let mut invocation = self.plans_script.key(&hash);
+        invocation.arg(key.as_str()).arg(plan.unwrap_or(""));
+        let _version: u64 = self.call(&hash, Request::Script(&invocation)).await?;
+        Ok(())
+    }
+
+    async fn get_plan(&self, key: &KeyDigest) -> Result<Option<String>, StoreError> {
+        let hash = self.plans_key();
+        let mut command = redis::cmd("HGET");
+        command.arg(&hash).arg(key.as_str());
+        self.call(&hash, Request::Command(&command)).await
+    }
+
+    /// Plain commands, not scripts: `INFO commandstats` then tells the checks (`evalsha`) from
+    /// the refresh of plans (`hget` every interval, `hgetall` after a change).
+    async fn plans_since(&self, known: u64) -> Result<Option<PlanAssignments>, StoreError> {
+        let hash = self.plans_key();
+        let mut command = redis::cmd("HGET");
+        command.arg(&hash).arg(PLANS_VERSION);
+        let version: Option<u64> = self.call(&hash, Request::Command(&command)).await?;
+        if version.unwrap_or(0) == known {
+            return Ok(None);
+        }
+        let mut command = redis::cmd("HGETALL");
+        command.arg(&hash);
+        let all: HashMap<String, String> = self.call(&hash, Request::Command(&command)).await?;
+        let version = all
+            .get(PLANS_VERSION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        // Written only by set_plan; anything else in the hash is not ours and is skipped.
+        let plans = all
+            .iter()
+            .filter_map(|(digest, plan)| Some((KeyDigest::from_hex(digest)?, plan.as_str().into())))
+            .collect();
+        Ok(Some(PlanAssignments { version, plans }))
     }
 
     fn breakers_open(&self) -> usize {

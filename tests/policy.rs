@@ -1,0 +1,376 @@
+//! Policies over a real socket, with the same bodies for the in-memory store, a real Redis and a
+//! real Redis Cluster: several windows per route, cost per route, shadow mode, plans (from the
+//! admin API and from a trusted header) and the IETF `RateLimit` fields. The store's exactness
+//! over random schedules is `tests/store_model.rs`; the same features through a real Envoy are in
+//! `tests/envoy.rs`.
+
+mod common;
+
+use common::{Backend, Tollgate, WireRequest, check, check_raw, unique_key, unix_millis};
+use std::time::{Duration, Instant};
+use tollgate::admin::pb::admin_client::AdminClient;
+use tollgate::admin::pb::{GetPlanRequest, GetQuotaRequest, Mode, Quota, SetPlanRequest};
+use tonic::transport::Channel;
+
+for_each_store!(
+    every_window_must_admit_and_the_headers_name_the_binding_one,
+    a_cost_takes_its_slots_in_every_window,
+    shadow_mode_counts_everything_and_denies_nothing,
+    a_plan_set_through_the_admin_api_applies_and_keeps_the_history,
+    a_trusted_plan_header_picks_the_plan,
+    the_ietf_fields_describe_every_window,
+);
+
+async fn admin(tollgate: &Tollgate) -> AdminClient<Channel> {
+    AdminClient::connect(format!("http://{}", tollgate.admin_addr))
+        .await
+        .expect("connect to the admin listener")
+}
+
+async fn quota(client: &mut AdminClient<Channel>, key: &str, path: &str) -> Quota {
+    client
+        .get_quota(GetQuotaRequest {
+            api_key: key.into(),
+            method: "GET".into(),
+            path: path.into(),
+        })
+        .await
+        .expect("GetQuota answers")
+        .into_inner()
+}
+
+async fn set_plan(client: &mut AdminClient<Channel>, key: &str, plan: &str) -> bool {
+    client
+        .set_plan(SetPlanRequest {
+            api_key: key.into(),
+            plan: plan.into(),
+        })
+        .await
+        .expect("SetPlan answers")
+        .into_inner()
+        .known
+}
+
+const WINDOWS: &str = r#"
+routes:
+  - { method: GET, path: /burst, limits: [{ requests: 3, window: 1s }, { requests: 5, window: 60s }] }
+"#;
+
+async fn every_window_must_admit_and_the_headers_name_the_binding_one(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(WINDOWS)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("windows");
+    let started = unix_millis();
+    // The second allows 3: its window is the closer to running out.
+    for remaining in [2, 1, 0] {
+        let answer = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.number("x-ratelimit-limit"), 3);
+        assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
+    }
+    let burst = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(burst.status, 429, "the 1 s window is full: {burst:?}");
+    assert_eq!(burst.number("x-ratelimit-limit"), 3);
+    assert_eq!(burst.number("retry-after"), 1);
+    let reset = burst.number("x-ratelimit-reset");
+    assert!(
+        reset >= started + 1000 && reset <= unix_millis() + 1000,
+        "{reset}"
+    );
+
+    common::sleep_until_unix_millis(reset + 20).await;
+    // Two more fit the minute's 5; after them the minute is the binding window.
+    let fourth = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(fourth.status, 200);
+    // 2 of 3 left in the second, 1 of 5 in the minute: the minute is closer to running out.
+    assert_eq!(fourth.number("x-ratelimit-limit"), 5);
+    assert_eq!(fourth.number("x-ratelimit-remaining"), 1);
+    let fifth = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(fifth.status, 200);
+    assert_eq!(fifth.number("x-ratelimit-limit"), 5);
+    assert_eq!(fifth.number("x-ratelimit-remaining"), 0);
+    let denied = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(
+        denied.status, 429,
+        "the second has room, the minute does not"
+    );
+    assert_eq!(denied.number("x-ratelimit-limit"), 5);
+    // Admitted when the first request leaves the minute: that is the real moment.
+    let reset = denied.number("x-ratelimit-reset");
+    assert!(
+        reset >= started + 60_000 && reset <= started + 61_500,
+        "{reset} vs start {started}"
+    );
+    let retry_after = denied.number("retry-after");
+    assert!((57..=60).contains(&retry_after), "{retry_after}");
+
+    // Read without counting: both windows, each as the checks left them.
+    let quota = quota(&mut admin(&tollgate).await, &key, "/v1/burst").await;
+    let windows: Vec<(u32, u64, u32)> = quota
+        .windows
+        .iter()
+        .map(|w| (w.limit, w.window_ms, w.used))
+        .collect();
+    assert_eq!(windows, [(3, 1000, 2), (5, 60_000, 5)]);
+}
+
+const COSTS: &str = r#"
+routes:
+  - { method: POST, path: /bulk, cost: 4, limit: { requests: 10, window: 60s } }
+  - { method: GET, path: /one, limit: { requests: 10, window: 60s } }
+"#;
+
+async fn a_cost_takes_its_slots_in_every_window(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(COSTS)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("cost");
+    for remaining in [6, 2] {
+        let answer = check(&mut client, "POST", "/v1/bulk", Some(&key)).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
+    }
+    let denied = check(&mut client, "POST", "/v1/bulk", Some(&key)).await;
+    assert_eq!(denied.status, 429, "2 slots left, 4 needed");
+    assert_eq!(
+        denied.number("x-ratelimit-remaining"),
+        2,
+        "slots, not requests"
+    );
+    // Another route is another bucket, at cost 1.
+    let one = check(&mut client, "GET", "/v1/one", Some(&key)).await;
+    assert_eq!((one.status, one.number("x-ratelimit-remaining")), (200, 9));
+    let mut admin = admin(&tollgate).await;
+    let bulk = admin
+        .get_quota(GetQuotaRequest {
+            api_key: key.clone(),
+            method: "POST".into(),
+            path: "/v1/bulk".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((bulk.used, bulk.remaining, bulk.cost), (8, 2, 4));
+}
+
+const SHADOW: &str = r#"
+routes:
+  - { method: GET, path: /new, mode: shadow, limit: { requests: 2, window: 60s } }
+  - { method: GET, path: /old, limit: { requests: 2, window: 60s } }
+"#;
+
+async fn shadow_mode_counts_everything_and_denies_nothing(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(SHADOW)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("shadow");
+    for remaining in [1, 0, 0, 0, 0] {
+        let answer = check(&mut client, "GET", "/v1/new", Some(&key)).await;
+        assert_eq!(answer.status, 200, "never denied: {answer:?}");
+        assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
+        assert_eq!(answer.header("retry-after"), None);
+    }
+    // The enforced route beside it still denies.
+    for status in [200, 200, 429] {
+        assert_eq!(
+            check(&mut client, "GET", "/v1/old", Some(&key))
+                .await
+                .status,
+            status
+        );
+    }
+    let mut admin = admin(&tollgate).await;
+    let shadowed = quota(&mut admin, &key, "/v1/new").await;
+    assert_eq!(shadowed.mode(), Mode::Shadow);
+    assert_eq!(
+        shadowed.used, 2,
+        "a log of 2 slots holds the 2 newest of the 5 counted"
+    );
+
+    let port = tollgate.metrics_addr.expect("metrics are on").port();
+    let text = tokio::task::spawn_blocking(move || {
+        common::http::request_blocking(port, "GET", "/metrics", &[]).expect("scrape")
+    })
+    .await
+    .unwrap()
+    .body;
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"tollgate_checks_total{result="shadow_denied",route="GET /new"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"tollgate_checks_total{result="allowed",route="GET /new"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"tollgate_checks_total{result="denied",route="GET /new"}"#),
+        0.0
+    );
+
+    // Switched to enforce, on a replica sharing the store: the shadowed history counts at once.
+    if backend.is_shared() {
+        let enforced = Tollgate::start(backend.config(&SHADOW.replace("mode: shadow, ", ""))).await;
+        let mut client = enforced.client().await;
+        let answer = check(&mut client, "GET", "/v1/new", Some(&key)).await;
+        assert_eq!(answer.status, 429, "{answer:?}");
+    }
+}
+
+const PLANS: &str = r#"
+routes:
+  - { method: GET, path: /items, limit: { requests: 2, window: 60s } }
+plans:
+  pro:
+    routes:
+      - { method: GET, path: /items, limit: { requests: 5, window: 60s } }
+"#;
+
+async fn a_plan_set_through_the_admin_api_applies_and_keeps_the_history(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(PLANS)).await;
+    let mut client = tollgate.client().await;
+    let mut operator = admin(&tollgate).await;
+    let key = unique_key("plan");
+    for status in [200, 200, 429] {
+        assert_eq!(
+            check(&mut client, "GET", "/v1/items", Some(&key))
+                .await
+                .status,
+            status
+        );
+    }
+    assert!(
+        set_plan(&mut operator, &key, "pro").await,
+        "pro is a known plan"
+    );
+    // The two counted requests stay: 3 more of pro's 5.
+    for remaining in [2, 1, 0] {
+        let answer = check(&mut client, "GET", "/v1/items", Some(&key)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.number("x-ratelimit-limit"), 5);
+        assert_eq!(answer.number("x-ratelimit-remaining"), remaining);
+    }
+    assert_eq!(
+        check(&mut client, "GET", "/v1/items", Some(&key))
+            .await
+            .status,
+        429
+    );
+    let shown = quota(&mut operator, &key, "/v1/items").await;
+    assert_eq!(
+        (shown.plan.as_str(), shown.limit, shown.used),
+        ("pro", 5, 5)
+    );
+    let stored = operator
+        .get_plan(GetPlanRequest {
+            api_key: key.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.plan.as_str(), stored.known), ("pro", true));
+    // Another key is not on it.
+    let other = unique_key("no-plan");
+    assert_eq!(quota(&mut operator, &other, "/v1/items").await.plan, "");
+
+    // A replica sharing the store sees the plan within the refresh interval.
+    if backend.is_shared() {
+        let replica = Tollgate::start(backend.config(PLANS)).await;
+        let mut replica_admin = admin(&replica).await;
+        let mut replica_client = replica.client().await;
+        assert_eq!(
+            quota(&mut replica_admin, &key, "/v1/items").await.plan,
+            "pro",
+            "read at start"
+        );
+        assert!(
+            !set_plan(&mut operator, &key, "gold").await,
+            "an undeclared plan is stored, flagged"
+        );
+        let changed = Instant::now();
+        while quota(&mut replica_admin, &key, "/v1/items").await.plan == "pro" {
+            assert!(
+                changed.elapsed() < Duration::from_secs(3),
+                "the replica kept the old plan"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "plan change seen by the other replica after {:?}",
+            changed.elapsed()
+        );
+        // gold is unknown: the top-level table, where 5 counted exceed 2.
+        let answer = check(&mut replica_client, "GET", "/v1/items", Some(&key)).await;
+        assert_eq!(
+            (answer.status, answer.number("x-ratelimit-limit")),
+            (429, 2)
+        );
+    }
+    // Off the plan: the top-level limits again, history included.
+    assert!(!set_plan(&mut operator, &key, "").await);
+    let answer = check(&mut client, "GET", "/v1/items", Some(&key)).await;
+    assert_eq!(
+        (answer.status, answer.number("x-ratelimit-limit")),
+        (429, 2)
+    );
+}
+
+async fn a_trusted_plan_header_picks_the_plan(backend: Backend) {
+    let yaml = format!("plan_header: x-plan\n{PLANS}");
+    let tollgate = Tollgate::start(backend.config(&yaml)).await;
+    let limit_for = |plan: Option<&'static str>, key: String| {
+        let tollgate = &tollgate;
+        async move {
+            let mut request =
+                WireRequest::new("GET", "/v1/items").header("x-api-key", key.as_bytes());
+            if let Some(plan) = plan {
+                request = request.header("x-plan", plan.as_bytes());
+            }
+            let response = check_raw(tollgate, request.encode()).await.unwrap();
+            common::Answer::from_response(response).number("x-ratelimit-limit")
+        }
+    };
+    assert_eq!(limit_for(Some("pro"), unique_key("header")).await, 5);
+    assert_eq!(limit_for(None, unique_key("header")).await, 2);
+    assert_eq!(
+        limit_for(Some("platinum"), unique_key("header")).await,
+        2,
+        "unknown plan"
+    );
+    // The header wins over a stored assignment.
+    let key = unique_key("header");
+    set_plan(&mut admin(&tollgate).await, &key, "pro").await;
+    assert_eq!(limit_for(None, key.clone()).await, 5);
+    assert_eq!(limit_for(Some("free"), key).await, 2);
+}
+
+async fn the_ietf_fields_describe_every_window(backend: Backend) {
+    let yaml = format!("rate_limit_headers: ietf\n{WINDOWS}");
+    let tollgate = Tollgate::start(backend.config(&yaml)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("ietf");
+    let answer = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-ratelimit-limit"), None, "ietf alone");
+    assert_eq!(
+        answer.header("ratelimit-policy"),
+        Some(r#""1s";q=3;w=1, "1m";q=5;w=60"#)
+    );
+    let state = answer.header("ratelimit").expect("RateLimit");
+    assert!(state.starts_with(r#""1s";r=2;t=1, "1m";r=4;t="#), "{state}");
+    for _ in 0..2 {
+        check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    }
+    let denied = check(&mut client, "GET", "/v1/burst", Some(&key)).await;
+    assert_eq!(denied.status, 429);
+    assert_eq!(denied.number("retry-after"), 1);
+    assert!(
+        denied
+            .header("ratelimit")
+            .unwrap()
+            .starts_with(r#""1s";r=0;t=1, "1m";r=2;t="#),
+        "{denied:?}"
+    );
+}
