@@ -16,6 +16,7 @@ pub mod poll;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod sliding_model;
 pub mod temp;
 
 pub use check_request::envoy_request;
