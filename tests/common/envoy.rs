@@ -25,6 +25,15 @@ impl Envoy {
 
     /// With one endpoint in the `tollgate` cluster per port of `tollgate`, in that order.
     pub fn start_with_replicas(tollgate: &[u16], upstream: u16) -> Self {
+        Self::start_edited(tollgate, upstream, |config| config)
+    }
+
+    /// With the shipped file, its ports substituted, passed through `edit` first.
+    pub fn start_edited(
+        tollgate: &[u16],
+        upstream: u16,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
                 .expect("envoy/envoy.yaml");
@@ -57,7 +66,7 @@ impl Envoy {
             );
             text.replace(from, to)
         });
-        let config = with_more_endpoints(&config, tollgate);
+        let config = edit(with_more_endpoints(&config, tollgate));
         let config = super::temp::yaml_file(&config);
 
         let binary = std::env::var("ENVOY_BIN").unwrap_or_else(|_| "envoy".to_owned());
