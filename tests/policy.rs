@@ -374,3 +374,57 @@ async fn the_ietf_fields_describe_every_window(backend: Backend) {
         "{denied:?}"
     );
 }
+
+/// `cmdstat_<command>:calls` of `redis`.
+fn calls(redis: &common::RedisServer, command: &str) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// Steady state with plans: one script call per check and nothing else; the refresh is one
+/// `HGET` per second per replica, and the assignments are read whole only after a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_costs_no_redis_command_per_check() {
+    let mut backend = Backend::redis();
+    let yaml = PLANS.replace("requests: 5,", "requests: 100000,");
+    let tollgate = Tollgate::start(backend.config(&yaml)).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("steady");
+    assert!(set_plan(&mut admin(&tollgate).await, &key, "pro").await);
+    let redis = backend.redis_server().expect("a Redis of the test's own");
+    let commands = ["evalsha", "hget", "hgetall"];
+    let before = commands.map(|command| calls(redis, command));
+    let started = Instant::now();
+    let mut checks = 0;
+    // Long enough for a few refreshes.
+    while started.elapsed() < Duration::from_millis(2500) {
+        let answer = check(&mut client, "GET", "/v1/items", Some(&key)).await;
+        assert_eq!(
+            answer.number("x-ratelimit-limit"),
+            100_000,
+            "the plan's limit"
+        );
+        checks += 1;
+    }
+    let seconds = started.elapsed().as_secs();
+    let moved = commands.map(|command| calls(redis, command));
+    let [evalsha, hget, hgetall] = [0, 1, 2].map(|i| moved[i] - before[i]);
+    println!(
+        "{checks} checks on a plan in 2.5 s: evalsha {evalsha}, hget {hget}, hgetall {hgetall}"
+    );
+    assert_eq!(
+        evalsha, checks,
+        "one script call per check, none for the plan"
+    );
+    assert!(
+        (1..=seconds + 2).contains(&hget),
+        "{hget} refreshes in {seconds} s"
+    );
+    assert_eq!(hgetall, 0, "nothing changed, nothing read whole");
+}

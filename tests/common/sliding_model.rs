@@ -49,8 +49,7 @@ impl SlidingModel {
         let counted = allowed || shadow;
         if counted {
             let at = self.slots.last().map_or(now, |&t| t.max(now));
-            self.slots
-                .extend(std::iter::repeat_n(at, cost as usize));
+            self.slots.extend(std::iter::repeat_n(at, cost as usize));
         }
         let windows = windows
             .iter()
