@@ -5,7 +5,10 @@
 //!     cargo bench --bench load -- [--scenario allowed|hot|light|all] [--runs 3]
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
 //!         [--no-deny-cache] [--no-metrics] [--compare-pool] [--redis-connections N]
-//!         [--rate CHECKS_PER_S]
+//!         [--rate CHECKS_PER_S] [--second-window]
+//!
+//! `--second-window` gives the route a second window of 1 000 requests per hour beside its 60 s
+//! one (the A/B of one window against two; the Redis ceiling stays the one-window script).
 //!
 //! Each run starts its own `redis-server` on a free port and its own tollgate, and stops both;
 //! `TOLLGATE_BENCH_BIN=<path>` runs that tollgate binary instead of this build's (A/B of builds).
@@ -54,6 +57,9 @@ struct Options {
     redis_connections: usize,
     /// Checks per second in all, paced (open loop); 0 for closed loop.
     rate: f64,
+    /// The route also has a second window (1 000 requests per hour), for the A/B of one window
+    /// against two.
+    second_window: bool,
 }
 
 fn options() -> Options {
@@ -70,6 +76,7 @@ fn options() -> Options {
         compare_pool: false,
         redis_connections: 4,
         rate: 0.0,
+        second_window: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -88,6 +95,7 @@ fn options() -> Options {
             "--compare-pool" => o.compare_pool = true,
             "--redis-connections" => o.redis_connections = value().parse().unwrap(),
             "--rate" => o.rate = value().parse().unwrap(),
+            "--second-window" => o.second_window = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -162,11 +170,12 @@ async fn main() {
     for name in scenarios {
         let shape = shape(name, &o);
         println!(
-            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s, deny cache {}, metrics {}, {} Redis connection(s) in tollgate, {}",
+            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s{}, deny cache {}, metrics {}, {} Redis connection(s) in tollgate, {}",
             shape.callers,
             shape.connections,
             shape.keys,
             shape.limit,
+            if o.second_window { " + 1000/1h" } else { "" },
             if o.deny_cache { "on" } else { "off" },
             if o.metrics { "on" } else { "off" },
             o.redis_connections,

@@ -27,7 +27,7 @@ impl TollgateProcess {
     pub fn start(redis: &RedisServer, shape: Shape, o: &Options) -> Self {
         let port = free_port();
         let config = yaml_file(&format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:0 }}\nmetrics: {}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limit: {{ requests: {}, window: 60s }} }}\n",
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:0 }}\nmetrics: {}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limits: [{{ requests: {}, window: 60s }}{}] }}\n",
             if o.metrics {
                 "{ listen: 127.0.0.1:0 }"
             } else {
@@ -36,7 +36,12 @@ impl TollgateProcess {
             if o.deny_cache { 100_000 } else { 0 },
             redis.url(),
             o.redis_connections,
-            shape.limit
+            shape.limit,
+            if o.second_window {
+                ", { requests: 1000, window: 1h }"
+            } else {
+                ""
+            }
         ));
         let binary = std::env::var_os("TOLLGATE_BENCH_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate").into());

@@ -192,7 +192,11 @@ impl Config {
         compare("listen", self.listen != new.listen);
         compare("admin", self.admin != new.admin);
         compare("metrics", self.metrics_listen != new.metrics_listen);
-        compare("redis", self.store != new.store);
+        let store = match (&self.store, &new.store) {
+            (StoreSettings::Memory { .. }, StoreSettings::Memory { .. }) => "memory_store_entries",
+            _ => "redis",
+        };
+        compare(store, self.store != new.store);
         compare("drain_period", self.drain_period != new.drain_period);
         compare("shutdown_grace", self.shutdown_grace != new.shutdown_grace);
         compare(
