@@ -6,13 +6,13 @@
 //!     cargo bench --bench storage
 //!
 //! 1. **Memory**: buckets of one window of N requests per hour (N = 60, 1 000, 10 000; about
-//!    250 000 requests in all per row) are filled with checks of cost 1, round-robin over the
+//!    250 000 requests in all when full) are filled with checks of cost 1, round-robin over the
 //!    buckets, completely or to half; the growth of `used_memory` (`INFO memory`) since the
 //!    `FLUSHALL` before, divided by the requests admitted and by the buckets.
 //! 2. **Redis CPU per check**: after `CONFIG RESETSTAT`, a fixed number of checks (`EVALSHA`) from
 //!    concurrent callers over multiplexed connections, as tollgate sends them; then
 //!    `usec_per_call` of `cmdstat_evalsha` (`INFO commandstats`): the script's own time in Redis,
-//!    without reading and writing the sockets.
+//!    without reading and writing the sockets; and the Redis commands the script ran per call.
 //! 3. **Throughput**: the same checks per second of wall time, seen by the client. The client and
 //!    Redis share the machine's cores, so only the ratio of the two layouts in one run means much.
 
@@ -120,6 +120,9 @@ struct Run {
     /// Script calls counted by `INFO commandstats`, and their mean time in Redis.
     calls: u64,
     usec_per_call: f64,
+    /// Redis commands the script ran per call (`redis.call`, `TIME` included).
+    commands: f64,
+    /// Checks per second of wall time, seen by the client.
     per_second: f64,
 }
 
@@ -173,9 +176,9 @@ fn main() {
         "\n## CPU: {CALLS} checks per scenario and layout, {CALLERS} callers over {CONNECTIONS} multiplexed connections\n"
     );
     println!(
-        "| scenario | allowed: sorted set / ring | sorted set µs/call in Redis | ring µs/call in Redis | ring / sorted set | sorted set calls/s | ring calls/s | ring / sorted set |"
+        "| scenario | allowed: sorted set / ring | commands per call: sorted set / ring | sorted set µs/call in Redis | ring µs/call in Redis | ring / sorted set | sorted set calls/s | ring calls/s | ring / sorted set |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,10 +191,12 @@ fn main() {
             assert_eq!(run.calls, CALLS, "script calls seen by Redis");
         }
         println!(
-            "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {} / {} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
             scenario.name,
             zset.allowed,
             ring.allowed,
+            zset.commands,
+            ring.commands,
             zset.usec_per_call,
             ring.usec_per_call,
             ring.usec_per_call / zset.usec_per_call,
@@ -284,20 +289,30 @@ async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
     let start = Instant::now();
     let allowed = drive(&connections, sha, scenario).await;
     let elapsed = start.elapsed();
+    // One line per command, `cmdstat_<name>:calls=…,usec=…,usec_per_call=…,…`, the commands
+    // scripts run included; besides the scripts' own, only the `CONFIG RESETSTAT` above.
     let stats = info(&mut c, "commandstats");
     let evalsha = field(&stats, "cmdstat_evalsha");
-    let stat = |name: &str| {
-        evalsha
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("{name} in {evalsha}"))
-    };
+    let in_scripts: u64 = stats
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(':'))
+        .filter(|(command, _)| !["evalsha", "config"].contains(command))
+        .map(|(_, stat)| value(stat, "calls").parse::<u64>().unwrap())
+        .sum();
     Run {
         allowed,
-        calls: stat("calls").parse().unwrap(),
-        usec_per_call: stat("usec_per_call").parse().unwrap(),
+        calls: value(evalsha, "calls").parse().unwrap(),
+        usec_per_call: value(evalsha, "usec_per_call").parse().unwrap(),
+        commands: in_scripts as f64 / CALLS as f64,
         per_second: CALLS as f64 / elapsed.as_secs_f64(),
     }
+}
+
+/// The value of `name` in a `name=value,…` line of `INFO commandstats`.
+fn value<'a>(stat: &'a str, name: &str) -> &'a str {
+    stat.split(',')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} in {stat}"))
 }
 
 /// [`CALLS`] checks of `scenario` from [`CALLERS`] concurrent callers, each waiting for its answer

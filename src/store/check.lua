@@ -31,7 +31,7 @@ if ring.cap ~= capacity then
   for k = keep - 1, 0, -1 do
     slots[#slots + 1] = struct.pack('>d', recent(ring, k))
   end
-  redis.call('SET', key, struct.pack('>I4I4I4', capacity, keep, keep % capacity) .. table.concat(slots))
+  replace(ring, struct.pack('>I4I4I4', capacity, keep, keep % capacity) .. table.concat(slots))
   ring.cap, ring.len, ring.next = capacity, keep, keep % capacity
   rewritten = true
 end
@@ -54,13 +54,13 @@ if counted then
   local at = math.max(now, recent(ring, 0) or now)
   local slot = struct.pack('>d', at)
   local first = math.min(cost, ring.cap - ring.next)
-  redis.call('SETRANGE', key, HEADER + ring.next * 8, string.rep(slot, first))
+  write(ring, HEADER + ring.next * 8, string.rep(slot, first))
   if cost > first then
-    redis.call('SETRANGE', key, HEADER, string.rep(slot, cost - first))
+    write(ring, HEADER, string.rep(slot, cost - first))
   end
   ring.next = (ring.next + cost) % ring.cap
   ring.len = math.min(ring.len + cost, ring.cap)
-  redis.call('SETRANGE', key, 0, struct.pack('>I4I4I4', ring.cap, ring.len, ring.next))
+  write(ring, 0, struct.pack('>I4I4I4', ring.cap, ring.len, ring.next))
 end
 if counted or rewritten then
   redis.call('PEXPIRE', key, math.ceil(longest / 1000))
