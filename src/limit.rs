@@ -58,6 +58,11 @@ pub struct Rule {
     limits: Arc<[Limit]>,
     cost: u32,
     mode: Mode,
+    /// Admission times the bucket keeps: at least the largest `requests` of every rule its bucket
+    /// is checked under (all plans' rules for the route).
+    capacity: u32,
+    /// How long the bucket keeps a time: at least the longest window of every such rule.
+    retain: Duration,
 }
 
 /// Why a rule was refused.
@@ -109,10 +114,14 @@ impl Rule {
         if let Some(&limit) = limits.iter().find(|l| l.requests.get() < cost) {
             return Err(RuleError::CostTooHigh { cost, limit });
         }
+        let capacity = limits.iter().map(|l| l.requests.get()).max().unwrap_or(1);
+        let retain = limits[limits.len() - 1].window;
         Ok(Self {
             limits: limits.into(),
             cost,
             mode,
+            capacity,
+            retain,
         })
     }
 
@@ -122,6 +131,19 @@ impl Rule {
             limits: Arc::new([limit]),
             cost: 1,
             mode: Mode::Enforce,
+            capacity: limit.requests.get(),
+            retain: limit.window,
+        }
+    }
+
+    /// The same rule over a bucket that must also serve rules of up to `capacity` requests and
+    /// windows of up to `retain` (the other plans' rules for the same route), so that checking
+    /// under this one never drops times those count.
+    pub fn sharing(&self, capacity: u32, retain: Duration) -> Self {
+        Self {
+            capacity: self.capacity.max(capacity),
+            retain: self.retain.max(retain),
+            ..self.clone()
         }
     }
 
@@ -148,18 +170,21 @@ impl Rule {
         }
     }
 
-    /// The largest `requests` of the windows: how many admission times the bucket must remember.
+    /// How many admission times the bucket keeps: the largest `requests` of this rule's windows,
+    /// or of any rule sharing its bucket.
     pub fn capacity(&self) -> u32 {
-        self.limits
-            .iter()
-            .map(|l| l.requests.get())
-            .max()
-            .unwrap_or(1)
+        self.capacity
     }
 
-    /// The longest window: how long an idle bucket must be kept.
+    /// The longest window of this rule.
     pub fn longest_window(&self) -> Duration {
         self.limits[self.limits.len() - 1].window
+    }
+
+    /// How long the bucket keeps a time: the longest window of this rule, or of any rule sharing
+    /// its bucket.
+    pub fn retain(&self) -> Duration {
+        self.retain
     }
 }
 

@@ -1,7 +1,8 @@
 //! Exactness of the quota stores over random schedules, against the reference model
 //! (`tests/common/sliding_model.rs`): for random windows, costs and modes, every check's decision,
 //! remaining slots and reset times equal the model's, and in enforce mode no trailing window ever
-//! holds more than its limit. The memory store, a real Redis and a real Redis Cluster, each in
+//! holds more than its limit; and so under several rules in turn over one bucket, as a key that
+//! changes plan is checked. The memory store, a real Redis and a real Redis Cluster, each in
 //! real time: the model is driven by the clock the store reports, so nothing depends on timing.
 
 mod common;
@@ -11,23 +12,52 @@ use common::redis_server::RedisServer;
 use common::sliding_model::{ModelWindow, SlidingModel};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 use tollgate::api_key::KeyDigest;
 use tollgate::limit::{Limit, Mode, Rule};
 use tollgate::store::{BucketRef, MemoryStore, QuotaStore, RedisSettings, RedisStore, Topology};
 
-/// A schedule: windows (ms → requests), a cost seed, shadow or not, and the gaps between checks.
-type Schedule = (std::collections::BTreeMap<u64, u32>, u32, bool, Vec<u64>);
+/// One rule as drawn: windows (ms → requests), a cost seed and shadow or not.
+type Drawn = (BTreeMap<u64, u32>, u32, bool);
 
-/// Small buckets over many gaps: every window fills and drains.
+/// A schedule: the rules one bucket is checked under (as a key's plans are), and the checks:
+/// which rule, after what gap in ms.
+type Schedule = (Vec<Drawn>, Vec<(usize, u64)>);
+
+fn rules(
+    requests: std::ops::Range<u32>,
+    windows: std::ops::Range<usize>,
+    cost_seeds: u32,
+) -> impl Strategy<Value = Drawn> {
+    (
+        prop::collection::btree_map(20u64..200, requests, windows),
+        0..cost_seeds,
+        any::<bool>(),
+    )
+}
+
+/// Small buckets over many gaps, under one rule: every window fills and drains.
 fn schedules() -> BoxedStrategy<Schedule> {
     (
-        prop::collection::btree_map(20u64..200, 1u32..6, 1..4),
-        0u32..6,
-        any::<bool>(),
-        prop::collection::vec(0u64..40, 1..30),
+        prop::collection::vec(rules(1..6, 1..4, 6), 1),
+        prop::collection::vec((Just(0), 0u64..40), 1..30),
     )
+        .boxed()
+}
+
+/// Small buckets checked under two or three rules in turn, as a key that changes plan (or a
+/// reload) does: what one rule counted, the others count too.
+fn switching_schedules() -> BoxedStrategy<Schedule> {
+    prop::collection::vec(rules(1..6, 1..4, 6), 2..4)
+        .prop_flat_map(|rules| {
+            let count = rules.len();
+            (
+                Just(rules),
+                prop::collection::vec((0..count, 0u64..40), 1..40),
+            )
+        })
         .boxed()
 }
 
@@ -38,12 +68,42 @@ fn schedules() -> BoxedStrategy<Schedule> {
 fn large_schedules() -> BoxedStrategy<Schedule> {
     let gap = prop_oneof![40 => 0u64..2, 1 => 30u64..150];
     (
-        prop::collection::btree_map(20u64..200, 1000u32..1500, 2..4),
-        0u32..60,
-        any::<bool>(),
-        prop::collection::vec(gap, 150..500),
+        prop::collection::vec(rules(1000..1500, 2..4, 60), 1),
+        prop::collection::vec((Just(0), gap), 150..500),
     )
         .boxed()
+}
+
+/// The rule and the model's windows of each drawn rule, over one bucket that serves them all.
+fn resolve(drawn: &[Drawn]) -> Vec<(Rule, Vec<ModelWindow>)> {
+    let rules: Vec<(Rule, Vec<ModelWindow>)> = drawn
+        .iter()
+        .map(|(windows, cost_seed, shadow)| {
+            let model: Vec<ModelWindow> = windows
+                .iter()
+                .map(|(&ms, &requests)| ModelWindow {
+                    requests,
+                    window_micros: ms * 1000,
+                })
+                .collect();
+            let cost = 1 + cost_seed % model.iter().map(|w| w.requests).min().unwrap();
+            let limits = windows
+                .iter()
+                .map(|(&ms, &n)| Limit {
+                    requests: NonZeroU32::new(n).unwrap(),
+                    window: Duration::from_millis(ms),
+                })
+                .collect();
+            let mode = if *shadow { Mode::Shadow } else { Mode::Enforce };
+            (Rule::new(limits, cost, mode).unwrap(), model)
+        })
+        .collect();
+    let capacity = rules.iter().map(|(r, _)| r.capacity()).max().unwrap();
+    let retain = rules.iter().map(|(r, _)| r.longest_window()).max().unwrap();
+    rules
+        .into_iter()
+        .map(|(rule, model)| (rule.sharing(capacity, retain), model))
+        .collect()
 }
 
 /// Runs `cases` random schedules against `store` on `runtime` (the one its connections were
@@ -60,35 +120,21 @@ fn matches_the_model<S: QuotaStore>(
         ..Config::default()
     });
     runner
-        .run(&schedules, |(windows, cost_seed, shadow, gaps)| {
+        .run(&schedules, |(drawn, steps)| {
             let key = KeyDigest::of(&common::unique_key("model"));
             let bucket = BucketRef {
                 key: &key,
                 name: "GET /model",
             };
-            let model_windows: Vec<ModelWindow> = windows
-                .iter()
-                .map(|(&ms, &requests)| ModelWindow {
-                    requests,
-                    window_micros: ms * 1000,
-                })
-                .collect();
-            let cost = 1 + cost_seed % model_windows.iter().map(|w| w.requests).min().unwrap();
-            let limits = windows
-                .iter()
-                .map(|(&ms, &n)| Limit {
-                    requests: NonZeroU32::new(n).unwrap(),
-                    window: Duration::from_millis(ms),
-                })
-                .collect();
-            let mode = if shadow { Mode::Shadow } else { Mode::Enforce };
-            let rule = Rule::new(limits, cost, mode).unwrap();
+            let rules = resolve(&drawn);
             let mut model = SlidingModel::default();
             runtime.block_on(async {
-                for gap in gaps {
+                for (which, gap) in steps {
                     tokio::time::sleep(Duration::from_millis(gap)).await;
-                    let outcome = store.check(bucket, &rule).await.expect("the store answers");
-                    let expected = model.check(&model_windows, cost, shadow, outcome.now_micros);
+                    let (rule, windows) = &rules[which];
+                    let outcome = store.check(bucket, rule).await.expect("the store answers");
+                    let shadow = rule.mode() == Mode::Shadow;
+                    let expected = model.check(windows, rule.cost(), shadow, outcome.now_micros);
                     let got: Vec<(u32, u64)> = outcome
                         .windows
                         .iter()
@@ -97,9 +143,16 @@ fn matches_the_model<S: QuotaStore>(
                     prop_assert_eq!(outcome.allowed, expected.allowed, "{:?}", rule);
                     prop_assert_eq!(got, expected.windows, "{:?}", rule);
                 }
-                if !shadow {
-                    for w in &model_windows {
-                        prop_assert!(model.most_in_any(w.window_micros) <= w.requests as usize);
+                // Under one enforced rule, no window ever holds more than its limit. (Under
+                // several, a window may hold what a larger rule admitted; each decision still
+                // equals the model's, checked above.)
+                if let [(rule, _)] = &rules[..]
+                    && rule.mode() == Mode::Enforce
+                {
+                    for (_, windows) in &rules {
+                        for w in windows {
+                            prop_assert!(model.most_in_any(w.window_micros) <= w.requests as usize);
+                        }
                     }
                 }
                 Ok::<(), TestCaseError>(())
@@ -133,6 +186,7 @@ fn the_memory_store_matches_the_model() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = MemoryStore::new(10_000);
     matches_the_model(&runtime, &store, 24, schedules());
+    matches_the_model(&runtime, &store, 16, switching_schedules());
     matches_the_model(&runtime, &store, 3, large_schedules());
 }
 
@@ -142,6 +196,7 @@ fn redis_matches_the_model() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = redis_store(&runtime, redis.url(), Topology::Standalone);
     matches_the_model(&runtime, &store, 24, schedules());
+    matches_the_model(&runtime, &store, 16, switching_schedules());
     matches_the_model(&runtime, &store, 3, large_schedules());
 }
 
@@ -151,5 +206,6 @@ fn a_redis_cluster_matches_the_model() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = redis_store(&runtime, cluster.url(), Topology::Cluster);
     matches_the_model(&runtime, &store, 16, schedules());
+    matches_the_model(&runtime, &store, 8, switching_schedules());
     matches_the_model(&runtime, &store, 2, large_schedules());
 }

@@ -9,12 +9,16 @@ use super::{Config, Overrides};
 use crate::check::path::normalize;
 use crate::check::routes::{DECLARABLE_METHODS, Route, RouteTable, Template};
 use crate::limit::{Limit, Mode, Rule, WindowError, parse_window};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// The largest limit accepted: a bucket keeps one time per slot of its largest window.
 const MAX_REQUESTS: u64 = 100_000;
+
+/// The name under which the bounds of every table's default rule are gathered: undeclared
+/// requests of a key share buckets (`default`, or one per path) whatever its plan.
+const DEFAULT_BUCKETS: &str = "*";
 
 /// The contract's default: 60 requests per 60 s.
 const DEFAULT_LIMIT: Limit = Limit {
@@ -278,24 +282,52 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
 
     let path_prefix = path_prefix?;
     let default_bucket = default_bucket?;
+    // One bucket per route serves every table's rule for it (a key keeps its counts when it
+    // changes plan), so each rule keeps as many times, as long, as the largest of them needs.
+    let mut bounds: HashMap<&str, (u32, Duration)> = HashMap::new();
+    for spec in std::iter::once(&top).chain(plans.values()) {
+        let rules = spec
+            .routes
+            .iter()
+            .map(|r| (&*r.route.id, &r.route.rule))
+            .chain([(DEFAULT_BUCKETS, &spec.default_rule)]);
+        for (name, rule) in rules {
+            let bound = bounds.entry(name).or_default();
+            bound.0 = bound.0.max(rule.capacity());
+            bound.1 = bound.1.max(rule.longest_window());
+        }
+    }
+    let shared = |name: &str, rule: &Rule| {
+        let (capacity, retain) = bounds[name];
+        rule.sharing(capacity, retain)
+    };
     let table = |spec: &TableSpec| {
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| Route {
+                rule: shared(&r.route.id, &r.route.rule),
+                ..r.route.clone()
+            })
+            .collect();
         RouteTable::new(
             path_prefix.clone(),
-            spec.routes.iter().map(|r| r.route.clone()).collect(),
-            spec.default_rule.clone(),
+            routes,
+            shared(DEFAULT_BUCKETS, &spec.default_rule),
             default_bucket,
         )
     };
+    let routes = table(&top);
     let plans = plans
-        .into_iter()
-        .map(|(name, spec)| (name, table(&spec)))
+        .iter()
+        .map(|(name, spec)| (name.clone(), table(spec)))
         .collect();
     Some(Config {
         listen: listen?,
         admin: admin?,
         api_key_header: api_key_header?,
         rate_limit_headers: rate_limit_headers?,
-        routes: table(&top),
+        routes,
         plans,
         plan_header,
         path_prefix,

@@ -3,7 +3,9 @@
 -- KEYS[1]  the bucket's ring
 -- ARGV[1]  cost: slots one request takes in every window
 -- ARGV[2]  1 to count the request even when a window is full (shadow mode), else 0
--- ARGV[3..] pairs of requests admitted per window and window length in µs, shortest window first
+-- ARGV[3]  capacity: admission times the bucket keeps (every rule of the bucket's route counted)
+-- ARGV[4]  retain: how long in µs the bucket keeps a time (the longest window of those rules)
+-- ARGV[5..] pairs of requests admitted per window and window length in µs, shortest window first
 --
 -- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}. After a counted request,
 -- reset is when the window frees one more slot; after a denied one, when the window has room for
@@ -12,28 +14,28 @@
 local key = KEYS[1]
 local cost = tonumber(ARGV[1])
 local record_denied = ARGV[2] == '1'
+local capacity, retain = tonumber(ARGV[3]), tonumber(ARGV[4])
 local limits, windows = {}, {}
-local capacity, longest = 0, 0
-for i = 3, #ARGV, 2 do
-  local limit, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  limits[#limits + 1], windows[#windows + 1] = limit, window
-  capacity, longest = math.max(capacity, limit), math.max(longest, window)
+for i = 5, #ARGV, 2 do
+  limits[#limits + 1], windows[#windows + 1] = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
 end
 
 local now = clock()
 local ring = open(key)
 
--- A changed configuration changes the capacity: keep the newest times that still fit.
-local rewritten = false
-if ring.cap ~= capacity then
-  local keep = math.min(ring.len, capacity)
+-- The ring only ever grows: the capacity covers every plan's rule for the route, and a reload
+-- that lowers it must not drop times. A larger one (a new bucket, or a reload that raised it)
+-- lays the times out again, oldest first, from one read of the whole string.
+if ring.cap < capacity then
+  local whole = ring.len > 0 and redis.call('GET', key) or ''
   local slots = {}
-  for k = keep - 1, 0, -1 do
-    slots[#slots + 1] = struct.pack('>d', recent(ring, k))
+  for k = ring.len - 1, 0, -1 do
+    local offset = HEADER + ((ring.next - 1 - k) % ring.cap) * 8
+    slots[#slots + 1] = string.sub(whole, offset + 1, offset + 8)
   end
-  replace(ring, struct.pack('>I4I4I4', capacity, keep, keep % capacity) .. table.concat(slots))
-  ring.cap, ring.len, ring.next = capacity, keep, keep % capacity
-  rewritten = true
+  local len = ring.len
+  replace(ring, struct.pack('>I4I4I4', capacity, len, len % capacity) .. table.concat(slots), retain)
+  ring.cap, ring.next = capacity, len % capacity
 end
 
 local allowed = 1
@@ -51,19 +53,11 @@ end
 local counted = allowed == 1 or record_denied
 if counted then
   -- Never before the newest time, so the ring stays in order if the server's clock steps back.
-  local at = math.max(now, recent(ring, 0) or now)
-  local slot = struct.pack('>d', at)
-  local first = math.min(cost, ring.cap - ring.next)
-  write(ring, HEADER + ring.next * 8, string.rep(slot, first))
-  if cost > first then
-    write(ring, HEADER, string.rep(slot, cost - first))
-  end
-  ring.next = (ring.next + cost) % ring.cap
-  ring.len = math.min(ring.len + cost, ring.cap)
-  write(ring, 0, struct.pack('>I4I4I4', ring.cap, ring.len, ring.next))
+  push(ring, math.max(now, recent(ring, 0) or now), cost)
 end
-if counted or rewritten then
-  redis.call('PEXPIRE', key, math.ceil(longest / 1000))
+if counted then
+  -- GT: a reload that shortened the windows never cuts the life of times counted before it.
+  redis.call('PEXPIRE', key, math.ceil(retain / 1000), 'GT')
 end
 
 local reply = {allowed, now}

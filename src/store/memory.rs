@@ -46,12 +46,14 @@ struct Shard {
     last_full_sweep: Option<u64>,
 }
 
-/// The admission times of one bucket's last slots, oldest first, in Unix µs; at most the rule's
-/// capacity.
+/// The admission times of one bucket's last slots, oldest first, in Unix µs; at most
+/// `capacity`.
 struct Log {
     times: VecDeque<u64>,
-    /// The longest window of the last check, to tell when the whole log has expired.
+    /// The longest window of any rule that checked it, to tell when the whole log has expired.
     window: u64,
+    /// The largest capacity of any rule that checked it.
+    capacity: usize,
 }
 
 impl Log {
@@ -110,7 +112,7 @@ impl MemoryStore {
 
     fn check_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let now = self.clock.now_micros();
-        let longest = rule.longest_window().as_micros() as u64;
+        let longest = rule.retain().as_micros() as u64;
         let capacity = rule.capacity() as usize;
         let cost = rule.cost() as usize;
         let name = log_name(bucket);
@@ -129,10 +131,14 @@ impl MemoryStore {
         let log = shard.logs.entry(name).or_insert_with(|| Log {
             times: VecDeque::new(),
             window: longest,
+            capacity,
         });
-        log.window = longest;
-        // Times past every window, or beyond the capacity (after a lowered limit), never count.
-        while log.times.len() > capacity || log.times.front().is_some_and(|&t| t + longest <= now) {
+        // Like the Redis ring, the log only ever grows while it lives: one bucket serves every
+        // plan's rule for its route, and a rule of fewer or shorter windows must not drop times
+        // another one still counts.
+        log.window = log.window.max(longest);
+        log.capacity = log.capacity.max(capacity);
+        while log.times.front().is_some_and(|&t| t + log.window <= now) {
             log.times.pop_front();
         }
         let mut allowed = true;
@@ -151,7 +157,7 @@ impl MemoryStore {
             // Never before the newest time, so the log stays in order if the clock steps back.
             let at = log.times.back().map_or(now, |&newest| newest.max(now));
             for _ in 0..cost {
-                if log.times.len() == capacity {
+                if log.times.len() == log.capacity {
                     log.times.pop_front();
                 }
                 log.times.push_back(at);
@@ -190,6 +196,7 @@ impl MemoryStore {
         let empty = Log {
             times: VecDeque::new(),
             window: 0,
+            capacity: 0,
         };
         let log = shard.logs.get(&name).unwrap_or(&empty);
         let windows = rule
@@ -221,7 +228,7 @@ impl MemoryStore {
             return 0;
         };
         self.forget(1);
-        log.used(rule.longest_window().as_micros() as u64, now) as u32
+        log.used(rule.retain().as_micros() as u64, now) as u32
     }
 
     /// The shard holding `name`. A std Mutex: the critical section is short and never awaits. A

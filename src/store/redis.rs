@@ -348,7 +348,9 @@ impl QuotaStore for RedisStore {
         let mut invocation = self.script.key(&key);
         invocation
             .arg(rule.cost())
-            .arg(u8::from(rule.mode() == Mode::Shadow));
+            .arg(u8::from(rule.mode() == Mode::Shadow))
+            .arg(rule.capacity())
+            .arg(rule.retain().as_micros() as u64);
         window_args(&mut invocation, rule);
         let reply = reply_of(
             self.call(&key, Request::Script(&invocation)).await?,
@@ -395,7 +397,7 @@ impl QuotaStore for RedisStore {
     async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {
         let key = self.key_name(bucket);
         let mut invocation = self.reset_script.key(&key);
-        invocation.arg(rule.longest_window().as_micros() as u64);
+        invocation.arg(rule.retain().as_micros() as u64);
         self.call(&key, Request::Script(&invocation)).await
     }
 

@@ -11,9 +11,10 @@
 -- request of cost c iff the (N - c)-th most recent time has left it. The string grows as slots are
 -- first written, so a bucket that is never full never takes its whole capacity.
 --
--- The first PREFIX bytes are read with one command when the ring is opened, and writes are
--- mirrored into that copy: a ring of up to 1 022 slots is then searched without another read,
--- and a larger one reads only the slots beyond the copy, one GETRANGE each.
+-- The first PREFIX bytes are read with one command when the ring is opened: a ring of up to
+-- 1 022 slots is then searched without another read, and a larger one reads only the slots
+-- beyond that copy, one GETRANGE each. A check writes once, the same time into the `cost` slots
+-- that become the newest; the ring remembers that run instead of mending the copy.
 --
 -- Time comes from the Redis server, so tollgate replicas with skewed clocks agree. A request
 -- admitted at t is counted while now < t + window.
@@ -25,48 +26,36 @@ local function clock()
   return tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
--- `data` is an exact copy of the string's first bytes; `whole` when it is the entire string.
+-- `data` is a copy of the string's first bytes as opened (or as replaced).
 local function open(key)
   local data = redis.call('GETRANGE', key, 0, PREFIX - 1)
-  local ring = {key = key, data = data, whole = #data < PREFIX, cap = 0, len = 0, next = 0}
+  local ring = {key = key, data = data, cap = 0, len = 0, next = 0, fresh = 0}
   if #data >= HEADER then
     ring.cap, ring.len, ring.next = struct.unpack('>I4I4I4', data)
   end
   return ring
 end
 
--- `length` bytes at `offset`, from the copy when it holds them.
-local function read(ring, offset, length)
-  if offset + length <= #ring.data then
-    return string.sub(ring.data, offset + 1, offset + length)
-  end
-  return redis.call('GETRANGE', ring.key, offset, offset + length - 1)
-end
-
--- Writes `bytes` at `offset` (Redis pads a gap with zero bytes), and into the copy, which stays
--- an exact prefix of the string of at most PREFIX bytes.
-local function write(ring, offset, bytes)
-  redis.call('SETRANGE', ring.key, offset, bytes)
-  local data = ring.data
-  if offset >= #data and not ring.whole then
-    return
-  end
-  if #data < offset then
-    data = data .. string.rep('\0', offset - #data)
-  end
-  data = string.sub(data, 1, offset) .. bytes .. string.sub(data, offset + #bytes + 1)
-  if #data >= PREFIX then
-    data = string.sub(data, 1, PREFIX)
-    ring.whole = false
-  end
-  ring.data = data
-end
-
--- Replaces the whole string.
-local function replace(ring, value)
-  redis.call('SET', ring.key, value)
+-- Replaces the whole string, which then lives at least `window_us` (or keeps its longer life).
+local function replace(ring, value, window_us)
+  local ttl = redis.call('PTTL', ring.key)
+  redis.call('SET', ring.key, value, 'PX', math.max(ttl, math.ceil(window_us / 1000)))
   ring.data = string.sub(value, 1, PREFIX)
-  ring.whole = #value < PREFIX
+  ring.fresh = 0
+end
+
+-- Counts `cost` more admissions at time `at`: they become the newest `cost` times.
+local function push(ring, at, cost)
+  local slot = struct.pack('>d', at)
+  local first = math.min(cost, ring.cap - ring.next)
+  redis.call('SETRANGE', ring.key, HEADER + ring.next * 8, string.rep(slot, first))
+  if cost > first then
+    redis.call('SETRANGE', ring.key, HEADER, string.rep(slot, cost - first))
+  end
+  ring.next = (ring.next + cost) % ring.cap
+  ring.len = math.min(ring.len + cost, ring.cap)
+  redis.call('SETRANGE', ring.key, 0, struct.pack('>I4I4I4', ring.cap, ring.len, ring.next))
+  ring.fresh, ring.fresh_at = math.min(cost, ring.cap), at
 end
 
 -- The k-th most recent admission time, or nil when the ring holds fewer.
@@ -74,8 +63,17 @@ local function recent(ring, k)
   if k < 0 or k >= ring.len then
     return nil
   end
+  if k < ring.fresh then
+    return ring.fresh_at
+  end
   local offset = HEADER + ((ring.next - 1 - k) % ring.cap) * 8
-  return (struct.unpack('>d', read(ring, offset, 8)))
+  local bytes
+  if offset + 8 <= #ring.data then
+    bytes = string.sub(ring.data, offset + 1, offset + 8)
+  else
+    bytes = redis.call('GETRANGE', ring.key, offset, offset + 7)
+  end
+  return (struct.unpack('>d', bytes))
 end
 
 -- How many held times lie in the trailing window: a binary search, since they are in order.
