@@ -102,6 +102,10 @@ pub struct QuotaTarget {
     pub method: String,
     /// The request's path, e.g. /v1/campaigns/7.
     pub path: String,
+    /// The plan to resolve the request under (with plan_header, what the header would say);
+    /// without it, the key's assigned plan.
+    #[arg(long, default_value = "")]
+    pub plan: String,
 }
 
 /// Log line formats.

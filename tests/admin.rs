@@ -40,6 +40,7 @@ async fn quota(client: &mut AdminClient<Channel>, key: &str, method: &str, path:
             api_key: key.into(),
             method: method.into(),
             path: path.into(),
+            ..Default::default()
         })
         .await
         .expect("GetQuota answers")
@@ -52,6 +53,7 @@ async fn reset(client: &mut AdminClient<Channel>, key: &str, method: &str, path:
             api_key: key.into(),
             method: method.into(),
             path: path.into(),
+            ..Default::default()
         })
         .await
         .expect("ResetQuota answers")
@@ -136,6 +138,7 @@ async fn get_quota_shows_what_checks_counted(backend: Backend) {
             api_key: key.clone(),
             method: "GET".into(),
             path: "items/4".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -145,6 +148,7 @@ async fn get_quota_shows_what_checks_counted(backend: Backend) {
             api_key: " ".into(),
             method: "GET".into(),
             path: "/v1/items/4".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -348,6 +352,7 @@ async fn a_configured_token_is_required() {
                 api_key: "k".into(),
                 method: "GET".into(),
                 path: "/v1/x".into(),
+                ..Default::default()
             })
             .await;
         for code in [
@@ -379,6 +384,7 @@ async fn the_admin_api_is_not_on_the_ext_authz_port() {
                 api_key: "k".into(),
                 method: "GET".into(),
                 path: "/v1/users".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),

@@ -91,6 +91,7 @@ pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
                     api_key: target.key.clone(),
                     method: target.method.clone(),
                     path: target.path.clone(),
+                    plan: target.plan.clone(),
                 })
                 .await?
                 .into_inner();
@@ -102,6 +103,7 @@ pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
                     api_key: target.key.clone(),
                     method: target.method.clone(),
                     path: target.path.clone(),
+                    plan: target.plan.clone(),
                 })
                 .await?
                 .into_inner();

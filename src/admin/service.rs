@@ -30,14 +30,17 @@ impl<S> AdminService<S> {
         &self,
         policy: &'a Policy,
         api_key: &str,
-        method: &str,
-        path: &str,
+        (method, path, plan): (&str, &str, &str),
     ) -> Result<(KeyDigest, Option<&'a str>, Option<Bucket<'a>>), Status> {
         let key = digest(api_key)?;
         if method.is_empty() {
             return Err(Status::invalid_argument("method is empty"));
         }
-        let plan = self.limiter.plan_of(&key);
+        let plan = match plan {
+            "" if policy.plans_from_header() => None,
+            "" => self.limiter.plan_of(&key),
+            named => Some(named.into()),
+        };
         let bucket = policy
             .bucket(plan.as_deref(), method, path, false)
             .map_err(|e| {
@@ -63,6 +66,11 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<PlanAssignment>, Status> {
         let request = request.into_inner();
         let key = digest(&request.api_key)?;
+        if self.limiter.policy().plans_from_header() {
+            return Err(Status::failed_precondition(
+                "plan_header is configured: plans come from that header alone",
+            ));
+        }
         let plan = Some(request.plan.trim()).filter(|plan| !plan.is_empty());
         if let Some(plan) = plan
             && (plan.len() > 64
@@ -109,8 +117,11 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<Quota>, Status> {
         let request = request.into_inner();
         let policy = self.limiter.policy();
-        let (key, plan, bucket) =
-            self.resolve(&policy, &request.api_key, &request.method, &request.path)?;
+        let (key, plan, bucket) = self.resolve(
+            &policy,
+            &request.api_key,
+            (&request.method, &request.path, &request.plan),
+        )?;
         let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(Quota::default()));
         };
@@ -163,8 +174,11 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<ResetQuotaResponse>, Status> {
         let request = request.into_inner();
         let policy = self.limiter.policy();
-        let (key, _, bucket) =
-            self.resolve(&policy, &request.api_key, &request.method, &request.path)?;
+        let (key, _, bucket) = self.resolve(
+            &policy,
+            &request.api_key,
+            (&request.method, &request.path, &request.plan),
+        )?;
         let Some(Bucket { name, rule, .. }) = bucket else {
             return Ok(Response::new(ResetQuotaResponse::default()));
         };

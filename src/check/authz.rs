@@ -83,12 +83,20 @@ impl Policy {
     pub fn knows_plan(&self, plan: &str) -> bool {
         self.plans.contains_key(plan)
     }
+
+    /// Whether plans come from a trusted request header rather than the admin API.
+    pub fn plans_from_header(&self) -> bool {
+        self.plan_header.is_some()
+    }
 }
 
 /// Which plan each API key is on, as last read from the store.
 #[derive(Default)]
 pub struct PlanBook {
     assignments: ArcSwap<PlanAssignments>,
+    /// One refresh at a time (the interval's and the admin API's), so an older read never
+    /// replaces a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl PlanBook {
@@ -98,8 +106,8 @@ impl PlanBook {
     }
 
     /// The version last read.
-    fn version(&self) -> u64 {
-        self.assignments.load().version
+    fn version(&self) -> Option<String> {
+        self.assignments.load().version.clone()
     }
 }
 
@@ -144,9 +152,11 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// Reads the plan assignments from the store when they changed since the last read. Run
     /// every [`PLAN_REFRESH`] by the server, at once by the admin API after a change.
     pub async fn refresh_plans(&self) -> Result<(), StoreError> {
-        if let Some(assignments) = self.store.plans_since(self.plans.version()).await? {
+        let _one_at_a_time = self.plans.refreshing.lock().await;
+        let known = self.plans.version();
+        if let Some(assignments) = self.store.plans_since(known.as_deref()).await? {
             tracing::debug!(
-                version = assignments.version,
+                version = assignments.version.as_deref().unwrap_or("none"),
                 keys = assignments.plans.len(),
                 "plan assignments changed"
             );
@@ -229,8 +239,13 @@ impl<S: QuotaStore> RateLimiter<S> {
             ApiKey::One(key) => Some(KeyDigest::of(key)),
             _ => None,
         };
-        // The trusted header when Envoy sets it, else the assignment from the store.
-        let assigned = key.as_ref().and_then(|key| self.plans.plan_of(key));
+        // With a plan header, the header alone names the plan (set by Envoy from a verified
+        // token): were the stored assignment a fallback, a client could pick the better of the
+        // two by sending its token or not. Without one, the assignment from the store.
+        let assigned = match &policy.plan_header {
+            Some(_) => None,
+            None => key.as_ref().and_then(|key| self.plans.plan_of(key)),
+        };
         let (table, _) = policy.table(check.plan.or(assigned.as_deref()));
         let bucket = policy.bucket_in(table, check.method, check.path, check.preflight);
         let Some(Bucket { name, rule, route }) = (match bucket {

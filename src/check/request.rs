@@ -142,7 +142,9 @@ impl<'a> HttpCheck<'a> {
         };
         // Set by Envoy from a trusted source: anything but one printable value means no plan.
         let plan = match seen.plan {
-            Occurrences::One(value) if value.iter().all(u8::is_ascii_graphic) => {
+            Occurrences::One(value)
+                if !value.is_empty() && value.iter().all(u8::is_ascii_graphic) =>
+            {
                 std::str::from_utf8(value).ok()
             }
             _ => None,
@@ -602,6 +604,9 @@ mod tests {
         let twice = get("/v1/x", vec![raw("x-plan", b"pro"), raw("x-plan", b"free")]);
         let parsed = HttpCheck::parse_with_plan(&twice, "x-api-key", Some("x-plan")).unwrap();
         assert_eq!(parsed.plan, None, "two values: no plan");
+        let empty = get("/v1/x", vec![raw("x-plan", b"")]);
+        let parsed = HttpCheck::parse_with_plan(&empty, "x-api-key", Some("x-plan")).unwrap();
+        assert_eq!(parsed.plan, None, "empty: no plan");
         let spaced = get("/v1/x", vec![raw("x-plan", b"pro plus")]);
         let parsed = HttpCheck::parse_with_plan(&spaced, "x-api-key", Some("x-plan")).unwrap();
         assert_eq!(parsed.plan, None, "not one printable token: no plan");

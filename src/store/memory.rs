@@ -314,7 +314,12 @@ impl QuotaStore for MemoryStore {
             Some(plan) => plans.plans.insert(*key, plan.into()),
             None => plans.plans.remove(key),
         };
-        plans.version += 1;
+        let count = plans
+            .version
+            .as_deref()
+            .map_or(0, |v| v.parse().unwrap_or(0))
+            + 1u64;
+        plans.version = Some(count.to_string());
         Ok(())
     }
 
@@ -323,9 +328,12 @@ impl QuotaStore for MemoryStore {
         Ok(plans.plans.get(key).map(|plan| plan.to_string()))
     }
 
-    async fn plans_since(&self, known: u64) -> Result<Option<PlanAssignments>, StoreError> {
+    async fn plans_since(
+        &self,
+        known: Option<&str>,
+    ) -> Result<Option<PlanAssignments>, StoreError> {
         let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((plans.version != known).then(|| plans.clone()))
+        Ok((plans.version.as_deref() != known).then(|| plans.clone()))
     }
 }
 

@@ -99,8 +99,8 @@ pub struct WindowUsage {
 /// Which plan each API key is on, as of one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanAssignments {
-    /// Increases with every change.
-    pub version: u64,
+    /// Changes with every change (`None`: never changed).
+    pub version: Option<String>,
     /// Plan names by key digest.
     pub plans: HashMap<KeyDigest, Arc<str>>,
 }
@@ -147,7 +147,7 @@ pub trait QuotaStore: Send + Sync + 'static {
     /// nothing changed).
     fn plans_since(
         &self,
-        known: u64,
+        known: Option<&str>,
     ) -> impl Future<Output = Result<Option<PlanAssignments>, StoreError>> + Send;
 
     /// Circuit breakers that are open now, for the metrics; a store without breakers has none.

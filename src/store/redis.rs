@@ -27,8 +27,11 @@ const PEEK_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("peek.l
 /// Plan assignments: a change and its version in one step.
 const PLANS_SCRIPT: &str = include_str!("plans.lua");
 
-/// The field of the plans hash that counts its changes (digests are hex, so never this).
+/// The field of the plans hash that marks its changes (digests are hex, so never this).
 const PLANS_VERSION: &str = "#version";
+
+/// Assignments read per `HSCAN` call after a change.
+const PLANS_PAGE: usize = 1000;
 
 /// The script of the admin API's `ResetQuota`.
 const RESET_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("reset.lua"));
@@ -405,7 +408,7 @@ impl QuotaStore for RedisStore {
         let hash = self.plans_key();
         let mut invocation = self.plans_script.key(&hash);
         invocation.arg(key.as_str()).arg(plan.unwrap_or(""));
-        let _version: u64 = self.call(&hash, Request::Script(&invocation)).await?;
+        let _mark: String = self.call(&hash, Request::Script(&invocation)).await?;
         Ok(())
     }
 
@@ -417,27 +420,38 @@ impl QuotaStore for RedisStore {
     }
 
     /// Plain commands, not scripts: `INFO commandstats` then tells the checks (`evalsha`) from
-    /// the refresh of plans (`hget` every interval, `hgetall` after a change).
-    async fn plans_since(&self, known: u64) -> Result<Option<PlanAssignments>, StoreError> {
+    /// the refresh of plans (`hget` every interval, `hscan` pages after a change). Paged, so that
+    /// no single call holds Redis for long, however many keys have plans.
+    async fn plans_since(
+        &self,
+        known: Option<&str>,
+    ) -> Result<Option<PlanAssignments>, StoreError> {
         let hash = self.plans_key();
         let mut command = redis::cmd("HGET");
         command.arg(&hash).arg(PLANS_VERSION);
-        let version: Option<u64> = self.call(&hash, Request::Command(&command)).await?;
-        if version.unwrap_or(0) == known {
+        let version: Option<String> = self.call(&hash, Request::Command(&command)).await?;
+        if version.as_deref() == known {
             return Ok(None);
         }
-        let mut command = redis::cmd("HGETALL");
-        command.arg(&hash);
-        let all: HashMap<String, String> = self.call(&hash, Request::Command(&command)).await?;
-        let version = all
-            .get(PLANS_VERSION)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        // Written only by set_plan; anything else in the hash is not ours and is skipped.
-        let plans = all
-            .iter()
-            .filter_map(|(digest, plan)| Some((KeyDigest::from_hex(digest)?, plan.as_str().into())))
-            .collect();
+        let mut plans = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut command = redis::cmd("HSCAN");
+            command.arg(&hash).arg(cursor).arg("COUNT").arg(PLANS_PAGE);
+            let (next, page): (u64, Vec<(String, String)>) =
+                self.call(&hash, Request::Command(&command)).await?;
+            // Written only by set_plan; anything else in the hash is not ours and is skipped.
+            plans.extend(
+                page.into_iter().filter_map(|(digest, plan)| {
+                    Some((KeyDigest::from_hex(&digest)?, plan.into()))
+                }),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // Changes made during the scan move the mark again: the next refresh reads them.
         Ok(Some(PlanAssignments { version, plans }))
     }
 
