@@ -52,6 +52,8 @@ pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
             "0",
             &shape.limit.to_string(),
             "60000000",
+            &shape.limit.to_string(),
+            "60000000",
         ])
         .output()
         .expect("redis-benchmark (installed with redis-server)");
@@ -104,7 +106,13 @@ pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, poole
             let key = states[caller].lock().unwrap().next();
             let mut invocation =
                 script.key(format!("tollgate:ring:{{bench-key-{key}}}:GET /bench/:id"));
-            invocation.arg(1).arg(0).arg(limit).arg(60_000_000u64);
+            invocation
+                .arg(1)
+                .arg(0)
+                .arg(limit)
+                .arg(60_000_000u64)
+                .arg(limit)
+                .arg(60_000_000u64);
             let result: redis::RedisResult<(u8, u64, u32, u64)> = match &*conns {
                 Conns::Multiplexed(v) => {
                     let mut c = v[caller % v.len()].clone();

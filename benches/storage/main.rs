@@ -215,7 +215,15 @@ fn key(bucket: u64) -> String {
 /// One check of `bucket` by the script whose SHA1 is `sha`, counted only when admitted.
 fn check(sha: &str, bucket: u64, cost: u64, windows: &[(u64, u64)]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(1).arg(key(bucket)).arg(cost).arg(0);
+    let capacity = windows.iter().map(|w| w.0).max().unwrap_or(1);
+    let retain = windows.iter().map(|w| w.1).max().unwrap_or(1);
+    cmd.arg(sha)
+        .arg(1)
+        .arg(key(bucket))
+        .arg(cost)
+        .arg(0)
+        .arg(capacity)
+        .arg(retain);
     for (requests, window) in windows {
         cmd.arg(requests).arg(window);
     }

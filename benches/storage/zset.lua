@@ -6,7 +6,9 @@
 -- KEYS[1]  the bucket's log
 -- ARGV[1]  cost: members one request adds
 -- ARGV[2]  1 to count the request even when a window is full (shadow mode), else 0
--- ARGV[3..] pairs of requests admitted per window and window length in µs, shortest window first
+-- ARGV[3]  capacity (unused: a sorted set holds what its longest window counts)
+-- ARGV[4]  retain: how long in µs the log keeps a request
+-- ARGV[5..] pairs of requests admitted per window and window length in µs, shortest window first
 --
 -- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}, as check.lua does; reset
 -- is read with one ZRANGE per window, like the ring's one lookup per window. A request admitted at
@@ -16,7 +18,7 @@ local cost = tonumber(ARGV[1])
 local record_denied = ARGV[2] == '1'
 local limits, windows = {}, {}
 local longest = 0
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local limit, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1], windows[#windows + 1] = limit, window
   longest = math.max(longest, window)
