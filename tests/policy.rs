@@ -443,9 +443,7 @@ async fn a_plan_costs_no_redis_command_per_check() {
     let seconds = started.elapsed().as_secs();
     let moved = commands.map(|command| calls(redis, command));
     let [evalsha, hget, hscan] = [0, 1, 2].map(|i| moved[i] - before[i]);
-    println!(
-        "{checks} checks on a plan in 2.5 s: evalsha {evalsha}, hget {hget}, hscan {hscan}"
-    );
+    println!("{checks} checks on a plan in 2.5 s: evalsha {evalsha}, hget {hget}, hscan {hscan}");
     assert_eq!(
         evalsha, checks,
         "one script call per check, none for the plan"
