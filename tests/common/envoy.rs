@@ -28,12 +28,29 @@ impl Envoy {
         Self::start_edited(tollgate, upstream, |config| config)
     }
 
-    /// With the shipped file, its ports substituted, passed through `edit` first.
-    pub fn start_edited(
+    /// With the shipped file, its ports substituted, passed through `edit` first. Envoy's own
+    /// two ports are picked free just before it starts; when another process takes one in
+    /// between (the bind-to-0 race, seen with many tests starting servers at once), Envoy exits
+    /// and is started again on two other ports.
+    pub fn start_edited(tollgate: &[u16], upstream: u16, edit: impl Fn(String) -> String) -> Self {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(tollgate, upstream, &edit) {
+                Ok(envoy) => return envoy,
+                Err(status) if attempts < 3 => {
+                    eprintln!("envoy exited with {status} (a port taken?); starting it again");
+                }
+                Err(status) => panic!("envoy exited with {status} (see its log above)"),
+            }
+        }
+    }
+
+    fn try_start(
         tollgate: &[u16],
         upstream: u16,
-        edit: impl FnOnce(String) -> String,
-    ) -> Self {
+        edit: &impl Fn(String) -> String,
+    ) -> Result<Self, std::process::ExitStatus> {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
                 .expect("envoy/envoy.yaml");
@@ -86,8 +103,8 @@ impl Envoy {
             child,
             _config: config,
         };
-        envoy.wait_ready();
-        envoy
+        envoy.wait_ready()?;
+        Ok(envoy)
     }
 
     /// The health flags Envoy's admin interface shows for the tollgate replica on `port`:
@@ -104,16 +121,17 @@ impl Envoy {
             .to_owned()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until Envoy is ready; its exit status if it exits first.
+    fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("envoy exited with {status} (see its log above)");
+                return Err(status);
             }
             let ready = super::http::request_blocking(self.admin_port, "GET", "/ready", &[])
                 .is_ok_and(|response| response.status == 200);
             if ready {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
