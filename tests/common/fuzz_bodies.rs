@@ -19,11 +19,24 @@ use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::store::MemoryStore;
 use tollgate::telemetry::metrics::Metrics;
 
-/// The contract's table with per-path default buckets, so undeclared paths name buckets too.
+/// A plan over the contract's table that a request's `x-plan` header picks: shadow mode, two
+/// windows, a cost.
+const PLAN: &str = r#"
+plan_header: x-plan
+plans:
+  pro:
+    mode: shadow
+    default_limits: [{ requests: 5, window: 1s }, { requests: 50, window: 1h }]
+    routes:
+      - { method: GET, path: /campaigns/:id, cost: 2, limits: [{ requests: 4, window: 1s }, { requests: 100, window: 1m }] }
+"#;
+
+/// The contract's table with per-path default buckets, so undeclared paths name buckets too, and
+/// a plan.
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let yaml = format!("{DEFAULT_YAML}\ndefault_bucket: per_path\n")
+        let yaml = format!("{DEFAULT_YAML}\ndefault_bucket: per_path\n{PLAN}")
             .replace("default_bucket: shared\n", "");
         Config::from_yaml(&yaml, "fuzz", &Overrides::default()).expect("fuzz configuration")
     })
@@ -54,6 +67,24 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 /// CheckRequest bytes → fields → decision → CheckResponse.
 pub fn check_request(data: &[u8]) {
     let parsed = HttpCheck::parse(data, "x-api-key");
+    // Reading the plan header as well changes nothing else that is read.
+    let with_plan = HttpCheck::parse_with_plan(data, "x-api-key", Some("x-plan"));
+    match (&parsed, &with_plan) {
+        (Ok(check), Ok(planned)) => {
+            assert_eq!(
+                HttpCheck {
+                    plan: None,
+                    ..*planned
+                },
+                *check
+            );
+            if let Some(plan) = planned.plan {
+                assert!(data.as_ptr_range().contains(&plan.as_ptr()));
+                assert!(!plan.is_empty() && plan.bytes().all(|b| b.is_ascii_graphic()));
+            }
+        }
+        (parsed, planned) => assert_eq!(parsed.as_ref().err(), planned.as_ref().err()),
+    }
     let verdict = ready(limiter().decide(data));
     match parsed {
         Err(e) => assert_eq!(verdict, Verdict::BadRequest(e)),
