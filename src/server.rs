@@ -127,9 +127,10 @@ async fn serve<S: QuotaStore>(
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
     // Plan assignments before the first check, so that no key starts on the wrong limits; a store
     // that cannot answer yet does not hold the start up for long.
-    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(PLAN_REFRESH, limiter.refresh_plans())
-        .await
-        .map_err(|_| StoreError::Timeout(PLAN_REFRESH))
+    if limiter.policy().uses_assignments()
+        && let Ok(Err(e)) | Err(e) = tokio::time::timeout(PLAN_REFRESH, limiter.refresh_plans())
+            .await
+            .map_err(|_| StoreError::Timeout(PLAN_REFRESH))
     {
         tracing::warn!(error = %e, "cannot read plan assignments yet; keys use the top-level limits until they are read");
     }
@@ -263,8 +264,8 @@ async fn serve<S: QuotaStore>(
     Ok(())
 }
 
-/// Keeps the plan assignments of `limiter` current: reads them from the store every
-/// [`PLAN_REFRESH`], which costs one small call when nothing changed. While the store cannot
+/// Keeps the plan assignments of `limiter` current while its policy uses them: reads them from the
+/// store every [`PLAN_REFRESH`], which costs one small call when nothing changed. While the store cannot
 /// answer, the last assignments read stay in force; the failure is logged when it starts and
 /// when it ends, not on every attempt.
 async fn refresh_plans<S: QuotaStore>(limiter: Arc<RateLimiter<S>>) {
@@ -273,6 +274,11 @@ async fn refresh_plans<S: QuotaStore>(limiter: Arc<RateLimiter<S>>) {
     let mut failing = false;
     loop {
         interval.tick().await;
+        // Nothing reads them (no plans, or a plan header): no call to the store either. A reload
+        // that changes that is followed within one interval.
+        if !limiter.policy().uses_assignments() {
+            continue;
+        }
         match limiter.refresh_plans().await {
             Ok(()) if failing => {
                 failing = false;

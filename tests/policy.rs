@@ -460,3 +460,22 @@ async fn a_plan_costs_no_redis_command_per_check() {
     );
     assert_eq!(hscan, 0, "nothing changed, nothing read whole");
 }
+
+/// Without plans, nothing reads the assignments: no refresh call, and still one script call per
+/// check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_plans_nothing_is_refreshed() {
+    let mut backend = Backend::redis();
+    let tollgate = Tollgate::start(backend.config(COSTS)).await;
+    let mut client = tollgate.client().await;
+    let redis = backend.redis_server().expect("a Redis of the test's own");
+    let before = calls(redis, "hget");
+    let evalsha_before = calls(redis, "evalsha");
+    let key = unique_key("no-plans");
+    for _ in 0..5 {
+        check(&mut client, "GET", "/v1/one", Some(&key)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(calls(redis, "hget") - before, 0, "no refresh without plans");
+    assert_eq!(calls(redis, "evalsha") - evalsha_before, 5);
+}

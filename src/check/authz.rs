@@ -88,6 +88,12 @@ impl Policy {
     pub fn plans_from_header(&self) -> bool {
         self.plan_header.is_some()
     }
+
+    /// Whether checks read the plan assignments of the admin API: plans are declared and no
+    /// header names them.
+    pub fn uses_assignments(&self) -> bool {
+        self.plan_header.is_none() && !self.plans.is_empty()
+    }
 }
 
 /// Which plan each API key is on, as last read from the store.
@@ -235,17 +241,18 @@ impl<S: QuotaStore> RateLimiter<S> {
             Ok(check) => check,
             Err(e) => return (Verdict::BadRequest(e), None, &policy.base.metrics),
         };
-        let key = match check.api_key {
+        let digest = || match check.api_key {
             ApiKey::One(key) => Some(KeyDigest::of(key)),
             _ => None,
         };
         // With a plan header, the header alone names the plan (set by Envoy from a verified
         // token): were the stored assignment a fallback, a client could pick the better of the
-        // two by sending its token or not. Without one, the assignment from the store.
-        let assigned = match &policy.plan_header {
-            Some(_) => None,
-            None => key.as_ref().and_then(|key| self.plans.plan_of(key)),
-        };
+        // two by sending its token or not. Without one, the assignment from the store, which
+        // needs the key's digest before the bucket: only then is it taken this early (a path
+        // outside the prefix costs no hashing, a configuration without plans no lookup).
+        let by_assignment = policy.uses_assignments();
+        let early_key = if by_assignment { digest() } else { None };
+        let assigned = early_key.as_ref().and_then(|key| self.plans.plan_of(key));
         let (table, _) = policy.table(check.plan.or(assigned.as_deref()));
         let bucket = policy.bucket_in(table, check.method, check.path, check.preflight);
         let Some(Bucket { name, rule, route }) = (match bucket {
@@ -254,6 +261,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         }) else {
             return (Verdict::Unlimited, None, &table.metrics);
         };
+        let key = if by_assignment { early_key } else { digest() };
         let verdict = match (check.api_key, key) {
             (_, Some(key)) => self.count(policy, &key, &name, rule).await,
             (ApiKey::Several, None) => Verdict::AmbiguousKey,
@@ -300,7 +308,7 @@ impl<S: QuotaStore> RateLimiter<S> {
                     Verdict::ShadowDenied(quota)
                 } else {
                     self.deny_cache.insert(bucket, rule, &quota, asked_at);
-                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs, "rate limited");
+                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs(), "rate limited");
                     Verdict::RateLimited(quota)
                 }
             }

@@ -116,7 +116,7 @@ impl DenyCache {
         if self.per_shard == 0 {
             return;
         }
-        let wait = Duration::from_micros(quota.wait_micros);
+        let wait = Duration::from_micros(quota.wait_micros());
         // A reset absurdly far away (a store that answered garbage) is not remembered.
         let Some(until) = asked_at.checked_add(wait) else {
             return;
@@ -193,17 +193,14 @@ pub enum Lookup {
 }
 
 impl Entry {
-    /// The stored 429 as it stands at `now`: every wait shorter by the time since the store
-    /// was asked.
+    /// The stored 429 as it stands at `now`: the store's clock moved on by the time since it was
+    /// asked, so every wait is that much shorter (the windows are shared, not copied).
     fn quota(&self, now: Instant) -> Quota {
         let elapsed = now.saturating_duration_since(self.asked_at).as_micros() as u64;
-        let mut quota = self.quota.clone();
-        quota.retry_after_secs = whole_seconds_until(self.until, now);
-        quota.wait_micros = quota.wait_micros.saturating_sub(elapsed);
-        for window in &mut quota.windows {
-            window.wait_micros = window.wait_micros.saturating_sub(elapsed);
+        Quota {
+            now_micros: self.quota.now_micros + elapsed,
+            ..self.quota.clone()
         }
-        quota
     }
 }
 
@@ -219,11 +216,6 @@ fn hash(bucket: BucketRef<'_>) -> u64 {
     bucket.key.hash(&mut hasher);
     bucket.name.hash(&mut hasher);
     hasher.finish()
-}
-
-fn whole_seconds_until(until: Instant, now: Instant) -> u64 {
-    let wait = until.saturating_duration_since(now);
-    (wait.as_micros() as u64).div_ceil(1_000_000).max(1)
 }
 
 #[cfg(test)]
@@ -275,8 +267,8 @@ mod tests {
 
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(100)).unwrap();
         assert_eq!(hit.remaining, 0);
-        assert_eq!(hit.reset_millis, 1_000_250);
-        assert_eq!(hit.retry_after_secs, 1);
+        assert_eq!(hit.reset_millis(), 1_000_250);
+        assert_eq!(hit.retry_after_secs(), 1);
         assert!(
             answered(
                 &cache,
@@ -332,11 +324,13 @@ mod tests {
         cache.insert(bucket, &limit(5), &denied(30_000_000), asked);
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(400)).unwrap();
         assert_eq!(
-            hit.reset_millis, 1_030_000,
+            hit.reset_millis(),
+            1_030_000,
             "the store's reset, not the trust"
         );
         assert_eq!(
-            hit.retry_after_secs, 30,
+            hit.retry_after_secs(),
+            30,
             "counted down to the store's reset"
         );
         assert!(
@@ -356,7 +350,10 @@ mod tests {
         let stale = cache
             .stale_denial(bucket, &limit(5), asked + Duration::from_secs(29))
             .expect("still a 429 when the store cannot answer");
-        assert_eq!((stale.reset_millis, stale.retry_after_secs), (1_030_000, 1));
+        assert_eq!(
+            (stale.reset_millis(), stale.retry_after_secs()),
+            (1_030_000, 1)
+        );
         assert!(
             cache
                 .stale_denial(bucket, &limit(5), asked + Duration::from_secs(30))

@@ -60,11 +60,11 @@ pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> Ch
             format!(
                 r#"{{"error":"rate_limited","message":"Rate limit of {} exceeded; retry after {} s.","limit":{},"window_ms":{},"retry_after_seconds":{},"reset_ms":{}}}"#,
                 quota.limit,
-                quota.retry_after_secs,
+                quota.retry_after_secs(),
                 quota.limit.requests,
                 quota.limit.window.as_millis(),
-                quota.retry_after_secs,
-                quota.reset_millis,
+                quota.retry_after_secs(),
+                quota.reset_millis(),
             ),
         ),
         Verdict::MissingKey => denied(
@@ -167,7 +167,10 @@ fn rate_limit_headers(
             quota.limit.requests.to_string(),
         ));
         headers.push(header("x-ratelimit-remaining", quota.remaining.to_string()));
-        headers.push(header("x-ratelimit-reset", quota.reset_millis.to_string()));
+        headers.push(header(
+            "x-ratelimit-reset",
+            quota.reset_millis().to_string(),
+        ));
     }
     if style.ietf() {
         // draft-ietf-httpapi-ratelimit-headers: one list member per window, named by its length;
@@ -187,14 +190,14 @@ fn rate_limit_headers(
                 state,
                 "{separator}\"{name}\";r={};t={}",
                 window.remaining,
-                window.wait_micros.div_ceil(1_000_000)
+                quota.wait_until(window.reset_micros).div_ceil(1_000_000)
             );
         }
         headers.push(header("ratelimit-policy", policy));
         headers.push(header("ratelimit", state));
     }
     if with_retry_after {
-        headers.push(header("retry-after", quota.retry_after_secs.to_string()));
+        headers.push(header("retry-after", quota.retry_after_secs().to_string()));
     }
     headers
 }
@@ -226,27 +229,30 @@ mod tests {
             requests: NonZeroU32::new(30).unwrap(),
             window: Duration::from_secs(60),
         };
+        // Reset at 1 700 000 060 000 ms, 41.5 s from now: Retry-After 42.
+        let reset_micros = 1_700_000_060_000_000;
+        let now_micros = reset_micros - 41_500_000;
         Quota {
             limit,
             remaining,
-            reset_millis: 1_700_000_060_000,
-            retry_after_secs: 42,
-            wait_micros: 41_500_000,
-            windows: vec![
+            reset_micros,
+            now_micros,
+            windows: [
                 WindowQuota {
                     limit: Limit {
                         requests: NonZeroU32::new(5).unwrap(),
                         window: Duration::from_secs(1),
                     },
                     remaining: 4,
-                    wait_micros: 0,
+                    reset_micros: now_micros,
                 },
                 WindowQuota {
                     limit,
                     remaining,
-                    wait_micros: 41_500_000,
+                    reset_micros,
                 },
-            ],
+            ]
+            .into(),
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::check::request::RequestError;
 use crate::limit::{Limit, Rule};
 use crate::store::Outcome;
+use std::sync::Arc;
 
 /// The quota state that the rate-limit headers report.
 ///
@@ -10,22 +11,20 @@ use crate::store::Outcome;
 /// (fewest slots left; of those, the one that frees a slot last); after a denial, the one that
 /// admits the request last, so that `Retry-After` and `X-RateLimit-Reset` give the moment the
 /// request would really be admitted. `windows` describes every window, for the `RateLimit`
-/// fields.
+/// fields. Times are absolute, on the store's clock: an answer repeated later (the over-limit
+/// cache's) moves `now_micros` only, and shares the windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
     /// The limit of the window the headers describe.
     pub limit: Limit,
     /// Slots still free in that window after this request.
     pub remaining: u32,
-    /// Unix time in ms of that window's reset (rounded up, so a client that waits until then is
-    /// never too early).
-    pub reset_millis: u64,
-    /// Whole seconds until `reset_millis`, at least 1: the `Retry-After` of a 429.
-    pub retry_after_secs: u64,
-    /// Microseconds from the decision to `reset_millis`: how long a denial stays true.
-    pub wait_micros: u64,
+    /// Unix time in µs of that window's reset.
+    pub reset_micros: u64,
+    /// The store's clock when this answer is given, in Unix µs.
+    pub now_micros: u64,
     /// Every window of the rule, in the rule's order.
-    pub windows: Vec<WindowQuota>,
+    pub windows: Arc<[WindowQuota]>,
 }
 
 /// One window's state, as the `RateLimit` field reports it.
@@ -35,47 +34,67 @@ pub struct WindowQuota {
     pub limit: Limit,
     /// Slots still free in it.
     pub remaining: u32,
-    /// Microseconds from the decision until its reset.
-    pub wait_micros: u64,
+    /// Unix time in µs of its reset.
+    pub reset_micros: u64,
 }
 
 impl Quota {
-    /// Converts a store outcome under `rule`, measuring waits on the store's own clock.
-    /// `counted`: the request was counted (admitted, or over the limit in shadow mode).
+    /// Converts a store outcome under `rule`. `counted`: the request was counted (admitted, or
+    /// over the limit in shadow mode).
     pub fn new(rule: &Rule, outcome: &Outcome, counted: bool) -> Self {
-        let windows: Vec<WindowQuota> = rule
+        let windows: Arc<[WindowQuota]> = rule
             .limits()
             .iter()
             .zip(&outcome.windows)
             .map(|(&limit, w)| WindowQuota {
                 limit,
                 remaining: w.remaining,
-                wait_micros: w.reset_micros.saturating_sub(outcome.now_micros),
+                reset_micros: w.reset_micros,
             })
             .collect();
         let headline = if counted {
             windows
                 .iter()
-                .min_by_key(|w| (w.remaining, std::cmp::Reverse(w.wait_micros)))
+                .min_by_key(|w| (w.remaining, std::cmp::Reverse(w.reset_micros)))
         } else {
             windows
                 .iter()
-                .max_by_key(|w| (w.wait_micros, std::cmp::Reverse(w.remaining)))
+                .max_by_key(|w| (w.reset_micros, std::cmp::Reverse(w.remaining)))
         }
         .copied()
         .unwrap_or(WindowQuota {
             limit: rule.limits()[0],
             remaining: 0,
-            wait_micros: 0,
+            reset_micros: outcome.now_micros,
         });
         Self {
             limit: headline.limit,
             remaining: headline.remaining,
-            reset_millis: (outcome.now_micros + headline.wait_micros).div_ceil(1000),
-            retry_after_secs: headline.wait_micros.div_ceil(1_000_000).max(1),
-            wait_micros: headline.wait_micros,
+            reset_micros: headline.reset_micros,
+            now_micros: outcome.now_micros,
             windows,
         }
+    }
+
+    /// Unix time in ms of the reset, rounded up, so a client that waits until then is never too
+    /// early: `X-RateLimit-Reset`.
+    pub fn reset_millis(&self) -> u64 {
+        self.reset_micros.div_ceil(1000)
+    }
+
+    /// Microseconds from now to the reset: how long a denial stays true.
+    pub fn wait_micros(&self) -> u64 {
+        self.wait_until(self.reset_micros)
+    }
+
+    /// Whole seconds until the reset, at least 1: the `Retry-After` of a 429.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.wait_micros().div_ceil(1_000_000).max(1)
+    }
+
+    /// Microseconds from now to `micros` (Unix µs on the store's clock), or 0 once past.
+    pub fn wait_until(&self, micros: u64) -> u64 {
+        micros.saturating_sub(self.now_micros)
     }
 }
 
@@ -136,10 +155,10 @@ mod tests {
     fn reset_rounds_up_to_the_millisecond_and_retry_after_to_the_second() {
         let rule = Rule::single(limit(5, 60));
         let q = Quota::new(&rule, &outcome(1_000_000, &[(0, 10_000_001)]), false);
-        assert_eq!(q.reset_millis, 10_001);
-        assert_eq!(q.retry_after_secs, 10);
+        assert_eq!(q.reset_millis(), 10_001);
+        assert_eq!(q.retry_after_secs(), 10);
         let retry =
-            |reset, now| Quota::new(&rule, &outcome(now, &[(0, reset)]), false).retry_after_secs;
+            |reset, now| Quota::new(&rule, &outcome(now, &[(0, reset)]), false).retry_after_secs();
         assert_eq!(retry(10_000_000, 1_000_000), 9);
         assert_eq!(retry(2_000_000, 1_999_999), 1);
         assert_eq!(retry(1_000_000, 1_000_000), 1, "never 0");
@@ -156,7 +175,7 @@ mod tests {
             true,
         );
         assert_eq!((allowed.limit, allowed.remaining), (limit(100, 3600), 3));
-        assert_eq!(allowed.reset_millis, (now + 5_000_000) / 1000);
+        assert_eq!(allowed.reset_millis(), (now + 5_000_000) / 1000);
         // Tie on remaining: the window that frees a slot last.
         let tie = Quota::new(
             &rule,
@@ -171,7 +190,7 @@ mod tests {
             false,
         );
         assert_eq!(
-            (denied.limit, denied.retry_after_secs),
+            (denied.limit, denied.retry_after_secs()),
             (limit(100, 3600), 8)
         );
         // Denied by the second only; the hour has room (its reset is now).
@@ -181,7 +200,7 @@ mod tests {
             false,
         );
         assert_eq!(
-            (second.limit, second.retry_after_secs, second.remaining),
+            (second.limit, second.retry_after_secs(), second.remaining),
             (limit(10, 1), 1, 0)
         );
         assert_eq!(second.windows.len(), 2);

@@ -380,8 +380,6 @@ fn duration(
 struct TableSpec {
     routes: Vec<RouteSpec>,
     default_rule: Rule,
-    /// The windows of undeclared routes, for the routes of plans that give none.
-    default_limits: Vec<Limit>,
     mode: Mode,
 }
 
@@ -423,7 +421,7 @@ impl TableSpec {
             }
             (None, Some(list)) => limits(list, &prefixed("default_limits"), problems),
             (None, None) => {
-                Some(base.map_or_else(|| vec![DEFAULT_LIMIT], |b| b.default_limits.clone()))
+                Some(base.map_or_else(|| vec![DEFAULT_LIMIT], |b| b.default_rule.limits().to_vec()))
             }
         };
         let mut routes: Vec<RouteSpec> = Vec::new();
@@ -457,7 +455,7 @@ impl TableSpec {
             routes.push(located.spec);
         }
         let default_limits = default_limits.unwrap_or_else(|| vec![DEFAULT_LIMIT]);
-        let default_rule = Rule::new(default_limits.clone(), 1, mode)
+        let default_rule = Rule::new(default_limits, 1, mode)
             .map_err(|e| problems.add(&prefixed("default_limits"), e))
             .unwrap_or_else(|_| Rule::single(DEFAULT_LIMIT));
         if let Some(base) = base {
@@ -487,7 +485,6 @@ impl TableSpec {
         Self {
             routes,
             default_rule,
-            default_limits,
             mode,
         }
     }

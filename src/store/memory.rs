@@ -50,7 +50,7 @@ struct Shard {
 /// `capacity`.
 struct Log {
     times: VecDeque<u64>,
-    /// The longest window of any rule that checked it, to tell when the whole log has expired.
+    /// The longest retention of any rule that checked it, to tell when the whole log has expired.
     window: u64,
     /// The largest capacity of any rule that checked it.
     capacity: usize,
@@ -112,7 +112,7 @@ impl MemoryStore {
 
     fn check_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let now = self.clock.now_micros();
-        let longest = rule.retain().as_micros() as u64;
+        let retain = rule.retain().as_micros() as u64;
         let capacity = rule.capacity() as usize;
         let cost = rule.cost() as usize;
         let name = log_name(bucket);
@@ -130,13 +130,13 @@ impl MemoryStore {
         }
         let log = shard.logs.entry(name).or_insert_with(|| Log {
             times: VecDeque::new(),
-            window: longest,
+            window: retain,
             capacity,
         });
         // Like the Redis ring, the log only ever grows while it lives: one bucket serves every
         // plan's rule for its route, and a rule of fewer or shorter windows must not drop times
         // another one still counts.
-        log.window = log.window.max(longest);
+        log.window = log.window.max(retain);
         log.capacity = log.capacity.max(capacity);
         while log.times.front().is_some_and(|&t| t + log.window <= now) {
             log.times.pop_front();
@@ -219,7 +219,7 @@ impl MemoryStore {
         }
     }
 
-    /// Drops the bucket's log; returns how many of its times lay in the rule's longest window.
+    /// Drops the bucket's log; returns how many of its times lay in the rule's retention.
     fn reset_now(&self, bucket: BucketRef<'_>, rule: &Rule) -> u32 {
         let now = self.clock.now_micros();
         let name = log_name(bucket);

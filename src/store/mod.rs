@@ -123,7 +123,7 @@ pub trait QuotaStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
 
     /// Forgets every request counted in `bucket`; returns how many slots of them lay in the
-    /// rule's longest window.
+    /// rule's retention (its longest window, or a longer one of another plan's rule).
     fn reset(
         &self,
         bucket: BucketRef<'_>,
