@@ -3,6 +3,7 @@
 //! drain, grace, then close.
 
 use crate::admin;
+use crate::check::admission::{Admission, ConnectionPermit};
 use crate::check::authz::{PLAN_REFRESH, RateLimiter};
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::reload::{self, Reload};
@@ -25,8 +26,15 @@ use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
 
-/// Concurrent streams a client may open on one ext_authz connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Concurrent streams a client may open on one ext_authz connection. The process-wide budgets of
+/// [`Admission`] bound what all connections hold together.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// Streams tollgate may reset on one connection for the client's errors (a stream past the
+/// stream limit, DATA on a stream already closed) before it closes the connection with GOAWAY
+/// `ENHANCE_YOUR_CALM`. Each reset holds a stream's state until the frame is written, and a
+/// client that does not read makes that forever; Envoy causes none.
+const MAX_RESETS_PER_CONNECTION: usize = 256;
 
 /// HTTP/2 PING and TCP keepalive interval on ext_authz connections.
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -125,6 +133,7 @@ async fn serve<S: QuotaStore>(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
+    let admission = Arc::new(Admission::new(metrics.clone()));
     // Plan assignments before the first check, so that no key starts on the wrong limits; a store
     // that cannot answer yet does not hold the start up for long.
     if limiter.policy().uses_assignments()
@@ -217,17 +226,33 @@ async fn serve<S: QuotaStore>(
     let incoming = TcpIncoming::from(listeners.ext_authz)
         .with_nodelay(Some(true))
         .with_keepalive(Some(KEEPALIVE))
-        .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
+        .filter_map({
+            let admission = admission.clone();
+            move |accepted| match accepted {
+                // Past the connections budget a connection is closed as soon as it is accepted:
+                // the client sees it end before any HTTP/2 byte (Envoy tries another replica or
+                // applies its failure mode), and it costs nothing to hold.
+                Ok(stream) => admission
+                    .connection()
+                    .map(|permit| Ok(Accepted::new(stream, closing.clone(), permit))),
+                Err(e) => Some(Err(e)),
+            }
+        });
     let served = tonic::transport::Server::builder()
         // tonic's default is no limit at all: each stream may hold a message being read, so a
         // client opening thousands would cost memory. Envoy honours the limit and opens another
         // connection (or retries a refused stream on another replica).
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_local_error_reset_streams(Some(MAX_RESETS_PER_CONNECTION))
         // A peer that vanished without a FIN is found and its connection closed.
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(health_service)
-        .add_service(AuthorizationService::new(limiter, config.max_request_bytes))
+        .add_service(AuthorizationService::new(
+            limiter,
+            config.max_request_bytes,
+            admission,
+        ))
         .serve_with_incoming_shutdown(incoming, drained);
     tokio::pin!(served);
     let served = tokio::select! {
@@ -302,14 +327,20 @@ async fn refresh_plans<S: QuotaStore>(limiter: Arc<RateLimiter<S>>) {
 ///
 /// It also ends when the shutdown grace is over: its I/O then fails, so hyper drops the
 /// connection with whatever streams are still open, and tonic's graceful shutdown completes.
+/// And it holds its share of the connections budget while it is served.
 pub(crate) struct Accepted {
     stream: TcpStream,
     /// Resolves when the shutdown grace is over; `None` once it has.
     closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    _permit: Option<ConnectionPermit>,
 }
 
 impl Accepted {
-    pub(crate) fn new(stream: TcpStream, mut closing: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        mut closing: watch::Receiver<bool>,
+        permit: impl Into<Option<ConnectionPermit>>,
+    ) -> Self {
         let closed = async move {
             // An error means the server is gone, which also ends the connection.
             let _ = closing.wait_for(|closed| *closed).await;
@@ -317,6 +348,7 @@ impl Accepted {
         Self {
             stream,
             closed: Some(Box::pin(closed)),
+            _permit: permit.into(),
         }
     }
 

@@ -76,7 +76,7 @@ pub(crate) async fn serve<S: QuotaStore>(
         };
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone())));
+        .map(move |accepted| accepted.map(|stream| Accepted::new(stream, closing.clone(), None)));
     let admin =
         pb::admin_server::AdminServer::with_interceptor(AdminService::new(limiter), auth.clone());
     tonic::transport::Server::builder()

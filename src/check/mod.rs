@@ -1,5 +1,6 @@
 //! The ext_authz check path: a `CheckRequest` in, a `CheckResponse` out, in this order.
 
+pub mod admission;
 pub mod service;
 
 pub mod request;

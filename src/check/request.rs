@@ -81,11 +81,10 @@ pub enum RequestError {
     /// The API key holds a byte other than printable ASCII ([`ApiKey::Invalid`]).
     #[error("the API key is not printable ASCII")]
     InvalidApiKey,
-    /// The message did not arrive whole within the read timeout.
-    #[error("the message did not arrive within the read timeout")]
-    Incomplete,
-    /// Too many large messages are being read at once; answered 503, like an unavailable store.
-    #[error("too many large messages are being read at once")]
+    /// The messages being read at once hold the whole bytes budget; answered 503, like an
+    /// unavailable store (failing open would let a client whose headers make Envoy's messages
+    /// large skip its limits).
+    #[error("the messages being read hold the whole read buffer budget")]
     Overloaded,
     /// The request target is not an absolute path (`*`, an absolute URI).
     #[error("the request target is not an absolute path")]

@@ -112,7 +112,6 @@ fn bad_request_message(error: &RequestError) -> &'static str {
         RequestError::NoPath => "The request has no path.",
         RequestError::NotUtf8 => "The request's method or path is not UTF-8.",
         RequestError::InvalidApiKey => "The API key must be printable ASCII without spaces.",
-        RequestError::Incomplete => "The check request did not arrive in time.",
         RequestError::Overloaded => "tollgate is reading too many large check requests.",
         RequestError::PathNotAbsolute => "The request path is not an absolute path.",
     }

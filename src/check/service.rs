@@ -1,5 +1,5 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service: reads the one request message of a
-//! `Check` call itself and always answers with a well-formed `CheckResponse`.
+//! `Check` call itself and answers every well-behaved call with a well-formed `CheckResponse`.
 //!
 //! tonic's generated server (and its `Grpc::unary`) turns every message it cannot take into a gRPC
 //! error: a message over its size limit, a compressed one, one prost rejects. Envoy answers a gRPC
@@ -7,7 +7,16 @@
 //! limit. Here the call's body is read directly: the gRPC frame's 5-byte prefix is checked before
 //! anything else is buffered, so a message over `max_request_bytes` is refused without being read,
 //! and every unusable message becomes a 400 like any other bad request.
+//!
+//! Refusals for want of room are gRPC errors on purpose, sent as a trailers-only response (one
+//! HEADERS frame, no DATA, so no flow control can hold it and the call's memory is freed at once):
+//! a call past the process's calls budget or one that must wait for its message while the waiting
+//! pools are full (`UNAVAILABLE`), and a call whose message did not arrive within its read timeout
+//! (`DEADLINE_EXCEEDED`); see [`crate::check::admission`]. Envoy applies its own
+//! `failure_mode_allow` to them. None happens to Envoy's own checks unless tollgate is overloaded
+//! far past what one replica serves.
 
+use crate::check::admission::{Admission, CallPermit};
 use crate::check::authz::RateLimiter;
 use crate::check::request::RequestError;
 use crate::store::QuotaStore;
@@ -19,8 +28,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
@@ -35,35 +43,25 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// The gRPC length prefix: a compression flag and a big-endian `u32` length.
 const PREFIX_LEN: usize = 5;
 
-/// How long a message may take to arrive whole once its first bytes have. Envoy sends a check at
-/// once and gives up on it after its own timeout (0.25 s as shipped); a slower sender only holds
-/// memory, and is answered 400.
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Messages larger than this are held against [`BUFFER_BUDGET`]. Envoy's are about 1 KiB, so
-/// real checks never touch the budget.
-const LARGE_MESSAGE: usize = 16 << 10;
-
-/// Bytes of large messages that all calls together may hold at once: with many connections and
-/// streams, `max_request_bytes` alone bounds nothing. Past it a large message is answered 503,
-/// never read.
-const BUFFER_BUDGET: usize = 64 << 20;
-
 /// `Authorization/Check` over a [`RateLimiter`].
 pub struct AuthorizationService<S> {
     limiter: Arc<RateLimiter<S>>,
     max_request_bytes: usize,
-    budget: Arc<Semaphore>,
+    admission: Arc<Admission>,
 }
 
 impl<S> AuthorizationService<S> {
     /// Serves `limiter` (shared with the admin API), refusing request messages over
-    /// `max_request_bytes`.
-    pub fn new(limiter: Arc<RateLimiter<S>>, max_request_bytes: usize) -> Self {
+    /// `max_request_bytes` and calls past the budgets of `admission`.
+    pub fn new(
+        limiter: Arc<RateLimiter<S>>,
+        max_request_bytes: usize,
+        admission: Arc<Admission>,
+    ) -> Self {
         Self {
             limiter,
             max_request_bytes,
-            budget: Arc::new(Semaphore::new(BUFFER_BUDGET)),
+            admission,
         }
     }
 }
@@ -73,7 +71,7 @@ impl<S> Clone for AuthorizationService<S> {
         Self {
             limiter: self.limiter.clone(),
             max_request_bytes: self.max_request_bytes,
-            budget: self.budget.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -101,18 +99,60 @@ where
             let status = Status::unimplemented(format!("{SERVICE_NAME} has only Check"));
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
+        let opened = Instant::now();
         let limiter = self.limiter.clone();
         let limit = self.max_request_bytes;
-        let budget = self.budget.clone();
+        let admission = self.admission.clone();
+        // The headers and extensions are dropped now: a call waiting for its message holds only
+        // its body.
+        let body = request.into_body();
         Box::pin(async move {
-            let message = read_message(request.into_body(), limit, &budget).await;
-            let answer = limiter.respond(message.as_deref()).await;
-            Ok(unary_response(&answer))
+            let message = match read_message(body, limit, &admission, opened).await {
+                Ok(message) => Ok(message),
+                Err(ReadError::Request(e)) => Err(e),
+                Err(ReadError::NoRoom) => {
+                    let status =
+                        Status::unavailable("too many calls are waiting for their message");
+                    return Ok(status.into_http());
+                }
+                Err(ReadError::TimedOut) => {
+                    admission.timed_out();
+                    let status = Status::deadline_exceeded(
+                        "the check request did not arrive within the read timeout",
+                    );
+                    return Ok(status.into_http());
+                }
+            };
+            let Some(call) = admission.call() else {
+                let status = Status::unavailable("tollgate is answering as many calls as it can");
+                return Ok(status.into_http());
+            };
+            // Boxed: a call waiting for its message then holds only the small future above.
+            let answer = Box::pin(limiter.respond(message.as_deref())).await;
+            drop(message);
+            Ok(unary_response(&answer, call))
         })
     }
 }
 
-/// A call's message, and its share of the buffer budget when it is a large one.
+/// Why a call's message could not be read.
+#[derive(Debug, PartialEq)]
+enum ReadError {
+    /// An unusable message: answered with a 400 (or a 503 for the bytes budget).
+    Request(RequestError),
+    /// The message did not arrive whole within the read timeout.
+    TimedOut,
+    /// The message was not there at once, and the calls that wait for theirs fill every pool.
+    NoRoom,
+}
+
+impl From<RequestError> for ReadError {
+    fn from(e: RequestError) -> Self {
+        Self::Request(e)
+    }
+}
+
+/// A call's message, and its share of the bytes budget.
 struct CallMessage {
     bytes: Bytes,
     _budget: Option<OwnedSemaphorePermit>,
@@ -126,65 +166,86 @@ impl std::ops::Deref for CallMessage {
     }
 }
 
-/// Reads the first gRPC message of a call's body. Buffers at most `limit` bytes of message, and
-/// a large one only within the shared `budget`; the common case (the whole message in one DATA
-/// frame) copies nothing and sets no timer.
+/// Reads the first gRPC message of a call opened at `opened`. Every byte is reserved from the
+/// bytes budget of `admission` as it arrives, and at most `limit` bytes of message are waited for.
+/// The common case (the whole message already there when the call starts) copies nothing and
+/// sets no timer; a call that has to wait does so until its read timeout, counted from `opened`.
 async fn read_message<B>(
     body: B,
     limit: usize,
-    budget: &Arc<Semaphore>,
-) -> Result<CallMessage, RequestError>
+    admission: &Admission,
+    opened: Instant,
+) -> Result<CallMessage, ReadError>
 where
     B: HttpBody,
 {
     let mut body = std::pin::pin!(body);
     let mut received = Received::Empty;
-    let mut deadline = None;
-    let mut permit = None;
+    let mut held = None;
+    let mut waiting = None;
     loop {
         if let Some(prefix) = received.prefix() {
             if prefix[0] != 0 {
-                return Err(RequestError::Compressed);
+                return Err(RequestError::Compressed.into());
             }
             let size = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
             if size > limit {
-                return Err(RequestError::TooLarge { size, limit });
+                return Err(RequestError::TooLarge { size, limit }.into());
             }
             if received.len() >= PREFIX_LEN + size {
                 return Ok(CallMessage {
                     bytes: received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size),
-                    _budget: permit,
+                    _budget: held,
                 });
             }
-            if size > LARGE_MESSAGE && permit.is_none() {
-                let bytes = u32::try_from(size).unwrap_or(u32::MAX);
-                permit = Some(
-                    budget
-                        .clone()
-                        .try_acquire_many_owned(bytes)
-                        .map_err(|_| RequestError::Overloaded)?,
-                );
-            }
-            received.reserve_exact(PREFIX_LEN + size);
         }
-        let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
-        let frame = if received.len() == 0 {
-            // Nothing held yet: waiting costs no memory, and no timer on the common path.
-            next.await
-        } else {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + READ_TIMEOUT);
-            tokio::time::timeout_at(deadline, next)
-                .await
-                .map_err(|_| RequestError::Incomplete)?
-        };
-        match frame {
-            // The body ended (or broke) before the message did.
-            None | Some(Err(_)) => return Err(RequestError::Malformed),
-            Some(Ok(frame)) => {
-                if let Ok(mut data) = frame.into_data() {
-                    received.push(data.copy_to_bytes(data.remaining()));
+        let mut next = |cx: &mut Context<'_>| body.as_mut().poll_frame(cx).map(Chunk::of);
+        let chunk = match std::future::poll_fn(|cx| Poll::Ready(next(cx))).await {
+            Poll::Ready(chunk) => chunk,
+            Poll::Pending => {
+                // What is held is copied out of the connection's read buffer, which it would
+                // otherwise keep alive whole.
+                received.own();
+                if waiting.is_none() {
+                    waiting = Some(admission.wait(opened).ok_or(ReadError::NoRoom)?);
                 }
+                let (deadline, _) = waiting.as_ref().expect("set above");
+                tokio::time::timeout_at(*deadline, std::future::poll_fn(next))
+                    .await
+                    .map_err(|_| ReadError::TimedOut)?
             }
+        };
+        match chunk {
+            // The body ended (or broke) before the message did.
+            Chunk::End => return Err(RequestError::Malformed.into()),
+            Chunk::Other => {}
+            Chunk::Data(data) => {
+                if !admission.hold_bytes(&mut held, data.len()) {
+                    return Err(RequestError::Overloaded.into());
+                }
+                received.push(data);
+            }
+        }
+    }
+}
+
+/// What one poll of a call's body brought.
+enum Chunk {
+    Data(Bytes),
+    /// Trailers, or any frame that is not data.
+    Other,
+    /// The end of the body, or an error that ends it.
+    End,
+}
+
+impl Chunk {
+    fn of<D: Buf, E>(frame: Option<Result<Frame<D>, E>>) -> Self {
+        match frame {
+            None | Some(Err(_)) => Chunk::End,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => Chunk::Data(data.copy_to_bytes(data.remaining())),
+                Err(_) => Chunk::Other,
+            },
         }
     }
 }
@@ -213,17 +274,10 @@ impl Received {
         };
     }
 
-    /// Makes room for the whole message at once, so a message that arrives in many frames is
-    /// copied into one buffer of its exact size instead of one that doubles.
-    fn reserve_exact(&mut self, total: usize) {
-        match self {
-            Received::Empty => {}
-            Received::One(first) => {
-                let mut joined = BytesMut::with_capacity(total);
-                joined.extend_from_slice(first);
-                *self = Received::Several(joined);
-            }
-            Received::Several(joined) => joined.reserve(total.saturating_sub(joined.len())),
+    /// Holds what was received in a buffer of its own.
+    fn own(&mut self) {
+        if let Received::One(first) = self {
+            *self = Received::Several(BytesMut::from(&first[..]));
         }
     }
 
@@ -253,8 +307,9 @@ impl Received {
     }
 }
 
-/// A successful unary gRPC response carrying `message`.
-fn unary_response(message: &CheckResponse) -> http::Response<Body> {
+/// A successful unary gRPC response carrying `message`; the call's share of the budget is held
+/// until the response has been written.
+fn unary_response(message: &CheckResponse, call: CallPermit) -> http::Response<Body> {
     let len = message.encoded_len();
     let mut frame = BytesMut::with_capacity(PREFIX_LEN + len);
     frame.put_u8(0);
@@ -265,6 +320,7 @@ fn unary_response(message: &CheckResponse) -> http::Response<Body> {
     let mut response = http::Response::new(Body::new(UnaryBody {
         message: Some(frame.freeze()),
         trailers_sent: false,
+        _call: call,
     }));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -277,6 +333,7 @@ fn unary_response(message: &CheckResponse) -> http::Response<Body> {
 struct UnaryBody {
     message: Option<Bytes>,
     trailers_sent: bool,
+    _call: CallPermit,
 }
 
 impl HttpBody for UnaryBody {
@@ -306,19 +363,32 @@ impl HttpBody for UnaryBody {
 
 #[cfg(test)]
 mod tests {
-    use super::{LARGE_MESSAGE, READ_TIMEOUT, Received, RequestError, read_message};
+    use super::{ReadError, Received, RequestError, read_message};
+    use crate::check::admission::{Admission, BUSY_READ_TIMEOUT, Limits, READ_TIMEOUT};
+    use crate::telemetry::metrics::Metrics;
     use bytes::Bytes;
     use http_body::Frame;
     use std::convert::Infallible;
     use std::sync::Arc;
-    use tokio::sync::Semaphore;
+    use tokio::time::Instant;
+    use tonic::codegen::tokio_stream::{self as stream, StreamExt};
 
     /// A body that yields these chunks, then ends.
     fn body(chunks: Vec<Vec<u8>>) -> impl tonic::codegen::Body<Data = Bytes, Error = Infallible> {
         let frames = chunks
             .into_iter()
             .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
-        http_body_util::StreamBody::new(tonic::codegen::tokio_stream::iter(frames))
+        http_body_util::StreamBody::new(stream::iter(frames))
+    }
+
+    /// A body that yields these chunks, then nothing ever again.
+    fn stalled(
+        chunks: Vec<Vec<u8>>,
+    ) -> impl tonic::codegen::Body<Data = Bytes, Error = Infallible> {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+        http_body_util::StreamBody::new(stream::iter(frames).chain(stream::pending()))
     }
 
     fn framed(message: &[u8]) -> Vec<u8> {
@@ -328,12 +398,27 @@ mod tests {
         frame
     }
 
-    /// Reads `chunks` with a budget of its own.
-    async fn read(chunks: Vec<Vec<u8>>, limit: usize) -> Result<Vec<u8>, RequestError> {
-        let budget = Arc::new(Semaphore::new(1 << 20));
-        read_message(body(chunks), limit, &budget)
-            .await
-            .map(|m| m.to_vec())
+    fn admission(waiting: usize, busy: usize, bytes: usize) -> Admission {
+        let limits = Limits {
+            connections: 1,
+            calls: 1,
+            waiting,
+            busy,
+            bytes,
+        };
+        Admission::with_limits(limits, Arc::new(Metrics::new()))
+    }
+
+    /// Reads `chunks` with budgets of its own.
+    async fn read(chunks: Vec<Vec<u8>>, limit: usize) -> Result<Vec<u8>, ReadError> {
+        read_message(
+            body(chunks),
+            limit,
+            &admission(1, 1, 1 << 20),
+            Instant::now(),
+        )
+        .await
+        .map(|m| m.to_vec())
     }
 
     #[tokio::test]
@@ -357,74 +442,105 @@ mod tests {
         let prefix = framed(&[0; 65])[..5].to_vec();
         assert_eq!(
             read(vec![prefix], 64).await,
-            Err(RequestError::TooLarge {
+            Err(ReadError::Request(RequestError::TooLarge {
                 size: 65,
                 limit: 64
-            })
+            }))
         );
         let mut compressed = framed(b"x");
         compressed[0] = 1;
         assert_eq!(
             read(vec![compressed], 64).await,
-            Err(RequestError::Compressed)
+            Err(ReadError::Request(RequestError::Compressed))
         );
         let frame = framed(b"hello");
         assert_eq!(
             read(vec![frame[..7].to_vec()], 64).await,
-            Err(RequestError::Malformed)
+            Err(ReadError::Request(RequestError::Malformed))
         );
-        assert_eq!(read(vec![], 64).await, Err(RequestError::Malformed));
+        assert_eq!(
+            read(vec![], 64).await,
+            Err(ReadError::Request(RequestError::Malformed))
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_message_that_stalls_is_refused_after_the_read_timeout() {
+    async fn the_read_timeout_counts_from_the_stream_opening() {
         let frame = framed(b"hello");
-        let stalled =
-            http_body_util::StreamBody::new(tonic::codegen::tokio_stream::StreamExt::chain(
-                tonic::codegen::tokio_stream::iter([Ok::<_, Infallible>(Frame::data(
-                    Bytes::from(frame[..7].to_vec()),
-                ))]),
-                tonic::codegen::tokio_stream::pending(),
-            ));
-        let budget = Arc::new(Semaphore::new(1 << 20));
-        let started = tokio::time::Instant::now();
-        let result = read_message(stalled, 64, &budget).await.map(|m| m.to_vec());
-        assert_eq!(result, Err(RequestError::Incomplete));
-        assert_eq!(started.elapsed(), READ_TIMEOUT);
+        let admission = admission(8, 8, 1 << 20);
+        // Part of a message, or nothing at all (headers only): the same deadline, from the
+        // opening, however late the first byte came.
+        for chunks in [vec![frame[..7].to_vec()], vec![]] {
+            let opened = Instant::now();
+            tokio::time::advance(READ_TIMEOUT / 2).await;
+            let result = read_message(stalled(chunks), 64, &admission, opened).await;
+            assert_eq!(result.map(|m| m.to_vec()), Err(ReadError::TimedOut));
+            assert_eq!(opened.elapsed(), READ_TIMEOUT);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_past_the_waiting_pool_wait_only_briefly() {
+        let admission = Arc::new(admission(1, 1, 1 << 20));
+        let opened = Instant::now();
+        // One call waits in the pool, with the whole read timeout.
+        let first = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let result = read_message(stalled(vec![]), 64, &admission, opened).await;
+                (result.map(|m| m.to_vec()), opened.elapsed())
+            }
+        });
+        tokio::task::yield_now().await;
+        // The next waits briefly; while it does, one more has no room at all.
+        let second = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let result = read_message(stalled(vec![]), 64, &admission, opened).await;
+                (result.map(|m| m.to_vec()), opened.elapsed())
+            }
+        });
+        tokio::task::yield_now().await;
+        let third = read_message(stalled(vec![]), 64, &admission, opened).await;
+        assert_eq!(third.map(|m| m.to_vec()), Err(ReadError::NoRoom));
+        assert_eq!(
+            second.await.unwrap(),
+            (Err(ReadError::TimedOut), BUSY_READ_TIMEOUT)
+        );
+        assert_eq!(
+            first.await.unwrap(),
+            (Err(ReadError::TimedOut), READ_TIMEOUT)
+        );
+        // A message that is there at once never needs the pool.
+        let whole = read_message(body(vec![framed(b"hi")]), 64, &admission, opened).await;
+        assert_eq!(whole.unwrap().to_vec(), b"hi");
     }
 
     #[tokio::test]
-    async fn large_messages_share_one_budget() {
-        let size = LARGE_MESSAGE + 1;
-        let frame = framed(&vec![7; size]);
-        // Room for one large message: a second one read at the same time is refused.
-        let budget = Arc::new(Semaphore::new(size + size / 2));
-        let first = read_message(
-            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
-            1 << 20,
-            &budget,
-        )
-        .await
-        .unwrap();
-        assert_eq!(first.len(), size);
-        let second = read_message(
-            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
-            1 << 20,
-            &budget,
-        )
-        .await;
-        assert_eq!(second.err(), Some(RequestError::Overloaded));
-        drop(first);
-        let third = read_message(
-            body(vec![frame[..10].to_vec(), frame[10..].to_vec()]),
-            1 << 20,
-            &budget,
-        )
-        .await;
-        assert!(
-            third.is_ok(),
-            "the budget comes back when a message is dropped"
-        );
+    async fn bytes_are_held_as_they_arrive_not_as_announced() {
+        let admission = admission(64, 64, 100);
+        // Ten prefixes announcing 60 bytes each hold 5 bytes each, not 600 together: all fit.
+        let mut pending = Vec::new();
+        for _ in 0..10 {
+            let prefix = framed(&[7; 60])[..5].to_vec();
+            let mut received = None;
+            assert!(admission.hold_bytes(&mut received, prefix.len()));
+            pending.push(received);
+        }
+        // 50 bytes are held: a whole 60-byte message does not fit beside them...
+        let message = framed(&[7; 60]);
+        let refused = read_message(body(vec![message.clone()]), 64, &admission, Instant::now())
+            .await
+            .map(|m| m.to_vec());
+        assert_eq!(refused, Err(ReadError::Request(RequestError::Overloaded)));
+        // ...and does once they are released, and its own bytes come back when it is dropped.
+        pending.clear();
+        for _ in 0..2 {
+            let read = read_message(body(vec![message.clone()]), 64, &admission, Instant::now())
+                .await
+                .unwrap();
+            assert_eq!(read.len(), 60);
+        }
     }
 
     #[test]
@@ -432,7 +548,7 @@ mod tests {
         let mut received = Received::Empty;
         assert_eq!(received.prefix(), None);
         received.push(Bytes::from_static(b"ab"));
-        received.reserve_exact(6);
+        received.own();
         received.push(Bytes::from_static(b"cd"));
         received.push(Bytes::from_static(b"ef"));
         assert_eq!(received.prefix(), Some(&b"abcde"[..]));

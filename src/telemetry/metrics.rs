@@ -103,6 +103,62 @@ fn store_error_index(error: &StoreError) -> usize {
     }
 }
 
+/// Why the ext_authz listener refused work at once: the `reason` label of
+/// `tollgate_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A connection past the connections budget, closed as soon as it was accepted.
+    Connections,
+    /// A call past the calls budget, answered `UNAVAILABLE` without being decided.
+    Calls,
+    /// A call that had to wait for its message while the waiting pools were full, answered
+    /// `UNAVAILABLE`.
+    Waiting,
+    /// A message that did not fit the bytes budget, answered 503.
+    Bytes,
+    /// A call that did not deliver its whole message within its read timeout.
+    ReadTimeout,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`Refusal::index`].
+    pub const ALL: [Self; 5] = [
+        Self::Connections,
+        Self::Calls,
+        Self::Waiting,
+        Self::Bytes,
+        Self::ReadTimeout,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::Calls => "calls",
+            Self::Waiting => "waiting",
+            Self::Bytes => "bytes",
+            Self::ReadTimeout => "read_timeout",
+        }
+    }
+
+    /// What is refused, for a log line.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::Connections => "new connections (closed at once)",
+            Self::Calls => "new calls (gRPC UNAVAILABLE)",
+            Self::Waiting => "calls that would wait for their message (gRPC UNAVAILABLE)",
+            Self::Bytes => "messages that do not fit the read buffer budget (503)",
+            Self::ReadTimeout => {
+                "calls whose message did not arrive in time (gRPC DEADLINE_EXCEEDED)"
+            }
+        }
+    }
+}
+
 /// Values read when Prometheus scrapes, instead of being kept up to date on the check path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sample {
@@ -125,6 +181,8 @@ pub struct Metrics {
     breakers_open: IntGauge,
     /// `applied`, then `refused`.
     config_reloads: [IntCounter; 2],
+    /// By [`Refusal::index`].
+    refusals: [IntCounter; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -187,6 +245,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let refusal_family = IntCounterVec::new(
+            Opts::new(
+                "tollgate_refused_total",
+                "Work the ext_authz listener refused at once, over its process-wide budgets, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "tollgate_build_info",
@@ -208,6 +274,7 @@ impl Metrics {
             Box::new(deny_cache_entries.clone()),
             Box::new(breakers_open.clone()),
             Box::new(reload_family.clone()),
+            Box::new(refusal_family.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -225,6 +292,7 @@ impl Metrics {
             deny_cache_entries,
             breakers_open,
             config_reloads: ["applied", "refused"].map(|r| reload_family.with_label_values(&[r])),
+            refusals: Refusal::ALL.map(|r| refusal_family.with_label_values(&[r.label()])),
         }
     }
 
@@ -254,6 +322,11 @@ impl Metrics {
     /// calls it once per attempt.
     pub fn config_reloaded(&self, applied: bool) {
         self.config_reloads[usize::from(!applied)].inc();
+    }
+
+    /// Counts work the ext_authz listener refused.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why.index()].inc();
     }
 
     /// The Prometheus text exposition of every metric, with the sampled gauges set from

@@ -1,0 +1,184 @@
+//! A flood of HTTP/2 connections and streams that never finish their message, from a client
+//! written frame by frame (no HTTP/2 library would send what an attacker sends): tollgate's memory
+//! stays bounded, it stays up, and a real check on another connection is answered with its
+//! rate-limit headers throughout.
+//!
+//! Three patterns, each 64 connections x 1 000 `Check` streams, none of which ever completes:
+//! a gRPC prefix announcing a 16 KiB message, one announcing 10 bytes, and headers with no DATA at
+//! all. The flood client never reads what tollgate sends, so nothing it is answered frees memory
+//! on its side of the sockets either.
+
+mod common;
+
+use common::process::TollgateProcess;
+use common::{check, free_port, unique_key};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 64;
+const STREAMS: u32 = 1_000;
+
+/// Peak resident memory allowed to the process under any of the floods.
+const PEAK_RSS_LIMIT_KIB: u64 = 128 << 10;
+
+/// How long a real check may take while a flood is on.
+const CHECK_LATENCY_LIMIT: Duration = Duration::from_millis(100);
+
+/// What each stream of a flood sends after its HEADERS frame.
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    /// A gRPC prefix announcing a message of this many bytes, and none of them.
+    Announce(u32),
+    /// No DATA frame at all.
+    HeadersOnly,
+}
+
+/// The HTTP/2 frames of one flood connection: the preface, empty SETTINGS, then for each stream
+/// a HEADERS frame of a `Check` call and, by `pattern`, a DATA frame with a gRPC prefix alone.
+fn flood_bytes(pattern: Pattern) -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]);
+    let block = header_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        (":authority", "tollgate"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]);
+    for n in 0..STREAMS {
+        let stream = 2 * n + 1;
+        // END_HEADERS; the stream stays open for a body that never ends.
+        frame(&mut out, 0x1, 0x4, stream, &block);
+        if let Pattern::Announce(size) = pattern {
+            let mut prefix = vec![0];
+            prefix.extend_from_slice(&size.to_be_bytes());
+            frame(&mut out, 0x0, 0, stream, &prefix);
+        }
+    }
+    out
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// HPACK: every field a literal without indexing with a literal name (RFC 7541, 6.2.2), so the
+/// encoder keeps no state. Names and values are under 127 bytes: one-byte lengths.
+fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// Opens the flood's connections and writes their frames; the sockets stay open (and unread)
+/// until the returned streams are dropped. A write the server no longer takes (its flow control
+/// or a full socket) is abandoned after a moment: what was sent is the flood.
+async fn flood(port: u16, pattern: Pattern) -> Vec<TcpStream> {
+    let bytes = std::sync::Arc::new(flood_bytes(pattern));
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut socket = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), socket.write_all(&bytes)).await;
+                Some(socket)
+            })
+        })
+        .collect();
+    let mut sockets = Vec::new();
+    for task in tasks {
+        sockets.extend(task.await.unwrap());
+    }
+    sockets
+}
+
+/// `VmHWM` and `VmRSS` of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
+    let port = free_port();
+    let mut process = TollgateProcess::start("drain_period: 0s\n", port);
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let key = unique_key("flood");
+    // A connection of its own, warmed up before the flood.
+    let answer = check(&mut client, "GET", "/v1/users", Some(&key)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    for pattern in [
+        Pattern::Announce(16 << 10),
+        Pattern::Announce(10),
+        Pattern::HeadersOnly,
+    ] {
+        let flooding = tokio::spawn(flood(port, pattern));
+        let mut slowest = Duration::ZERO;
+        let mut checks = 0;
+        let started = Instant::now();
+        // Checks while the flood is written and held, through its streams' read timeout (1 s).
+        while !flooding.is_finished() || started.elapsed() < Duration::from_millis(1500) {
+            let sent = Instant::now();
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                check(&mut client, "GET", "/v1/users", Some(&key)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{pattern:?}: no answer within 5 s:\n{}", process.log()));
+            slowest = slowest.max(sent.elapsed());
+            checks += 1;
+            assert!(
+                answer.headers.contains_key("x-ratelimit-limit"),
+                "{pattern:?}: a check during the flood lost its rate-limit headers: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sockets = flooding.await.unwrap();
+        let (peak, now) = memory_kib(process.pid());
+        eprintln!(
+            "{pattern:?}: {} connections held, {checks} checks, slowest {slowest:?}, VmHWM {} MiB, VmRSS {} MiB",
+            sockets.len(),
+            peak >> 10,
+            now >> 10
+        );
+        assert!(
+            peak < PEAK_RSS_LIMIT_KIB,
+            "{pattern:?}: peak RSS {} MiB",
+            peak >> 10
+        );
+        assert!(
+            slowest < CHECK_LATENCY_LIMIT,
+            "{pattern:?}: a check took {slowest:?} during the flood"
+        );
+        drop(sockets);
+    }
+    assert!(
+        process.is_running(),
+        "tollgate exited during the flood:\n{}",
+        process.log()
+    );
+}
