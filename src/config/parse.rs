@@ -50,6 +50,12 @@ pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<Str
     }
 }
 
+/// Whether `text` is a YAML document with nothing in it: empty, whitespace, comments, a lone
+/// `---` or an explicit null. Text that is not YAML at all is left to [`parse`] to report.
+pub(super) fn holds_no_settings(text: &str) -> bool {
+    serde_yaml::from_str::<serde_yaml::Value>(text).is_ok_and(|document| document.is_null())
+}
+
 fn apply_overrides(raw: &mut RawConfig, overrides: &Overrides) {
     if let Some(listen) = &overrides.listen {
         raw.listen = Some(Checked::given(listen.clone()));
@@ -658,8 +664,9 @@ mod tests {
         Config::from_yaml(yaml, "test", overrides).map_err(|e| e.problems)
     }
 
+    /// Text given in code; a file with nothing in it is refused (`Config::from_file_text`).
     #[test]
-    fn an_empty_file_is_the_defaults_without_routes() {
+    fn no_settings_are_the_defaults_without_routes() {
         let config = parse("", &Overrides::default()).unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9191");
         assert_eq!(config.path_prefix, "/v1");
