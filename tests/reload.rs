@@ -289,7 +289,8 @@ async fn a_file_rewritten_in_place_applies_only_once_it_stops_changing() {
     let after = load.wait_for_limit(2500, renamed).await;
     println!("file renamed into place: new limit in the headers {after:?} later");
     assert!(after <= Duration::from_millis(900), "{after:?}");
-    load.stop().await;
+    let sent = load.stop().await;
+    println!("{sent} checks answered, none with the half-written file's limit");
 }
 
 /// A file truncated, emptied to whitespace or comments, or left with a lone `---` in place holds
