@@ -7,6 +7,7 @@ mod parse;
 mod raw;
 mod redis;
 pub mod reload;
+mod table;
 
 use crate::admin::AdminSettings;
 use crate::check::response::HeaderStyle;
