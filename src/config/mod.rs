@@ -80,7 +80,9 @@ pub struct Config {
     pub path_prefix: String,
     /// Routes, default rule and default bucketing: the table of keys on no plan.
     pub routes: RouteTable,
-    /// The route table of each plan, by name: the top-level table with the plan's overrides.
+    /// The route table of each plan, by name: the top-level table with the plan's overrides. Every
+    /// one declares the same routes (method and template) as the top level, so a request is
+    /// counted in the same bucket whatever its plan.
     pub plans: BTreeMap<String, RouteTable>,
     /// A trusted request header naming the key's plan (set by Envoy, never by clients); when it
     /// is absent, the plan assigned through the admin API applies.

@@ -4,7 +4,7 @@
 use super::parse::choice;
 use super::raw::{Checked, Problems, RawLimit, RawRoute, RawTable, Setting};
 use crate::check::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
-use crate::limit::{Limit, Mode, Rule, parse_window};
+use crate::limit::{Limit, Mode, Rule, RuleError, parse_window};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -125,8 +125,10 @@ struct RouteSpec {
 
 impl TableSpec {
     /// Reads the table at `at` (`""` for the top level). A plan (`base` given) inherits what it
-    /// does not set: the base's windows for undeclared routes, and every base route it does not
-    /// declare, in the plan's mode unless the route sets its own. After a problem the table is
+    /// does not set: the base's windows for undeclared routes, every base route it does not
+    /// declare, in the plan's mode unless the route sets its own, and the cost of a base route it
+    /// declares without one. It may declare no route the base does not: see [`route`]. After a
+    /// problem the table is
     /// still read as far as it goes, with defaults in place of what is wrong, so that the
     /// problems of its routes and of the plans over it are reported too.
     fn read(at: &str, raw: RawTable, base: Option<&TableSpec>, problems: &mut Problems) -> Self {
@@ -171,7 +173,7 @@ impl TableSpec {
             let Some(raw_route) = item.take(&at, problems) else {
                 continue;
             };
-            let Some(located) = route(raw_route, &at, mode, problems) else {
+            let Some(located) = route(raw_route, &at, mode, base, problems) else {
                 continue;
             };
             let new = &located.spec.route;
@@ -230,10 +232,16 @@ struct LocatedRoute {
     at: String,
 }
 
+/// Reads a route of a table in mode `table_mode`. A plan's route (`base` given) must be one the
+/// top-level table declares (same method and template): a template of the plan's own would count
+/// the same request in another bucket for keys on the plan than for the others, and a client that
+/// alternates would get both quotas. Without a `cost` it keeps the top-level route's, which
+/// describes what a request of the route costs whatever the plan.
 fn route(
     raw: RawRoute,
     at: &str,
     table_mode: Mode,
+    base: Option<&TableSpec>,
     problems: &mut Problems,
 ) -> Option<LocatedRoute> {
     let (method_given, path_given) = (raw.method.is_some(), raw.path.is_some());
@@ -275,6 +283,25 @@ fn route(
         }
         Some(p) => Template::parse(&p).map_err(|e| problems.add(&at, e)).ok(),
     };
+    let base_route = match (base, &method, &template) {
+        (Some(base), Some(method), Some(template)) => {
+            let method = method.to_ascii_uppercase();
+            let found = base
+                .routes
+                .iter()
+                .find(|r| r.route.method == method && r.route.template == *template);
+            if found.is_none() {
+                problems.add(
+                    &at,
+                    format!(
+                        "the top-level routes do not declare {method} {template}; a plan may only change the limits of top-level routes, so that a request is counted in one bucket whatever its plan: declare {method} {template} under the top-level routes too, with the limits of keys on no plan"
+                    ),
+                );
+            }
+            found
+        }
+        _ => None,
+    };
     let limits = match (raw.limit, raw.limits) {
         (None, None) => {
             problems.add(&at, "limit (or limits) is missing");
@@ -292,8 +319,11 @@ fn route(
         }
         (None, Some(list)) => limits(list, &format!("{at}.limits"), problems),
     };
+    let inherited_cost = base_route
+        .filter(|_| raw.cost.is_none())
+        .map(|r| r.route.rule.cost());
     let cost = match raw.cost {
-        None => Some(1),
+        None => Some(inherited_cost.unwrap_or(1)),
         Some(cost) => cost.take(&format!("{at}.cost"), problems).and_then(|c| {
             u32::try_from(c)
                 .map_err(|_| {
@@ -308,7 +338,15 @@ fn route(
     let own_mode = raw.mode.is_some();
     let mode = choice(raw.mode, &format!("{at}.mode"), table_mode, problems);
     let rule = Rule::new(limits?, cost?, mode?)
-        .map_err(|e| problems.add(&at, e))
+        .map_err(|e| match (e, inherited_cost) {
+            (e @ RuleError::CostTooHigh { .. }, Some(_)) => problems.add(
+                &at,
+                format!(
+                    "{e}; the cost is the top-level route's: give this route a cost of its own"
+                ),
+            ),
+            (e, _) => problems.add(&at, e),
+        })
         .ok()?;
     Some(LocatedRoute {
         spec: RouteSpec {
@@ -408,8 +446,11 @@ plans:
     default_limit: { requests: 1000, window: 1h }
     routes:
       - { method: GET, path: /a, limit: { requests: 50, window: 1s } }
-      - { method: GET, path: /only-pro, limit: { requests: 7, window: 1s } }
+      - { method: POST, path: /bulk, limits: [{ requests: 100, window: 1s }, { requests: 500, window: 1m }] }
   trial: {}
+  batch:
+    routes:
+      - { method: POST, path: /bulk, cost: 1, limit: { requests: 10, window: 1s } }
 "#;
 
     #[test]
@@ -430,16 +471,22 @@ plans:
             rule(top, "POST /bulk").unwrap(),
             "10 requests / 1s + 50 requests / 60s, cost 5"
         );
-        assert_eq!(rule(top, "GET /only-pro"), None);
 
         let pro = &config.plans["pro"];
         assert_eq!(rule(pro, "GET /a").unwrap(), "50 requests / 1s");
-        assert_eq!(rule(pro, "GET /only-pro").unwrap(), "7 requests / 1s");
-        // Not named by the plan: the top-level limit, in the plan's mode.
+        // Named without a cost: the plan's limits at the top-level route's cost.
         assert_eq!(
             rule(pro, "POST /bulk").unwrap(),
-            "10 requests / 1s + 50 requests / 60s, cost 5"
+            "100 requests / 1s + 500 requests / 60s, cost 5"
         );
+        // A cost of its own wins.
+        let batch = &config.plans["batch"];
+        assert_eq!(
+            rule(batch, "POST /bulk").unwrap(),
+            "10 requests / 1s, shadow"
+        );
+        // Not named by the plan: the top-level limit, in the plan's mode.
+        assert_eq!(rule(batch, "GET /a").unwrap(), "5 requests / 1s, shadow");
         assert_eq!(pro.default_rule().to_string(), "1000 requests / 3600s");
         // An empty plan is the top-level table.
         let trial = &config.plans["trial"];
@@ -502,5 +549,64 @@ plans:
                 "{expected:?} not in {problems:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_plan_route_the_top_level_does_not_declare_is_refused() {
+        // The issue's example: with the plan header, /campaigns/archived would have been counted
+        // in a bucket of its own, without it in GET /campaigns/:id.
+        let problems = parse(
+            r#"
+routes:
+  - { method: GET, path: /campaigns/:id, limit: { requests: 120, window: 60s } }
+plans:
+  pro:
+    routes:
+      - { method: GET, path: /campaigns/:cid, limit: { requests: 240, window: 60s } }
+      - { method: GET, path: /campaigns/archived, limit: { requests: 100, window: 60s } }
+      - { method: post, path: /campaigns/:id, limit: { requests: 10, window: 60s } }
+  basic:
+    routes:
+      - { method: GET, path: /reports, limit: { requests: 5, window: 0s } }
+"#,
+        )
+        .unwrap_err();
+        let expected = [
+            "plans.basic.routes[0] (GET /reports): the top-level routes do not declare GET /reports; a plan may only change the limits of top-level routes",
+            "plans.basic.routes[0] (GET /reports).limit: window \"0s\" is zero",
+            "plans.pro.routes[1] (GET /campaigns/archived): the top-level routes do not declare GET /campaigns/archived; a plan may only change the limits of top-level routes, so that a request is counted in one bucket whatever its plan: declare GET /campaigns/archived under the top-level routes too, with the limits of keys on no plan",
+            "plans.pro.routes[2] (post /campaigns/:id): the top-level routes do not declare POST /campaigns/:id",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for expected in expected {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_inherited_cost_a_plan_limit_cannot_admit_is_named() {
+        let problems = parse(
+            r#"
+routes:
+  - { method: POST, path: /bulk, cost: 5, limit: { requests: 50, window: 60s } }
+plans:
+  small:
+    routes:
+      - { method: POST, path: /bulk, limit: { requests: 3, window: 1s } }
+  restated:
+    routes:
+      - { method: POST, path: /bulk, cost: 1, limit: { requests: 3, window: 1s } }
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "plans.small.routes[0] (POST /bulk): cost 5 is larger than the 3 requests / 1s limit, which could never admit a request; the cost is the top-level route's: give this route a cost of its own"
+            ]
+        );
     }
 }
