@@ -288,6 +288,7 @@ async fn a_file_rewritten_in_place_applies_only_once_it_stops_changing() {
     std::fs::rename(&staged, &file).unwrap();
     let after = load.wait_for_limit(2500, renamed).await;
     println!("file renamed into place: new limit in the headers {after:?} later");
+    // Under the in-place settle (1 s): a new file is not waited for.
     assert!(after <= Duration::from_millis(900), "{after:?}");
     let sent = load.stop().await;
     println!("{sent} checks answered, none with the half-written file's limit");
