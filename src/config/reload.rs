@@ -133,9 +133,10 @@ pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + 
     }
 }
 
-/// Returns once the file `path` leads to may be read after a directory event: [`SETTLE`] after
-/// the last event when it is another file than `last_read`, or once the same file has had no
-/// event and no change of its modification time or length for [`IN_PLACE_SETTLE`].
+/// Returns once the file `path` leads to may be read after a directory event: [`SETTLE`] later
+/// when it is another file than `last_read` (the events of one swap or rename come within it), or
+/// once the same file has had no event and no change of its modification time or length for
+/// [`IN_PLACE_SETTLE`].
 async fn settled(path: &Path, last_read: Option<FileId>, changed: &mut mpsc::Receiver<()>) {
     loop {
         tokio::time::sleep(SETTLE).await;
