@@ -269,3 +269,87 @@ fn hangup_signal() -> Hangup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// A file in a directory of its own, and the id of the file as read.
+    fn file(text: &str) -> (tempfile::TempDir, std::path::PathBuf, FileId) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.yaml");
+        std::fs::write(&path, text).unwrap();
+        let (_, id) = read(&path).unwrap();
+        (dir, path, id)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_file_is_read_after_the_short_settle() {
+        let (dir, path, id) = file("a: 1\n");
+        let staged = dir.path().join("staged.yaml");
+        std::fs::write(&staged, "a: 2\n").unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+        let (_events, mut changed) = mpsc::channel(1);
+        let started = Instant::now();
+        settled(&path, Some(id), &mut changed).await;
+        assert_eq!(started.elapsed(), SETTLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_file_is_read_once_quiet_for_the_in_place_settle() {
+        let (_dir, path, id) = file("a: 1\n");
+        let (events, mut changed) = mpsc::channel(1);
+        let started = Instant::now();
+        // A second write 400 ms after the first: the wait starts again from it.
+        let writer = tokio::spawn({
+            let path = path.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                std::fs::write(&path, "a: 1\nb: 2\n").unwrap();
+                events.send(()).await.unwrap();
+                events
+            }
+        });
+        settled(&path, Some(id), &mut changed).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(400) + SETTLE + IN_PLACE_SETTLE
+        );
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_of_length_without_an_event_restarts_the_wait() {
+        let (_dir, path, id) = file("a: 1\n");
+        let (_events, mut changed) = mpsc::channel(1);
+        let started = Instant::now();
+        let writer = tokio::spawn({
+            let path = path.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                std::fs::write(&path, "a: 1\nb: 2\n").unwrap();
+            }
+        });
+        settled(&path, Some(id), &mut changed).await;
+        writer.await.unwrap();
+        // The first quiet period ended with another length: one more, from then.
+        assert_eq!(started.elapsed(), (SETTLE + IN_PLACE_SETTLE) * 2);
+    }
+
+    #[test]
+    fn only_events_that_can_mean_new_text_count() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        assert!(!changes_something(EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_something(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_something(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_something(EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_something(EventKind::Create(CreateKind::File)));
+    }
+}
