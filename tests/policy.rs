@@ -1,6 +1,7 @@
 //! Policies over a real socket, with the same bodies for the in-memory store, a real Redis and a
 //! real Redis Cluster: several windows per route, cost per route, shadow mode, plans (from the
-//! admin API and from a trusted header) and the IETF `RateLimit` fields. The store's exactness
+//! admin API and from a trusted header, in the buckets and at the costs of the top-level routes)
+//! and the IETF `RateLimit` fields. The store's exactness
 //! over random schedules is `tests/store_model.rs`; the same features through a real Envoy are in
 //! `tests/envoy.rs`.
 
@@ -18,6 +19,7 @@ for_each_store!(
     shadow_mode_counts_everything_and_denies_nothing,
     a_plan_set_through_the_admin_api_applies_and_keeps_the_history,
     a_trusted_plan_header_picks_the_plan,
+    a_plan_counts_in_the_bucket_and_at_the_cost_of_its_top_level_route,
     the_ietf_fields_describe_every_window,
 );
 
@@ -378,6 +380,90 @@ async fn a_trusted_plan_header_picks_the_plan(backend: Backend) {
         .into_inner();
     assert_eq!((shown.plan.as_str(), shown.limit), ("pro", 5));
     assert_eq!(quota(&mut operator, &key, "/v1/items").await.limit, 2);
+}
+
+/// A plan that changes the limits of two top-level routes, one with a cost, named by a trusted
+/// header.
+const PLAN_OVER_ROUTES: &str = r#"
+plan_header: x-plan
+routes:
+  - { method: GET, path: /campaigns/:id, limit: { requests: 6, window: 60s } }
+  - { method: POST, path: /bulk, cost: 4, limit: { requests: 20, window: 60s } }
+plans:
+  pro:
+    routes:
+      - { method: GET, path: /campaigns/:id, limit: { requests: 10, window: 60s } }
+      - { method: POST, path: /bulk, limit: { requests: 40, window: 60s } }
+"#;
+
+/// A check of `key`'s request, with `x-plan: plan` when given.
+async fn check_on_plan(
+    tollgate: &Tollgate,
+    method: &str,
+    path: &str,
+    key: &str,
+    plan: Option<&str>,
+) -> common::Answer {
+    let mut request = WireRequest::new(method, path).header("x-api-key", key.as_bytes());
+    if let Some(plan) = plan {
+        request = request.header("x-plan", plan.as_bytes());
+    }
+    common::Answer::from_response(check_raw(tollgate, request.encode()).await.unwrap())
+}
+
+async fn a_plan_counts_in_the_bucket_and_at_the_cost_of_its_top_level_route(backend: Backend) {
+    let tollgate = Tollgate::start(backend.config(PLAN_OVER_ROUTES)).await;
+    // Alternating with and without the plan: one bucket, so at most the larger limit is
+    // admitted (10), never the sum of both (16).
+    let key = unique_key("one-bucket");
+    let mut admitted = [0, 0];
+    for i in 0..30 {
+        let plan = (i % 2 == 0).then_some("pro");
+        let answer = check_on_plan(&tollgate, "GET", "/v1/campaigns/archived", &key, plan).await;
+        let expected_limit = if plan.is_some() { 10 } else { 6 };
+        assert_eq!(
+            answer.number("x-ratelimit-limit"),
+            expected_limit,
+            "{answer:?}"
+        );
+        if answer.status == 200 {
+            admitted[i % 2] += 1;
+        }
+    }
+    assert_eq!(
+        admitted,
+        [7, 3],
+        "pro's 10 in one bucket, the first 6 shared"
+    );
+    let mut operator = admin(&tollgate).await;
+    for plan in ["", "pro"] {
+        let shown = operator
+            .get_quota(GetQuotaRequest {
+                api_key: key.clone(),
+                method: "GET".into(),
+                path: "/v1/campaigns/archived".into(),
+                plan: plan.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(shown.used, 10, "the same bucket under {plan:?}: {shown:?}");
+    }
+
+    // The plan changes /bulk's limit and states no cost: it keeps the top-level cost of 4.
+    let key = unique_key("inherited-cost");
+    let on_plan = check_on_plan(&tollgate, "POST", "/v1/bulk", &key, Some("pro")).await;
+    assert_eq!(
+        (on_plan.status, on_plan.number("x-ratelimit-limit")),
+        (200, 40)
+    );
+    assert_eq!(on_plan.number("x-ratelimit-remaining"), 36, "cost 4, not 1");
+    let off_plan = check_on_plan(&tollgate, "POST", "/v1/bulk", &key, None).await;
+    assert_eq!(
+        (off_plan.status, off_plan.number("x-ratelimit-remaining")),
+        (200, 12),
+        "20 less the 8 slots of both requests"
+    );
 }
 
 async fn the_ietf_fields_describe_every_window(backend: Backend) {

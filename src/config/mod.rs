@@ -7,6 +7,7 @@ mod parse;
 mod raw;
 mod redis;
 pub mod reload;
+mod table;
 
 use crate::admin::AdminSettings;
 use crate::check::response::HeaderStyle;
@@ -79,7 +80,9 @@ pub struct Config {
     pub path_prefix: String,
     /// Routes, default rule and default bucketing: the table of keys on no plan.
     pub routes: RouteTable,
-    /// The route table of each plan, by name: the top-level table with the plan's overrides.
+    /// The route table of each plan, by name: the top-level table with the plan's overrides. Every
+    /// one declares the same routes (method and template) as the top level, so a request is
+    /// counted in the same bucket whatever its plan.
     pub plans: BTreeMap<String, RouteTable>,
     /// A trusted request header naming the key's plan (set by Envoy, never by clients); when it
     /// is absent, the plan assigned through the admin API applies.
@@ -159,6 +162,28 @@ impl Config {
         })
     }
 
+    /// Parses and validates the text of a configuration file, at start-up and on every reload.
+    /// Unlike [`Config::from_yaml`], it refuses a file that holds no settings at all (empty, or
+    /// only whitespace, comments or a lone `---`): that is what a file being written, or emptied by
+    /// mistake, looks like, and its defaults would replace the operator's routes, prefix and key
+    /// header, leaving everything under the real prefix unlimited. `{}` asks for the defaults.
+    pub fn from_file_text(
+        text: &str,
+        source_name: &str,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        if parse::holds_no_settings(text) {
+            return Err(ConfigError {
+                source_name: source_name.to_owned(),
+                problems: vec![
+                    "the file holds no settings (it is empty, or only whitespace, comments or `---`): a file being written or emptied by mistake is never applied; write `{}` to run on the defaults"
+                        .to_owned(),
+                ],
+            });
+        }
+        Self::from_yaml(text, source_name, overrides)
+    }
+
     /// Reads a file, or the built-in configuration when `path` is `None`.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         match path {
@@ -169,7 +194,7 @@ impl Config {
                     source_name: name.clone(),
                     problems: vec![format!("cannot read the file: {e}")],
                 })?;
-                let mut config = Self::from_yaml(&text, &name, overrides)?;
+                let mut config = Self::from_file_text(&text, &name, overrides)?;
                 config.source = Some(Source {
                     path: path.to_owned(),
                     overrides: overrides.clone(),
@@ -410,6 +435,43 @@ mod tests {
                 "{printed}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_that_holds_no_settings_is_refused_and_braces_ask_for_the_defaults() {
+        for empty in [
+            "",
+            " \n   \n\n",
+            "# all commented out\n",
+            "---\n",
+            "--- # x\n",
+            "~\n",
+        ] {
+            let refused =
+                Config::from_file_text(empty, "f.yaml", &Overrides::default()).expect_err(empty);
+            assert_eq!(refused.source_name, "f.yaml");
+            assert_eq!(refused.problems.len(), 1, "{refused}");
+            assert!(
+                refused.problems[0].contains("holds no settings"),
+                "{refused}"
+            );
+        }
+        let defaults = Config::from_file_text("{}\n", "f.yaml", &Overrides::default()).unwrap();
+        assert!(defaults.routes.routes().is_empty());
+        // Text that is not YAML is reported as such, not as empty.
+        let broken =
+            Config::from_file_text("routes: [\n", "f.yaml", &Overrides::default()).unwrap_err();
+        assert!(broken.problems[0].starts_with("not valid YAML"), "{broken}");
+
+        // At start-up too.
+        let file = std::env::temp_dir().join(format!("tollgate-empty-{}.yaml", std::process::id()));
+        std::fs::write(&file, "\n").unwrap();
+        let refused = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            refused.problems[0].contains("holds no settings"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -78,6 +78,25 @@ impl TollgateProcess {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The port its metrics listener bound (it is started on port 0), as its start-up log names
+    /// it; waits up to 10 s for that line.
+    pub fn metrics_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let port = log
+                .lines()
+                .filter(|line| line.contains("serving Prometheus metrics"))
+                .find_map(|line| line.split_once("addr=127.0.0.1:"))
+                .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok());
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(Instant::now() < deadline, "no metrics listener:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
     pub fn sigterm(&self) {
         self.signal("-TERM");
