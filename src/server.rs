@@ -7,7 +7,7 @@ use crate::check::authz::{PLAN_REFRESH, RateLimiter};
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::reload::{self, Reload};
 use crate::config::{Config, StoreSettings};
-use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError, Topology};
+use crate::store::{MemoryStore, QuotaStore, Readiness, RedisStore, StoreError, Topology};
 use crate::telemetry::http::{self, METRICS_PATH};
 use crate::telemetry::metrics::Metrics;
 use std::future::Future;
@@ -24,9 +24,13 @@ use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Concurrent streams a client may open on one ext_authz connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// How long the start waits for Redis before serving (health NOT_SERVING until it answers).
+const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
 /// HTTP/2 PING and TCP keepalive interval on ext_authz connections.
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -111,9 +115,9 @@ pub async fn run(
         StoreSettings::Cluster(settings) => (settings, Topology::Cluster),
     };
     let store = RedisStore::new(settings, topology)?;
-    if let Err(e) = store.preload().await {
-        tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
-    }
+    // A Redis that answers at once is used from the first check; one that does not holds the
+    // start up no longer (the store logs why, and keeps trying in the background).
+    let _ = tokio::time::timeout(STARTUP_WAIT, store.readiness().wait()).await;
     serve(&config, store, listeners, shutdown).await
 }
 
@@ -124,6 +128,7 @@ async fn serve<S: QuotaStore>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let readiness = store.readiness();
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
     // Plan assignments before the first check, so that no key starts on the wrong limits; a store
     // that cannot answer yet does not hold the start up for long.
@@ -149,10 +154,7 @@ async fn serve<S: QuotaStore>(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    let serving = report_serving_once_ready(health.clone(), readiness).await;
 
     let drain_period = config.drain_period;
     let (drain_over, drain_ended) = oneshot::channel();
@@ -164,6 +166,8 @@ async fn serve<S: QuotaStore>(
             ?drain_period,
             "shutting down: health reports NOT_SERVING, still answering checks while draining"
         );
+        // A store that becomes ready now must not turn health back to SERVING.
+        serving.abort();
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
@@ -262,6 +266,37 @@ async fn serve<S: QuotaStore>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reports both health services NOT_SERVING until the store has answered once, then SERVING for
+/// good: a replica that cannot reach its Redis (a wrong address, an unsupported version) never
+/// takes traffic it would only fail open. Once SERVING it stays so when Redis is lost later: every
+/// replica shares the one Redis, so turning them all NOT_SERVING would only make a store outage an
+/// ext_authz outage, which Envoy answers with `failure_mode_allow` anyway, later than the breaker
+/// fails open. Returns the task that waits; aborting it keeps NOT_SERVING.
+async fn report_serving_once_ready(
+    health: HealthReporter,
+    readiness: Readiness,
+) -> tokio::task::JoinHandle<()> {
+    if readiness.is_ready() {
+        set_health(&health, ServingStatus::Serving).await;
+        return tokio::spawn(async {});
+    }
+    // Before the listener serves: tonic-health reports `""` SERVING until told otherwise.
+    set_health(&health, ServingStatus::NotServing).await;
+    tracing::info!("health reports NOT_SERVING until the store answers");
+    tokio::spawn(async move {
+        if readiness.wait().await {
+            set_health(&health, ServingStatus::Serving).await;
+        }
+    })
+}
+
+/// Sets both health services, the server's (`""`) and the Authorization service's.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in [SERVICE_NAME, ""] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// Keeps the plan assignments of `limiter` current while its policy uses them: reads them from the

@@ -438,7 +438,8 @@ async fn expiry_is_only_ever_lengthened_on_every_server() {
             tls_ca: None,
         };
         let store = RedisStore::new(&settings, Topology::Standalone).unwrap();
-        store.preload().await.expect("redis answers");
+        let ready = tokio::time::timeout(Duration::from_secs(5), store.readiness().wait());
+        assert!(ready.await.expect("redis answers"), "{flavour:?}");
         let key = KeyDigest::of("expiry");
         let bucket = BucketRef {
             key: &key,

@@ -178,7 +178,10 @@ fn redis_store(runtime: &tokio::runtime::Runtime, url: String, topology: Topolog
         let _entered = runtime.enter();
         RedisStore::new(&redis_settings(url), topology).unwrap()
     };
-    runtime.block_on(store.preload()).expect("redis answers");
+    let ready = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), store.readiness().wait()).await
+    });
+    assert!(ready.expect("redis answers"));
     store
 }
 
