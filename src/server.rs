@@ -166,8 +166,12 @@ async fn serve<S: QuotaStore>(
             ?drain_period,
             "shutting down: health reports NOT_SERVING, still answering checks while draining"
         );
-        // A store that becomes ready now must not turn health back to SERVING.
-        serving.abort();
+        // A store that becomes ready now must not turn health back to SERVING: the task is
+        // stopped, and waited for, before NOT_SERVING is set.
+        if let Some(serving) = serving {
+            serving.abort();
+            let _ = serving.await;
+        }
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
@@ -273,23 +277,24 @@ async fn serve<S: QuotaStore>(
 /// takes traffic it would only fail open. Once SERVING it stays so when Redis is lost later: every
 /// replica shares the one Redis, so turning them all NOT_SERVING would only make a store outage an
 /// ext_authz outage, which Envoy answers with `failure_mode_allow` anyway, later than the breaker
-/// fails open. Returns the task that waits; aborting it keeps NOT_SERVING.
+/// fails open. Returns the task that waits, if the store is not ready yet; aborting it keeps
+/// NOT_SERVING.
 async fn report_serving_once_ready(
     health: HealthReporter,
     readiness: Readiness,
-) -> tokio::task::JoinHandle<()> {
+) -> Option<tokio::task::JoinHandle<()>> {
     if readiness.is_ready() {
         set_health(&health, ServingStatus::Serving).await;
-        return tokio::spawn(async {});
+        return None;
     }
     // Before the listener serves: tonic-health reports `""` SERVING until told otherwise.
     set_health(&health, ServingStatus::NotServing).await;
     tracing::info!("health reports NOT_SERVING until the store answers");
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         if readiness.wait().await {
             set_health(&health, ServingStatus::Serving).await;
         }
-    })
+    }))
 }
 
 /// Sets both health services, the server's (`""`) and the Authorization service's.
