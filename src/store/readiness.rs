@@ -133,3 +133,52 @@ impl Reporter {
         std::mem::replace(&mut *logged, now) != now
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_older_than_the_minimum_is_refused_with_both_versions() {
+        let error =
+            ConnectError::check_version("# Server\r\nredis_version:6.0.20\r\n").unwrap_err();
+        assert!(matches!(error, ConnectError::Unsupported(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "redis 6.0.20 is older than the oldest supported version, redis 6.2.0"
+        );
+        assert!(matches!(
+            ConnectError::check_version("redis_mode:standalone\r\n"),
+            Err(ConnectError::UnknownVersion)
+        ));
+        let server = ConnectError::check_version("redis_version:6.2.14\r\n").unwrap();
+        assert_eq!(server.to_string(), "redis 6.2.14");
+    }
+
+    #[tokio::test]
+    async fn ready_after_the_first_connection_and_for_good() {
+        let reporter = Reporter::new("redis");
+        let readiness = reporter.readiness();
+        assert!(!readiness.is_ready());
+        let old = Server::from_info("redis_version:5.0.14\n").unwrap();
+        reporter.failed(&ConnectError::Unsupported(old));
+        assert!(!readiness.is_ready(), "an unsupported server is not ready");
+        let server = Server::from_info("redis_version:7.0.15\n").unwrap();
+        reporter.connected(&server);
+        assert!(readiness.is_ready());
+        reporter.failed(&ConnectError::Timeout(Duration::from_secs(2)));
+        assert!(readiness.clone().wait().await, "it stays ready");
+        assert!(Readiness::ready().is_ready());
+    }
+
+    #[test]
+    fn a_run_of_the_same_outcome_is_logged_once() {
+        let reporter = Reporter::new("redis");
+        assert!(reporter.log(Logged::Unreachable));
+        assert!(!reporter.log(Logged::Unreachable));
+        assert!(reporter.log(Logged::Unsupported));
+        assert!(reporter.log(Logged::Connected));
+        assert!(!reporter.log(Logged::Connected));
+        assert!(reporter.log(Logged::Unreachable));
+    }
+}
