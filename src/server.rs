@@ -8,7 +8,7 @@ use crate::check::authz::{PLAN_REFRESH, RateLimiter};
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
 use crate::config::reload::{self, Reload};
 use crate::config::{Config, StoreSettings};
-use crate::store::{MemoryStore, QuotaStore, RedisStore, StoreError, Topology};
+use crate::store::{MemoryStore, QuotaStore, Readiness, RedisStore, StoreError, Topology};
 use crate::telemetry::http::{self, METRICS_PATH};
 use crate::telemetry::metrics::Metrics;
 use std::future::Future;
@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Concurrent streams a client may open on one ext_authz connection. The process-wide budgets of
 /// [`Admission`] bound what all connections hold together.
@@ -35,6 +36,9 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// `ENHANCE_YOUR_CALM`. Each reset holds a stream's state until the frame is written, and a
 /// client that does not read makes that forever; Envoy causes none.
 const MAX_RESETS_PER_CONNECTION: usize = 256;
+
+/// How long the start waits for Redis before serving (health NOT_SERVING until it answers).
+const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
 /// HTTP/2 PING and TCP keepalive interval on ext_authz connections.
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -119,9 +123,9 @@ pub async fn run(
         StoreSettings::Cluster(settings) => (settings, Topology::Cluster),
     };
     let store = RedisStore::new(settings, topology)?;
-    if let Err(e) = store.preload().await {
-        tracing::warn!(error = %e, "cannot load the quota script into Redis yet; checks fail open until it answers");
-    }
+    // A Redis that answers at once is used from the first check; one that does not holds the
+    // start up no longer (the store logs why, and keeps trying in the background).
+    let _ = tokio::time::timeout(STARTUP_WAIT, store.readiness().wait()).await;
     serve(&config, store, listeners, shutdown).await
 }
 
@@ -132,6 +136,7 @@ async fn serve<S: QuotaStore>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let readiness = store.readiness();
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
     let admission = Arc::new(Admission::new(metrics.clone()));
     // Plan assignments before the first check, so that no key starts on the wrong limits; a store
@@ -158,10 +163,7 @@ async fn serve<S: QuotaStore>(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    let serving = report_serving_once_ready(health.clone(), readiness).await;
 
     let drain_period = config.drain_period;
     let (drain_over, drain_ended) = oneshot::channel();
@@ -173,6 +175,12 @@ async fn serve<S: QuotaStore>(
             ?drain_period,
             "shutting down: health reports NOT_SERVING, still answering checks while draining"
         );
+        // A store that becomes ready now must not turn health back to SERVING: the task is
+        // stopped, and waited for, before NOT_SERVING is set.
+        if let Some(serving) = serving {
+            serving.abort();
+            let _ = serving.await;
+        }
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
@@ -287,6 +295,38 @@ async fn serve<S: QuotaStore>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reports both health services NOT_SERVING until the store has answered once, then SERVING for
+/// good: a replica that cannot reach its Redis (a wrong address, an unsupported version) never
+/// takes traffic it would only fail open. Once SERVING it stays so when Redis is lost later: every
+/// replica shares the one Redis, so turning them all NOT_SERVING would only make a store outage an
+/// ext_authz outage, which Envoy answers with `failure_mode_allow` anyway, later than the breaker
+/// fails open. Returns the task that waits, if the store is not ready yet; aborting it keeps
+/// NOT_SERVING.
+async fn report_serving_once_ready(
+    health: HealthReporter,
+    readiness: Readiness,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if readiness.is_ready() {
+        set_health(&health, ServingStatus::Serving).await;
+        return None;
+    }
+    // Before the listener serves: tonic-health reports `""` SERVING until told otherwise.
+    set_health(&health, ServingStatus::NotServing).await;
+    tracing::info!("health reports NOT_SERVING until the store answers");
+    Some(tokio::spawn(async move {
+        if readiness.wait().await {
+            set_health(&health, ServingStatus::Serving).await;
+        }
+    }))
+}
+
+/// Sets both health services, the server's (`""`) and the Authorization service's.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in [SERVICE_NAME, ""] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// Keeps the plan assignments of `limiter` current while its policy uses them: reads them from the

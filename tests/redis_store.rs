@@ -1,11 +1,16 @@
-//! What only the Redis store does: outages, script cache loss, key names and expiry.
+//! What only the Redis store does: outages, script cache loss, key names and expiry (on every
+//! supported server).
 
 mod common;
 
-use common::redis_server::script_calls;
+use common::redis_server::{Flavour, RedisServer, script_calls};
 use common::{Backend, Tollgate, check, unique_key};
 use redis::Commands;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+use tollgate::api_key::KeyDigest;
+use tollgate::limit::{Limit, Mode, Rule};
+use tollgate::store::{BucketRef, QuotaStore, RedisSettings, RedisStore, Topology};
 
 const ROUTES: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 3, window: 2s } }\n";
@@ -408,4 +413,68 @@ async fn a_redis_cluster_spreads_the_keys_over_its_nodes() {
         total += keys;
     }
     assert_eq!(total, 60, "one sliding log per API key");
+}
+
+/// A bucket's expiry is only ever lengthened, on every supported server (Redis 6.2 has no
+/// `PEXPIRE … GT`, so the script compares by hand): a check under a shorter window (after a
+/// reload) keeps the longer life of what was counted before, a longer one extends it, and a ring
+/// without an expiry keeps none, as GT would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_only_ever_lengthened_on_every_server() {
+    let rule = |seconds: u64| {
+        let limit = Limit {
+            requests: NonZeroU32::new(10).unwrap(),
+            window: Duration::from_secs(seconds),
+        };
+        Rule::new(vec![limit], 1, Mode::Enforce).unwrap()
+    };
+    for flavour in [Flavour::Redis7, Flavour::Redis62, Flavour::Valkey8] {
+        let redis = RedisServer::start_flavour(flavour);
+        let settings = RedisSettings {
+            url: redis.url(),
+            timeout: Duration::from_secs(2),
+            connections: 1,
+            key_prefix: "expiry".into(),
+            tls_ca: None,
+        };
+        let store = RedisStore::new(&settings, Topology::Standalone).unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(5), store.readiness().wait());
+        assert!(ready.await.expect("redis answers"), "{flavour:?}");
+        let key = KeyDigest::of("expiry");
+        let bucket = BucketRef {
+            key: &key,
+            name: "GET /x",
+        };
+        let name = store.key_name(bucket);
+        let mut connection = redis.connection();
+        let checked_under = |seconds| {
+            let store = &store;
+            let rule = rule(seconds);
+            async move {
+                let outcome = store.check(bucket, &rule).await.expect("the store answers");
+                assert!(outcome.allowed, "{flavour:?}");
+            }
+        };
+
+        checked_under(60).await;
+        let ttl: i64 = connection.pttl(&name).unwrap();
+        assert!((59_000..=60_000).contains(&ttl), "{flavour:?}: {ttl}");
+        checked_under(2).await;
+        let ttl: i64 = connection.pttl(&name).unwrap();
+        assert!(
+            ttl > 59_000,
+            "{flavour:?}: a shorter window kept it ({ttl})"
+        );
+        checked_under(120).await;
+        let ttl: i64 = connection.pttl(&name).unwrap();
+        assert!(
+            ttl > 119_000,
+            "{flavour:?}: a longer one extended it ({ttl})"
+        );
+
+        let _: bool = connection.persist(&name).unwrap();
+        checked_under(120).await;
+        let ttl: i64 = connection.pttl(&name).unwrap();
+        assert_eq!(ttl, -1, "{flavour:?}: no expiry stays none");
+    }
 }

@@ -2,13 +2,14 @@
 //! (`tests/common/sliding_model.rs`): for random windows, costs and modes, every check's decision,
 //! remaining slots and reset times equal the model's, and in enforce mode no trailing window ever
 //! holds more than its limit; and so under several rules in turn over one bucket, as a key that
-//! changes plan is checked. The memory store, a real Redis and a real Redis Cluster, each in
-//! real time: the model is driven by the clock the store reports, so nothing depends on timing.
+//! changes plan is checked. The memory store, a real Redis (7.x, 6.2 and Valkey 8) and a real
+//! Redis Cluster, each in real time: the model is driven by the clock the store reports, so
+//! nothing depends on timing.
 
 mod common;
 
 use common::redis_cluster::RedisCluster;
-use common::redis_server::RedisServer;
+use common::redis_server::{Flavour, RedisServer};
 use common::sliding_model::{ModelWindow, SlidingModel};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -177,7 +178,10 @@ fn redis_store(runtime: &tokio::runtime::Runtime, url: String, topology: Topolog
         let _entered = runtime.enter();
         RedisStore::new(&redis_settings(url), topology).unwrap()
     };
-    runtime.block_on(store.preload()).expect("redis answers");
+    let ready = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), store.readiness().wait()).await
+    });
+    assert!(ready.expect("redis answers"));
     store
 }
 
@@ -198,6 +202,27 @@ fn redis_matches_the_model() {
     matches_the_model(&runtime, &store, 24, schedules());
     matches_the_model(&runtime, &store, 16, switching_schedules());
     matches_the_model(&runtime, &store, 3, large_schedules());
+}
+
+/// Redis 6.2 and Valkey 8 run the same script, so they must give the same answers: fewer cases
+/// (each waits in real time), enough to take every path of the script, the large rings' included.
+fn other_server_matches_the_model(flavour: Flavour) {
+    let redis = RedisServer::start_flavour(flavour);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = redis_store(&runtime, redis.url(), Topology::Standalone);
+    matches_the_model(&runtime, &store, 12, schedules());
+    matches_the_model(&runtime, &store, 8, switching_schedules());
+    matches_the_model(&runtime, &store, 2, large_schedules());
+}
+
+#[test]
+fn redis_6_2_matches_the_model() {
+    other_server_matches_the_model(Flavour::Redis62);
+}
+
+#[test]
+fn valkey_8_matches_the_model() {
+    other_server_matches_the_model(Flavour::Valkey8);
 }
 
 #[test]

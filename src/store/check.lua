@@ -54,10 +54,9 @@ local counted = allowed == 1 or record_denied
 if counted then
   -- Never before the newest time, so the ring stays in order if the server's clock steps back.
   push(ring, math.max(now, recent(ring, 0) or now), cost)
-end
-if counted then
-  -- GT: a reload that shortened the windows never cuts the life of times counted before it.
-  redis.call('PEXPIRE', key, math.ceil(retain / 1000), 'GT')
+  -- Lengthened only: a reload that shortened the windows never cuts the life of times counted
+  -- before it.
+  prolong(ring, retain)
 end
 
 local reply = {allowed, now}

@@ -8,11 +8,14 @@
 //! failover the slots point at the promoted replica, whose breaker is closed: its keys count
 //! again as soon as the topology shows it.
 
-use super::StoreError;
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::readiness::{ConnectError, Reporter};
 use super::redis::{Request, within_timeout};
+use super::version::Server;
+use super::{AbortOnDrop, StoreError};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -22,9 +25,10 @@ use tokio::sync::Notify;
 /// first connection discovers every node, which need not fit in one check's timeout.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Backoff between background attempts to connect to the cluster.
+/// Backoff between background attempts to connect to the cluster: at most a second, so that a
+/// replica is ready (health) within about a second of the cluster answering.
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// How often the topology is read when nothing fails.
 const TOPOLOGY_REFRESH: Duration = Duration::from_secs(1);
@@ -40,10 +44,9 @@ pub(super) struct Cluster {
 }
 
 struct Shared {
-    /// Set once by the background task; empty until the cluster first answers.
+    /// Set once by the background task; empty until every primary of the cluster first answered
+    /// with a supported version.
     connection: OnceLock<ClusterConnection>,
-    /// Woken when `connection` is set.
-    connected: Notify,
     topology: RwLock<Arc<Topology>>,
     /// Woken when a breaker opens: the node may have failed over.
     stale: Notify,
@@ -67,40 +70,24 @@ struct Primary {
 
 impl Cluster {
     /// Starts connecting in the background; checks fail open at once until it is connected.
+    /// `reporter` hears of every attempt.
     pub(super) fn start(
         client: ClusterClient,
         script: redis::Script,
         breaker: BreakerSettings,
+        reporter: Arc<Reporter>,
     ) -> Self {
         let shared = Arc::new(Shared {
             connection: OnceLock::new(),
-            connected: Notify::new(),
             topology: RwLock::new(Arc::default()),
             stale: Notify::new(),
             breaker,
         });
-        let task = tokio::spawn(run(client, script, shared.clone()));
+        let task = tokio::spawn(run(client, script, shared.clone(), reporter));
         Self {
             shared,
             _background: AbortOnDrop(task.abort_handle()),
         }
-    }
-
-    /// Waits up to `limit` for the background connection.
-    pub(super) async fn wait_connected(&self, limit: Duration) -> Result<(), StoreError> {
-        let wait = async {
-            loop {
-                // Registered before the look, so a connection made in between wakes it.
-                let notified = self.shared.connected.notified();
-                if self.shared.connection.get().is_some() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(limit, wait)
-            .await
-            .map_err(|_| StoreError::NotConnected)
     }
 
     /// Sends `request` to `key`'s primary within `timeout`, through that primary's breaker.
@@ -180,10 +167,14 @@ impl Shared {
 }
 
 /// Connects, then keeps the topology current.
-async fn run(client: ClusterClient, script: redis::Script, shared: Arc<Shared>) {
-    let mut connection = connect(&client, &script).await;
+async fn run(
+    client: ClusterClient,
+    script: redis::Script,
+    shared: Arc<Shared>,
+    reporter: Arc<Reporter>,
+) {
+    let mut connection = connect(&client, &script, &reporter).await;
     let _ = shared.connection.set(connection.clone());
-    shared.connected.notify_waiters();
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, read_topology(&mut connection)).await {
             Ok(Ok(primaries)) => shared.update(primaries),
@@ -198,38 +189,54 @@ async fn run(client: ClusterClient, script: redis::Script, shared: Arc<Shared>) 
     }
 }
 
-/// Connects outside any check, retrying with backoff until the cluster answers, and loads the
-/// script on every primary. Made inside a check, a first connection slower than the check's
-/// timeout would be cancelled again and again.
-async fn connect(client: &ClusterClient, script: &redis::Script) -> ClusterConnection {
+/// Connects outside any check, retrying with backoff until every primary answers with a
+/// supported version, and loads the script on every primary. Made inside a check, a first
+/// connection slower than the check's timeout would be cancelled again and again.
+async fn connect(
+    client: &ClusterClient,
+    script: &redis::Script,
+    reporter: &Reporter,
+) -> ClusterConnection {
     let mut delay = RETRY_MIN;
-    let mut warned = false;
     loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
-            Ok(Ok(mut connection)) => {
-                let load =
-                    tokio::time::timeout(CONNECT_TIMEOUT, script.load_async(&mut connection));
-                if !matches!(load.await, Ok(Ok(_))) {
-                    tracing::warn!(
-                        "cannot load the quota script into the redis cluster yet; the first checks load it"
-                    );
-                }
-                tracing::info!("connected to the redis cluster");
+        let attempt = async {
+            let mut connection = client.get_async_connection().await?;
+            let server = oldest_primary(&mut connection).await?;
+            script.load_async(&mut connection).await?;
+            Ok::<_, ConnectError>((connection, server))
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok((connection, server))) => {
+                reporter.connected(&server);
                 return connection;
             }
-            Ok(Err(e)) if !warned => {
-                warned = true;
-                tracing::warn!(error = %e, "cannot connect to the redis cluster yet; checks fail open until it answers, retrying in the background");
-            }
-            Err(_) if !warned => {
-                warned = true;
-                tracing::warn!(timeout = ?CONNECT_TIMEOUT, "the redis cluster did not answer in time; checks fail open until it answers, retrying in the background");
-            }
-            Ok(Err(_)) | Err(_) => {}
+            Ok(Err(error)) => reporter.failed(&error),
+            Err(_) => reporter.failed(&ConnectError::Timeout(CONNECT_TIMEOUT)),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RETRY_MAX);
     }
+}
+
+/// The oldest of the primaries, from `INFO server` on each; an error if any is unsupported.
+async fn oldest_primary(connection: &mut ClusterConnection) -> Result<Server, ConnectError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let replies: HashMap<String, String> =
+        redis::from_redis_value(connection.route_command(info, routing).await?)
+            .map_err(redis::RedisError::from)?;
+    let mut oldest: Option<Server> = None;
+    for reply in replies.values() {
+        let server = ConnectError::check_version(reply)?;
+        if oldest
+            .as_ref()
+            .is_none_or(|o| server.compatible < o.compatible)
+        {
+            oldest = Some(server);
+        }
+    }
+    oldest.ok_or(ConnectError::UnknownVersion)
 }
 
 /// `(first slot, last slot, "host:port" of the primary)` for every range, from `CLUSTER SLOTS`.
@@ -334,15 +341,6 @@ fn slot(key: &str) -> u16 {
     crc % SLOTS as u16
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +368,6 @@ mod tests {
     fn shared() -> Shared {
         Shared {
             connection: OnceLock::new(),
-            connected: Notify::new(),
             topology: RwLock::new(Arc::default()),
             stale: Notify::new(),
             breaker: settings(),

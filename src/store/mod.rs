@@ -14,9 +14,12 @@ mod breaker;
 mod cluster;
 mod connections;
 mod memory;
+mod readiness;
 mod redis;
+pub mod version;
 
 pub use memory::MemoryStore;
+pub use readiness::Readiness;
 pub use redis::{RedisSettings, RedisStore, TlsCa, Topology};
 
 use crate::api_key::KeyDigest;
@@ -71,8 +74,9 @@ pub enum StoreError {
     /// Redis failed several times in a row; checks fail at once until a probe gets an answer.
     #[error("redis circuit breaker open after repeated failures")]
     CircuitOpen,
-    /// The Redis Cluster connection is still being made in the background.
-    #[error("not connected to the redis cluster yet")]
+    /// No connection to Redis is ready: each is being made in the background (Redis is down,
+    /// unreachable or older than the supported minimum).
+    #[error("no connection to redis is ready")]
     NotConnected,
 }
 
@@ -150,8 +154,23 @@ pub trait QuotaStore: Send + Sync + 'static {
         known: Option<&str>,
     ) -> impl Future<Output = Result<Option<PlanAssignments>, StoreError>> + Send;
 
+    /// When the store first answered: health reports NOT_SERVING until then. A store that needs no
+    /// server is ready at once.
+    fn readiness(&self) -> Readiness {
+        Readiness::ready()
+    }
+
     /// Circuit breakers that are open now, for the metrics; a store without breakers has none.
     fn breakers_open(&self) -> usize {
         0
+    }
+}
+
+/// Aborts a background task when dropped (tests start many stores in one process).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

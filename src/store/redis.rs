@@ -2,18 +2,19 @@
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::cluster::{self, Cluster};
-use super::connections::Connections;
+use super::connections::{self, Connections};
+use super::readiness::{Readiness, Reporter};
 use super::{
     BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
 };
 use crate::api_key::KeyDigest;
 use crate::limit::{Mode, Rule};
-use redis::IntoConnectionInfo;
-use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
@@ -123,18 +124,24 @@ pub struct RedisStore {
     plans_script: redis::Script,
     timeout: Duration,
     key_prefix: String,
+    readiness: Readiness,
 }
 
 impl RedisStore {
-    /// Prepares the connections without connecting, so tollgate starts (and fails open) while
-    /// Redis is down. A cluster is connected by a background task, so this must run inside the
-    /// tokio runtime.
+    /// Starts connecting in the background, so tollgate starts (and fails open) while Redis is
+    /// down or too old; [`QuotaStore::readiness`] tells when a supported server first answered.
+    /// Must run inside the tokio runtime.
     pub fn new(settings: &RedisSettings, topology: Topology) -> Result<Self, StoreError> {
         let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca.pem.clone()),
         });
         let script = redis::Script::new(SCRIPT);
+        let reporter = Arc::new(Reporter::new(match topology {
+            Topology::Standalone => "redis",
+            Topology::Cluster => "redis cluster",
+        }));
+        let readiness = reporter.readiness();
         let backend = if topology == Topology::Cluster {
             let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
                 .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
@@ -147,7 +154,12 @@ impl RedisStore {
             if let Some(certificates) = certificates {
                 builder = builder.certs(certificates);
             }
-            Backend::Cluster(Cluster::start(builder.build()?, script.clone(), BREAKER))
+            Backend::Cluster(Cluster::start(
+                builder.build()?,
+                script.clone(),
+                BREAKER,
+                reporter,
+            ))
         } else {
             let info = settings
                 .url
@@ -158,13 +170,17 @@ impl RedisStore {
                 None => redis::Client::open(info)?,
                 Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
             };
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.timeout))
-                .set_response_timeout(Some(settings.timeout))
-                // Fail fast and let the next check try again: a check never waits for backoff.
-                .set_number_of_retries(0);
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connections::CONNECT_TIMEOUT))
+                .set_response_timeout(Some(settings.timeout));
             Backend::Standalone {
-                connections: Box::new(Connections::new(client, config, settings.connections)?),
+                connections: Box::new(Connections::start(
+                    client,
+                    config,
+                    script.clone(),
+                    reporter,
+                    settings.connections,
+                )),
                 breaker: Breaker::new(BREAKER),
             }
         };
@@ -176,24 +192,8 @@ impl RedisStore {
             plans_script: redis::Script::new(PLANS_SCRIPT),
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
+            readiness,
         })
-    }
-
-    /// Gets ready for the first check, so that a healthy Redis is used from the start: loads the
-    /// script on a standalone server, or waits a moment for the background connection to a
-    /// cluster (which loads the script on every primary). Failure is not fatal: checks fail open
-    /// until Redis answers, and the first check then loads the script.
-    pub async fn preload(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Standalone { connections, .. } => {
-                let mut lease = connections.lease();
-                tokio::time::timeout(self.timeout, self.script.load_async(&mut lease.manager))
-                    .await
-                    .map_err(|_| StoreError::Timeout(self.timeout))??;
-            }
-            Backend::Cluster(cluster) => cluster.wait_connected(cluster::CONNECT_TIMEOUT).await?,
-        }
-        Ok(())
     }
 
     /// `<prefix>:ring:{<key digest>}:<bucket>`. The hash tag keeps every bucket of one API key
@@ -236,20 +236,22 @@ impl RedisStore {
         breaker: &Breaker,
         request: Request<'_>,
     ) -> Result<T, StoreError> {
+        // Before the breaker: with no connection ready the check fails at once without using up
+        // a probe, so the first check after a connection is made probes.
+        let mut lease = connections.lease()?;
         let Some(call) = breaker.admit(Instant::now()) else {
             return Err(StoreError::CircuitOpen);
         };
-        let mut lease = connections.lease();
-        let result = within_timeout(self.timeout, request.send(&mut lease.manager)).await;
+        let result = within_timeout(self.timeout, request.send(&mut lease.connection)).await;
         match (&result, call) {
             (Ok(_), _) => connections.succeeded(&lease),
             // The next probe must not find the same dead connection.
             (Err(_), Call::Probe) => connections.replace(&lease),
-            (Err(_), Call::Normal) => connections.failed(&lease),
+            (Err(e), Call::Normal) => connections.failed(&lease, e),
         }
         match breaker.record(call, result.is_ok(), Instant::now()) {
             Some(Transition::Opened) => {
-                // Any of them may be dead: each reconnects from scratch on its next use.
+                // Any of them may be dead: each is made again from scratch in the background.
                 connections.replace_all();
                 if let Err(e) = &result {
                     tracing::warn!(
@@ -305,7 +307,8 @@ pub(super) async fn within_timeout<T>(
 /// How the store reaches Redis.
 enum Backend {
     /// A single Redis (or a primary behind a proxy): a few multiplexed connections that pipeline
-    /// concurrent requests, behind one breaker (they all reach the same server).
+    /// concurrent requests, made in the background, behind one breaker (they all reach the same
+    /// server).
     Standalone {
         /// Boxed: the client and its configuration are large and there is one per process.
         connections: Box<Connections>,
@@ -453,6 +456,10 @@ impl QuotaStore for RedisStore {
         }
         // Changes made during the scan move the mark again: the next refresh reads them.
         Ok(Some(PlanAssignments { version, plans }))
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     fn breakers_open(&self) -> usize {

