@@ -247,9 +247,10 @@ async fn serve<S: QuotaStore>(
             }
         });
     let served = tonic::transport::Server::builder()
-        // tonic's default is no limit at all: each stream may hold a message being read, so a
-        // client opening thousands would cost memory. Envoy honours the limit and opens another
-        // connection (or retries a refused stream on another replica).
+        // tonic's default is no limit at all: each stream holds state, so a client opening
+        // thousands would cost memory. Envoy does not follow the limit a server announces (it
+        // queues streams past it), so the shipped Envoy cluster states the same number and opens
+        // another connection instead.
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_local_error_reset_streams(Some(MAX_RESETS_PER_CONNECTION))
         // A peer that vanished without a FIN is found and its connection closed.

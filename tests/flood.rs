@@ -175,6 +175,13 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
             "{pattern:?}: a check took {slowest:?} during the flood"
         );
         drop(sockets);
+        let mut refused = 0;
+        for reason in ["read_timeout", "waiting"] {
+            let series = format!("tollgate_refused_total{{reason=\"{reason}\"}}");
+            refused += process.metric(&series).await.expect("the series exists");
+        }
+        assert!(refused > 0, "{pattern:?}: the flood reached no budget");
+        eprintln!("{pattern:?}: {refused} calls refused so far");
     }
     assert!(
         process.is_running(),

@@ -204,17 +204,11 @@ async fn a_configmap_update_applies_within_two_seconds_and_a_broken_one_is_refus
 
 /// `tollgate_config_reloads_total{result}` as the binary's metrics show it now.
 async fn reloads(tollgate: &TollgateProcess, result: &str) -> u64 {
-    let port = tollgate.metrics_port();
-    let body = tokio::task::spawn_blocking(move || {
-        common::http::request_blocking(port, "GET", "/metrics", &[]).expect("scrape")
-    })
-    .await
-    .unwrap()
-    .body;
-    let series = format!("tollgate_config_reloads_total{{result=\"{result}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} in\n{body}"))
+    let series = format!("tollgate_config_reloads_total{{result=\"{result}\"}}");
+    tollgate
+        .metric(&series)
+        .await
+        .unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// Waits until the binary has counted `count` reloads with `result`, and returns how long that

@@ -97,6 +97,21 @@ impl TollgateProcess {
         }
     }
 
+    /// The value of one series (`name{labels}`, as the exposition writes it) in a scrape of its
+    /// metrics, or `None` when the scrape has no such series.
+    pub async fn metric(&self, series: &str) -> Option<u64> {
+        let port = self.metrics_port();
+        let body = tokio::task::spawn_blocking(move || {
+            super::http::request_blocking(port, "GET", "/metrics", &[]).expect("scrape")
+        })
+        .await
+        .unwrap()
+        .body;
+        let prefix = format!("{series} ");
+        body.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    }
+
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
     pub fn sigterm(&self) {
         self.signal("-TERM");
