@@ -6,7 +6,9 @@
 //! Three patterns, each 64 connections x 1 000 `Check` streams, none of which ever completes:
 //! a gRPC prefix announcing a 16 KiB message, one announcing 10 bytes, and headers with no DATA at
 //! all. The flood client never reads what tollgate sends, so nothing it is answered frees memory
-//! on its side of the sockets either.
+//! on its side of the sockets either. Such a connection goes past the stream limit and is closed
+//! with GOAWAY; a fourth flood stays within every per-connection limit (100 connections x 120
+//! stalled streams), so that the process-wide budgets and the read timeout meet it instead.
 
 mod common;
 
@@ -17,8 +19,24 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const CONNECTIONS: usize = 64;
-const STREAMS: u32 = 1_000;
+/// How many connections a flood opens, and how many streams each.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    connections: usize,
+    streams: u32,
+}
+
+/// The flood: far past the per-connection stream limit (128).
+const PAST_THE_LIMITS: Shape = Shape {
+    connections: 64,
+    streams: 1_000,
+};
+
+/// Within the per-connection limits: 120 streams and no reset.
+const WITHIN_THE_LIMITS: Shape = Shape {
+    connections: 100,
+    streams: 120,
+};
 
 /// Peak resident memory allowed to the process under any of the floods.
 const PEAK_RSS_LIMIT_KIB: u64 = 128 << 10;
@@ -37,7 +55,7 @@ enum Pattern {
 
 /// The HTTP/2 frames of one flood connection: the preface, empty SETTINGS, then for each stream
 /// a HEADERS frame of a `Check` call and, by `pattern`, a DATA frame with a gRPC prefix alone.
-fn flood_bytes(pattern: Pattern) -> Vec<u8> {
+fn flood_bytes(pattern: Pattern, streams: u32) -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     frame(&mut out, 0x4, 0, 0, &[]);
     let block = header_block(&[
@@ -48,7 +66,7 @@ fn flood_bytes(pattern: Pattern) -> Vec<u8> {
         ("content-type", "application/grpc"),
         ("te", "trailers"),
     ]);
-    for n in 0..STREAMS {
+    for n in 0..streams {
         let stream = 2 * n + 1;
         // END_HEADERS; the stream stays open for a body that never ends.
         frame(&mut out, 0x1, 0x4, stream, &block);
@@ -86,9 +104,9 @@ fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
 /// Opens the flood's connections and writes their frames; the sockets stay open (and unread)
 /// until the returned streams are dropped. A write the server no longer takes (its flow control
 /// or a full socket) is abandoned after a moment: what was sent is the flood.
-async fn flood(port: u16, pattern: Pattern) -> Vec<TcpStream> {
-    let bytes = std::sync::Arc::new(flood_bytes(pattern));
-    let tasks: Vec<_> = (0..CONNECTIONS)
+async fn flood(port: u16, pattern: Pattern, shape: Shape) -> Vec<TcpStream> {
+    let bytes = std::sync::Arc::new(flood_bytes(pattern, shape.streams));
+    let tasks: Vec<_> = (0..shape.connections)
         .map(|_| {
             let bytes = bytes.clone();
             tokio::spawn(async move {
@@ -106,6 +124,26 @@ async fn flood(port: u16, pattern: Pattern) -> Vec<TcpStream> {
     sockets
 }
 
+/// How many of `sockets` tollgate has closed: read to their end within a moment (what it sent
+/// before, its answers and GOAWAY, is read and dropped).
+async fn closed_by_server(sockets: Vec<TcpStream>) -> usize {
+    let reads = sockets.into_iter().map(|mut socket| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = vec![0; 64 << 10];
+            let to_end = async { while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {} };
+            tokio::time::timeout(Duration::from_millis(500), to_end)
+                .await
+                .is_ok()
+        })
+    });
+    let mut closed = 0;
+    for read in reads.collect::<Vec<_>>() {
+        closed += usize::from(read.await.unwrap());
+    }
+    closed
+}
+
 /// `VmHWM` and `VmRSS` of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -117,6 +155,20 @@ fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn pattern_is_past_the_limits(shape: Shape) -> bool {
+    shape.streams > WITHIN_THE_LIMITS.streams
+}
+
+/// Calls refused so far for want of room or time.
+async fn refused(process: &TollgateProcess) -> u64 {
+    let mut refused = 0;
+    for reason in ["read_timeout", "waiting"] {
+        let series = format!("tollgate_refused_total{{reason=\"{reason}\"}}");
+        refused += process.metric(&series).await.expect("the series exists");
+    }
+    refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,12 +183,15 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
     let answer = check(&mut client, "GET", "/v1/users", Some(&key)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
 
-    for pattern in [
-        Pattern::Announce(16 << 10),
-        Pattern::Announce(10),
-        Pattern::HeadersOnly,
-    ] {
-        let flooding = tokio::spawn(flood(port, pattern));
+    let floods = [
+        (Pattern::Announce(16 << 10), PAST_THE_LIMITS),
+        (Pattern::Announce(10), PAST_THE_LIMITS),
+        (Pattern::HeadersOnly, PAST_THE_LIMITS),
+        (Pattern::HeadersOnly, WITHIN_THE_LIMITS),
+    ];
+    for (pattern, shape) in floods {
+        let refused_before = refused(&process).await;
+        let flooding = tokio::spawn(flood(port, pattern, shape));
         let mut slowest = Duration::ZERO;
         let mut checks = 0;
         let started = Instant::now();
@@ -158,30 +213,38 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let sockets = flooding.await.unwrap();
+        let opened = sockets.len();
+        // Every stream of the flood has opened by now: past its read timeout, all are answered.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let (peak, now) = memory_kib(process.pid());
+        let refused = refused(&process).await - refused_before;
+        let closed = closed_by_server(sockets).await;
         eprintln!(
-            "{pattern:?}: {} connections held, {checks} checks, slowest {slowest:?}, VmHWM {} MiB, VmRSS {} MiB",
-            sockets.len(),
+            "{pattern:?} x {shape:?}: {checks} checks, slowest {slowest:?}, VmHWM {} MiB, VmRSS {} MiB, {refused} calls refused, {closed} of {} connections closed by tollgate",
             peak >> 10,
-            now >> 10
+            now >> 10,
+            opened
         );
+        assert_eq!(opened, shape.connections, "every connection opened");
         assert!(
             peak < PEAK_RSS_LIMIT_KIB,
-            "{pattern:?}: peak RSS {} MiB",
+            "{pattern:?} x {shape:?}: peak RSS {} MiB",
             peak >> 10
         );
         assert!(
             slowest < CHECK_LATENCY_LIMIT,
-            "{pattern:?}: a check took {slowest:?} during the flood"
+            "{pattern:?} x {shape:?}: a check took {slowest:?} during the flood"
         );
-        drop(sockets);
-        let mut refused = 0;
-        for reason in ["read_timeout", "waiting"] {
-            let series = format!("tollgate_refused_total{{reason=\"{reason}\"}}");
-            refused += process.metric(&series).await.expect("the series exists");
+        if pattern_is_past_the_limits(shape) {
+            // Past the stream limit: refused streams, then GOAWAY for every connection.
+            assert_eq!(closed, opened, "{pattern:?}: connections left open");
+        } else {
+            // Within it: the streams waited in the pools (or found no room) and timed out.
+            assert!(
+                refused >= u64::from(shape.streams) * shape.connections as u64,
+                "{pattern:?} x {shape:?}: only {refused} calls refused"
+            );
         }
-        assert!(refused > 0, "{pattern:?}: the flood reached no budget");
-        eprintln!("{pattern:?}: {refused} calls refused so far");
     }
     assert!(
         process.is_running(),
