@@ -3,7 +3,8 @@
 //! route matching, key hashing, response rendering, and a whole decision against the in-memory
 //! store; and the metrics crates compared on what tollgate records per check (one labelled counter
 //! increment and one histogram observation), alone and from two threads at once.
-//! `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds).
+//! `cargo bench --bench micro` prints nanoseconds per operation (median of 7 rounds);
+//! `cargo bench --bench micro -- <text>` only the rows whose name contains `<text>`.
 
 #[path = "../tests/common/check_request.rs"]
 mod check_request;
@@ -18,16 +19,30 @@ use std::hint::black_box;
 use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
+use tollgate::check::deny_cache::DenyCache;
 use tollgate::check::path::normalize;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::response::{HeaderStyle, render};
 use tollgate::check::verdict::{Quota, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
-use tollgate::store::{MemoryStore, Outcome, WindowOutcome};
+use tollgate::store::{BucketRef, MemoryStore, Outcome, WindowOutcome};
 use tollgate::telemetry::metrics::Metrics;
+
+/// The rows to run: those whose name contains the first argument that is not a flag (cargo
+/// passes `--bench`), or every row.
+fn selected(name: &str) -> bool {
+    static FILTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FILTER
+        .get_or_init(|| std::env::args().skip(1).find(|arg| !arg.starts_with('-')))
+        .as_deref()
+        .is_none_or(|filter| name.contains(filter))
+}
 
 /// Runs `op` in rounds of `iterations` and prints the median time per call.
 fn bench(name: &str, iterations: u32, mut op: impl FnMut(u32)) {
+    if !selected(name) {
+        return;
+    }
     let mut rounds: Vec<f64> = (0..7)
         .map(|_| {
             let start = Instant::now();
@@ -129,7 +144,50 @@ fn main() {
     bench("decide a check (memory store)", 200_000, |i| {
         black_box(ready(limiter.decide(&requests[(i % 1024) as usize])));
     });
+    deny_cache_full(&config);
     metrics_crates::compare();
+}
+
+/// Inserting a denial into the over-limit cache when every shard is full of live entries (the
+/// default 100 000 buckets, each denied for a minute), as under a flood of hammered keys.
+fn deny_cache_full(config: &Config) {
+    let name = "insert a denial into a full over-limit cache (100 000 live buckets)";
+    if !selected(name) {
+        return;
+    }
+    let rule = config.routes.default_rule();
+    let denied = Quota::new(
+        rule,
+        &Outcome {
+            allowed: false,
+            now_micros: 1_795_806_616_516_000,
+            windows: vec![WindowOutcome {
+                remaining: 0,
+                reset_micros: 1_795_806_676_516_000,
+            }],
+        },
+        false,
+    );
+    let cache = DenyCache::new(config.deny_cache_entries);
+    let asked = Instant::now();
+    // A bucket never inserted before for every call of every round (seven of 20 000).
+    let keys: Vec<KeyDigest> = (0..config.deny_cache_entries + 7 * 20_000)
+        .map(|i| KeyDigest::of(&format!("flood-{i}")))
+        .collect();
+    let bucket = |key| BucketRef {
+        key,
+        name: "default",
+    };
+    let (filling, flood) = keys.split_at(config.deny_cache_entries);
+    for key in filling {
+        cache.insert(bucket(key), rule, &denied, cache.asking(asked));
+    }
+    let mut flood = flood.iter();
+    bench(name, 20_000, |_| {
+        if let Some(key) = flood.next() {
+            cache.insert(bucket(key), rule, &denied, cache.asking(asked));
+        }
+    });
 }
 
 /// The candidates for tollgate's metrics, each used as tollgate uses its choice: label sets
@@ -270,6 +328,9 @@ mod metrics_crates {
     /// path runs on both of tollgate's runtime workers).
     fn two_threads(name: &str, recorder: Arc<dyn PerCheck>) {
         const ITERATIONS: u32 = 1_000_000;
+        if !super::selected(name) {
+            return;
+        }
         let mut rounds: Vec<f64> = (0..7)
             .map(|_| {
                 let threads: Vec<_> = (0..2)

@@ -1,4 +1,8 @@
 //! API keys: read once, hashed at once, never stored or printed.
+//!
+//! A key is read in one place, [`ApiKey::read`], by checks and by the admin API alike: a key the
+//! admin API accepts is counted in exactly the bucket a check with that header would use, and a
+//! key a check would refuse is refused there too.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -10,6 +14,40 @@ const DIGEST_BYTES: usize = 16;
 /// Hex characters of the digest shown in logs: enough to tell keys apart in an incident, far too
 /// few to be useful to anyone who reads the log.
 const FINGERPRINT_CHARS: usize = 8;
+
+/// The value of the API key header, as a check reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKey<'a> {
+    /// No such header, or only blanks.
+    Missing,
+    /// Exactly one value, trimmed: printable ASCII without spaces.
+    One(&'a str),
+    /// More than one value: two headers, or one value with a comma, which is how Envoy joins
+    /// repeated headers in the `headers` map. Which one an upstream reads is its choice, so no
+    /// bucket may be picked for it.
+    Several,
+    /// One value holding a byte other than printable ASCII (after trimming ASCII whitespace).
+    /// An upstream may trim it with Unicode's rules (a no-break space, an ideographic space) and
+    /// see a valid key, while each spelling would be a fresh bucket here: it is refused instead.
+    Invalid,
+}
+
+impl<'a> ApiKey<'a> {
+    /// Reads one value of the key header: ASCII whitespace around it is trimmed (HTTP's optional
+    /// whitespace, a trailing newline pasted with the key), and what is left must be printable
+    /// ASCII without a comma.
+    pub fn read(value: &'a [u8]) -> Self {
+        match value.trim_ascii() {
+            [] => Self::Missing,
+            key if key.contains(&b',') => Self::Several,
+            key if key.iter().all(u8::is_ascii_graphic) => {
+                // Printable ASCII is UTF-8: the fallback is never taken.
+                std::str::from_utf8(key).map_or(Self::Invalid, Self::One)
+            }
+            _ => Self::Invalid,
+        }
+    }
+}
 
 /// A truncated SHA-256 digest of an API key, in lower-case hex. This is what bucket names and logs
 /// carry in place of the key itself.
@@ -68,6 +106,23 @@ impl fmt::Display for KeyDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_trimmed_and_must_be_one_printable_ascii_value() {
+        for (value, read) in [
+            (&b"K"[..], ApiKey::One("K")),
+            (b" \tK\r\n", ApiKey::One("K")),
+            (b"", ApiKey::Missing),
+            (b" \n\t", ApiKey::Missing),
+            (b"K,L", ApiKey::Several),
+            (b"K L", ApiKey::Invalid),
+            (b"K\x0bL", ApiKey::Invalid),
+            (b"K\xc2\xa0", ApiKey::Invalid),
+            (b"K\xff", ApiKey::Invalid),
+        ] {
+            assert_eq!(ApiKey::read(value), read, "{value:?}");
+        }
+    }
 
     #[test]
     fn digest_is_the_sha256_prefix_in_hex() {

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tollgate::admin::pb::admin_client::AdminClient;
 use tollgate::admin::pb::{
-    DefaultBucket, GetQuotaRequest, ListRoutesRequest, Quota, ResetQuotaRequest,
+    DefaultBucket, GetPlanRequest, GetQuotaRequest, ListRoutesRequest, Quota, ResetQuotaRequest,
+    SetPlanRequest,
 };
 use tollgate::config::DEFAULT_YAML;
 use tonic::transport::Channel;
@@ -310,6 +311,93 @@ async fn list_routes_is_the_check_config_table(backend: Backend) {
         table_lines.last().unwrap().contains("/v1/**"),
         "{table_lines:?}"
     );
+}
+
+/// The admin API reads a key as a check reads its header: a key pasted with a newline reaches the
+/// bucket and the plan checks use, and a key no check would count is refused, not reported as
+/// reset or re-planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_read_as_a_check_reads_it() {
+    let tollgate = Tollgate::start(Backend::memory().config(ITEMS)).await;
+    let mut admin = admin(&tollgate).await;
+    let mut client = tollgate.client().await;
+    let key = unique_key("trimmed");
+    for _ in 0..3 {
+        check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    }
+    let pasted = format!(" {key}\r\n");
+    assert_eq!(
+        quota(&mut admin, &pasted, "GET", "/v1/items/1").await.used,
+        3
+    );
+    assert_eq!(reset(&mut admin, &pasted, "GET", "/v1/items/1").await, 3);
+    let answer = check(&mut client, "GET", "/v1/items/1", Some(&key)).await;
+    assert_eq!(answer.status, 200, "the checks' bucket was reset");
+    assert_eq!(answer.number("x-ratelimit-remaining"), 2);
+    admin
+        .set_plan(SetPlanRequest {
+            api_key: format!("{key}\n"),
+            plan: "pro".into(),
+        })
+        .await
+        .expect("SetPlan answers");
+    let plan = admin
+        .get_plan(GetPlanRequest {
+            api_key: key.clone(),
+        })
+        .await
+        .expect("GetPlan answers")
+        .into_inner();
+    assert_eq!(plan.plan, "pro", "stored under the key checks use");
+
+    for (refused, why) in [
+        ("", "empty"),
+        (" \n\t", "blank"),
+        ("K,L", "comma"),
+        ("K L", "printable ASCII"),
+        ("K\u{a0}", "printable ASCII"),
+        ("K\u{7f}", "printable ASCII"),
+    ] {
+        let request = || ResetQuotaRequest {
+            api_key: refused.into(),
+            method: "GET".into(),
+            path: "/v1/items/1".into(),
+            ..Default::default()
+        };
+        let errors = [
+            admin.reset_quota(request()).await.unwrap_err(),
+            admin
+                .get_quota(GetQuotaRequest {
+                    api_key: refused.into(),
+                    method: "GET".into(),
+                    path: "/v1/items/1".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+            admin
+                .set_plan(SetPlanRequest {
+                    api_key: refused.into(),
+                    plan: "pro".into(),
+                })
+                .await
+                .unwrap_err(),
+            admin
+                .get_plan(GetPlanRequest {
+                    api_key: refused.into(),
+                })
+                .await
+                .unwrap_err(),
+        ];
+        for error in errors {
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{refused:?}");
+            assert!(
+                error.message().contains(why),
+                "{refused:?}: {}",
+                error.message()
+            );
+        }
+    }
 }
 
 fn token_file(token: &str) -> std::path::PathBuf {

@@ -11,6 +11,7 @@ use common::{Backend, Tollgate, WireRequest, check, check_raw, unique_key, unix_
 use std::time::{Duration, Instant};
 use tollgate::admin::pb::admin_client::AdminClient;
 use tollgate::admin::pb::{GetPlanRequest, GetQuotaRequest, Mode, Quota, SetPlanRequest};
+use tollgate::check::authz::PLAN_REFRESH;
 use tonic::transport::Channel;
 
 for_each_store!(
@@ -564,4 +565,88 @@ async fn without_plans_nothing_is_refreshed() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(calls(redis, "hget") - before, 0, "no refresh without plans");
     assert_eq!(calls(redis, "evalsha") - evalsha_before, 5);
+}
+
+/// `tollgate_plans_restored_total` of `tollgate`.
+async fn plans_restored(tollgate: &Tollgate) -> u64 {
+    let port = tollgate.metrics_addr.expect("metrics are on").port();
+    let response = common::http::request(port, "GET", "/metrics", &[]).await;
+    response
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("tollgate_plans_restored_total "))
+        .expect("the metric is exported")
+        .parse()
+        .unwrap()
+}
+
+/// A Redis restarted without persistence loses the plans hash with everything else. The replicas
+/// hold a copy: the first to notice writes it back (once between them), and every key keeps its
+/// plan instead of silently getting the top-level limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_survive_a_redis_restart_without_persistence() {
+    let mut backend = Backend::redis();
+    let (a, b) = (
+        Tollgate::start(backend.config(PLANS)).await,
+        Tollgate::start(backend.config(PLANS)).await,
+    );
+    let (mut admin_a, mut admin_b) = (admin(&a).await, admin(&b).await);
+    let key = unique_key("restart");
+    assert!(set_plan(&mut admin_a, &key, "pro").await);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while quota(&mut admin_b, &key, "/v1/items").await.plan != "pro" {
+        assert!(Instant::now() < deadline, "B reads the plan");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    backend
+        .redis_server()
+        .expect("a Redis of the test's own")
+        .restart();
+    let restarted = Instant::now();
+    let stored = |admin: &mut AdminClient<Channel>| {
+        let request = GetPlanRequest {
+            api_key: key.clone(),
+        };
+        let mut admin = admin.clone();
+        async move { admin.get_plan(request).await.map(|r| r.into_inner().plan) }
+    };
+    loop {
+        match stored(&mut admin_a).await {
+            Ok(plan) if plan == "pro" => break,
+            // Not restored yet, or Redis not reached yet.
+            Ok(_) | Err(_) => {}
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "the plan is back in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "plan assignment back in Redis {:?} after the restart",
+        restarted.elapsed()
+    );
+    // Both replicas keep the plan throughout, and read back what was restored.
+    tokio::time::sleep(PLAN_REFRESH * 2).await;
+    for tollgate in [&a, &b] {
+        let mut client = tollgate.client().await;
+        // Each connection made before the restart fails once when first used (fail open).
+        let answer = loop {
+            let answer = check(&mut client, "GET", "/v1/items", Some(&key)).await;
+            if answer.has_rate_limit_headers() {
+                break answer;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(10),
+                "limits apply again"
+            );
+        };
+        assert_eq!(answer.number("x-ratelimit-limit"), 5, "pro's limit");
+    }
+    assert_eq!(
+        plans_restored(&a).await + plans_restored(&b).await,
+        1,
+        "restored once, by the first replica that noticed"
+    );
 }

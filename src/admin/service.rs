@@ -5,7 +5,7 @@ use super::pb::{
     self, DefaultRoute, GetPlanRequest, GetQuotaRequest, ListRoutesRequest, ListRoutesResponse,
     PlanAssignment, Quota, ResetQuotaRequest, ResetQuotaResponse, SetPlanRequest,
 };
-use crate::api_key::KeyDigest;
+use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::authz::{Policy, RateLimiter};
 use crate::check::routes::{Bucket, DefaultBucket};
 use crate::limit::{Limit, Mode, Rule};
@@ -50,12 +50,21 @@ impl<S> AdminService<S> {
     }
 }
 
-/// The digest of a key given in a call.
+/// The digest of a key given in a call, read as a check reads its header: surrounding
+/// whitespace (a newline pasted with the key) is trimmed, so the call reaches the bucket checks
+/// use, and a key no check would count (a check answers 401 or 400) is refused rather than
+/// reported as reset or re-planned.
 fn digest(api_key: &str) -> Result<KeyDigest, Status> {
-    if api_key.trim().is_empty() {
-        return Err(Status::invalid_argument("api_key is empty"));
+    match ApiKey::read(api_key.as_bytes()) {
+        ApiKey::One(key) => Ok(KeyDigest::of(key)),
+        ApiKey::Missing => Err(Status::invalid_argument("api_key is empty or blank")),
+        ApiKey::Several => Err(Status::invalid_argument(
+            "api_key holds a comma: a check reads that as several keys and counts it nowhere",
+        )),
+        ApiKey::Invalid => Err(Status::invalid_argument(
+            "api_key must be printable ASCII without spaces inside, as checks require",
+        )),
     }
-    Ok(KeyDigest::of(api_key))
 }
 
 #[tonic::async_trait]
@@ -81,6 +90,11 @@ impl<S: QuotaStore> pb::admin_server::Admin for AdminService<S> {
             return Err(Status::invalid_argument(
                 "a plan name is 1 to 64 letters, digits, '-', '_' or '.'",
             ));
+        }
+        // A store that lost every assignment gets this replica's copy back first: the change
+        // would otherwise give the hash a mark, and no replica would restore it.
+        if let Err(e) = self.limiter.refresh_plans().await {
+            tracing::debug!(error = %e, "plan assignments not read before the change");
         }
         self.limiter
             .store()

@@ -1,9 +1,9 @@
 //! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
 
-use crate::api_key::KeyDigest;
+use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::path::normalize;
-use crate::check::request::{ApiKey, HttpCheck, RequestError};
+use crate::check::request::{HttpCheck, RequestError};
 use crate::check::response::{HeaderStyle, render};
 use crate::check::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::check::verdict::{Quota, Verdict};
@@ -110,11 +110,6 @@ impl PlanBook {
     fn plan_of(&self, key: &KeyDigest) -> Option<Arc<str>> {
         self.assignments.load().plans.get(key).cloned()
     }
-
-    /// The version last read.
-    fn version(&self) -> Option<String> {
-        self.assignments.load().version.clone()
-    }
 }
 
 /// Decides every check request against the route table and the store.
@@ -156,18 +151,35 @@ impl<S: QuotaStore> RateLimiter<S> {
     }
 
     /// Reads the plan assignments from the store when they changed since the last read. Run
-    /// every [`PLAN_REFRESH`] by the server, at once by the admin API after a change.
+    /// every [`PLAN_REFRESH`] by the server, at once by the admin API around a change.
+    ///
+    /// When the store has lost them all (their version mark is gone: a Redis restarted without
+    /// persistence, the hash deleted or evicted) while this replica holds some, it writes its copy
+    /// back instead of applying the loss, and keeps using it meanwhile: a restart must not lift
+    /// every assignment, a `restricted` plan on an abuser included. The next refresh reads
+    /// whatever the store then holds (this copy, or another replica's that was written first).
     pub async fn refresh_plans(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.plans.refreshing.lock().await;
-        let known = self.plans.version();
-        if let Some(assignments) = self.store.plans_since(known.as_deref()).await? {
-            tracing::debug!(
-                version = assignments.version.as_deref().unwrap_or("none"),
-                keys = assignments.plans.len(),
-                "plan assignments changed"
-            );
-            self.plans.assignments.store(Arc::new(assignments));
+        let held = self.plans.assignments.load_full();
+        let Some(assignments) = self.store.plans_since(held.version.as_deref()).await? else {
+            return Ok(());
+        };
+        if assignments.version.is_none() && !held.plans.is_empty() {
+            if self.store.restore_plans(&held.plans).await? {
+                self.metrics.plans_restored();
+                tracing::warn!(
+                    restored = held.plans.len(),
+                    "the store lost every plan assignment (a Redis restarted without persistence, or the hash deleted): restored this replica's copy"
+                );
+            }
+            return Ok(());
         }
+        tracing::debug!(
+            version = assignments.version.as_deref().unwrap_or("none"),
+            keys = assignments.plans.len(),
+            "plan assignments changed"
+        );
+        self.plans.assignments.store(Arc::new(assignments));
         Ok(())
     }
 
@@ -287,6 +299,9 @@ impl<S: QuotaStore> RateLimiter<S> {
             policy.base.metrics.deny_cache_hit();
             return Verdict::RateLimited(quota);
         }
+        // Taken before the store is asked, so a reset served meanwhile keeps its answer out of
+        // the cache.
+        let asked = self.deny_cache.asking(asked_at);
         let result = self.store.check(bucket, rule).await;
         // Timed from before the cache lookup (well under a microsecond): one clock read less.
         policy
@@ -307,7 +322,7 @@ impl<S: QuotaStore> RateLimiter<S> {
                     tracing::debug!(key = %key, bucket = name, limit = %quota.limit, "would be rate limited (shadow mode): allowed and counted");
                     Verdict::ShadowDenied(quota)
                 } else {
-                    self.deny_cache.insert(bucket, rule, &quota, asked_at);
+                    self.deny_cache.insert(bucket, rule, &quota, asked);
                     tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs(), "rate limited");
                     Verdict::RateLimited(quota)
                 }

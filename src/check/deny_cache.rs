@@ -17,14 +17,32 @@
 //! trust still answers while the store cannot ([`DenyCache::stale_denial`]): a bucket known to be
 //! full stays 429 through an outage, as it did before, since no reset can reach a store that is
 //! down.
+//!
+//! The serving replica's reset must also win over a check that was in flight when it was served:
+//! such a check may bring back the denial the store gave before the reset. Every check takes an
+//! [`Asked`] before it asks the store, which carries the count of resets this cache has seen;
+//! [`DenyCache::insert`] refuses a denial asked before the latest reset. One count for the whole
+//! cache rather than one per bucket: resets are rare operator actions, so the cost is at most one
+//! uncached denial per check in flight at a reset, and no state is kept for buckets the cache
+//! does not hold.
+//!
+//! Each shard holds a bounded number of entries, and inserting into a full shard evicts one in
+//! constant time: of the [`EVICTION_SAMPLE`] entries under a rotating hand, the first that has
+//! expired, else the one that frees soonest (it has the least left to save the store). Scanning
+//! the shard for the best victim would hold its lock for time proportional to its size on every
+//! insert under a flood; refusing new denials when full would leave the hot buckets of the moment
+//! uncached for up to a window behind older ones. An evicted bucket only costs its next check a
+//! store call.
 
 use crate::api_key::KeyDigest;
 use crate::check::verdict::Quota;
 use crate::limit::Rule;
 use crate::store::BucketRef;
-use std::collections::hash_map::{DefaultHasher, HashMap};
+use indexmap::IndexMap;
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Independent locks, so concurrent lookups rarely wait for each other.
@@ -38,10 +56,59 @@ pub const TRUST: Duration = Duration::from_millis(500);
 /// than a store call takes, so that an answer, allowed or not, lands before it ends.
 const RECHECK_GRACE: Duration = Duration::from_millis(100);
 
+/// Entries looked at to pick one to evict from a full shard: a constant, so an insert costs the
+/// same however large the shard.
+const EVICTION_SAMPLE: usize = 4;
+
 /// Buckets known to be full, with the moment each frees a slot.
 pub struct DenyCache {
-    shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
     per_shard: usize,
+    /// Resets seen ([`DenyCache::forget`]); changed under the lock of the reset bucket's shard.
+    resets: AtomicU64,
+}
+
+/// The moment a check asked the store: on this process's clock, and in resets seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    /// Just before the store was asked.
+    pub at: Instant,
+    /// [`DenyCache`]'s count of resets then.
+    resets: u64,
+}
+
+/// One shard: entries by bucket hash, in an order that lets an entry be found and removed by
+/// position in constant time, and the hand that picks where eviction looks next.
+#[derive(Default)]
+struct Shard {
+    entries: IndexMap<u64, Entry>,
+    hand: usize,
+}
+
+impl Shard {
+    /// Drops one entry: of the [`EVICTION_SAMPLE`] under the hand, the first expired at `now`,
+    /// else the one that frees soonest. Constant time.
+    fn evict(&mut self, now: Instant) {
+        let len = self.entries.len();
+        if len == 0 {
+            return;
+        }
+        let mut victim = self.hand % len;
+        for step in 0..EVICTION_SAMPLE.min(len) {
+            let at = (self.hand + step) % len;
+            let until = self.entries[at].until;
+            if until <= now {
+                victim = at;
+                break;
+            }
+            if until < self.entries[victim].until {
+                victim = at;
+            }
+        }
+        self.hand = victim + 1;
+        // The last entry moves into the victim's place, under the hand's next look.
+        self.entries.swap_remove_index(victim);
+    }
 }
 
 struct Entry {
@@ -67,6 +134,16 @@ impl DenyCache {
         Self {
             shards: std::array::from_fn(|_| Mutex::default()),
             per_shard: max_entries.div_ceil(SHARDS),
+            resets: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the moment a check asks the store, `now`: to be given back to
+    /// [`DenyCache::insert`] with the store's denial.
+    pub fn asking(&self, now: Instant) -> Asked {
+        Asked {
+            at: now,
+            resets: self.resets.load(Ordering::Acquire),
         }
     }
 
@@ -77,14 +154,14 @@ impl DenyCache {
         }
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
-        let Some(entry) = shard.get_mut(&hash) else {
+        let Some(entry) = shard.entries.get_mut(&hash) else {
             return Lookup::Miss;
         };
         if entry.key != *bucket.key || &*entry.name != bucket.name {
             return Lookup::Miss; // A hash collision: another bucket.
         }
         if entry.until <= now || entry.rule != *rule {
-            shard.remove(&hash);
+            shard.entries.swap_remove(&hash);
             return Lookup::Miss;
         }
         if entry.trusted_until <= now {
@@ -103,7 +180,7 @@ impl DenyCache {
     pub fn stale_denial(&self, bucket: BucketRef<'_>, rule: &Rule, now: Instant) -> Option<Quota> {
         let hash = hash(bucket);
         let shard = self.shard(hash);
-        let entry = shard.get(&hash)?;
+        let entry = shard.entries.get(&hash)?;
         (entry.key == *bucket.key
             && &*entry.name == bucket.name
             && entry.rule == *rule
@@ -111,35 +188,37 @@ impl DenyCache {
             .then(|| entry.quota(now))
     }
 
-    /// Remembers a denial. `asked_at` is the instant taken just before the store was asked.
-    pub fn insert(&self, bucket: BucketRef<'_>, rule: &Rule, quota: &Quota, asked_at: Instant) {
+    /// Remembers a denial the store gave to a check that asked at `asked`, unless a reset was
+    /// served since (the denial may predate it). Constant time: a full shard evicts one entry.
+    pub fn insert(&self, bucket: BucketRef<'_>, rule: &Rule, quota: &Quota, asked: Asked) {
         if self.per_shard == 0 {
             return;
         }
         let wait = Duration::from_micros(quota.wait_micros());
         // A reset absurdly far away (a store that answered garbage) is not remembered.
-        let Some(until) = asked_at.checked_add(wait) else {
+        let Some(until) = asked.at.checked_add(wait) else {
             return;
         };
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
-        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
-            shard.retain(|_, entry| entry.until > asked_at);
-            if shard.len() >= self.per_shard {
-                // Full of live entries: skip. The store still answers correctly, only slower.
-                return;
-            }
+        // Under the shard's lock, as `forget` changes the count: a reset is either seen here, or
+        // served after this insert and drops what it inserted.
+        if self.resets.load(Ordering::Acquire) != asked.resets {
+            return;
+        }
+        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&hash) {
+            shard.evict(asked.at);
         }
         tracing::debug!(key = %bucket.key, bucket = bucket.name, ?wait, "bucket full; answering from memory until it frees a slot");
-        shard.insert(
+        shard.entries.insert(
             hash,
             Entry {
                 key: *bucket.key,
                 name: bucket.name.into(),
                 rule: rule.clone(),
                 until,
-                trusted_until: until.min(asked_at + TRUST),
-                asked_at,
+                trusted_until: until.min(asked.at + TRUST),
+                asked_at: asked.at,
                 quota: quota.clone(),
             },
         );
@@ -149,25 +228,30 @@ impl DenyCache {
     /// whose bucket's rule changed.
     pub fn retain(&self, keep: impl Fn(&str, &Rule) -> bool) {
         for shard in &self.shards {
-            lock(shard).retain(|_, entry| keep(&entry.name, &entry.rule));
+            lock(shard)
+                .entries
+                .retain(|_, entry| keep(&entry.name, &entry.rule));
         }
     }
 
-    /// Drops the entry of `bucket`, after its quota was reset.
+    /// Drops the entry of `bucket`, after its quota was reset, and counts the reset: a denial
+    /// asked before it is not inserted afterwards.
     pub fn forget(&self, bucket: BucketRef<'_>) {
         let hash = hash(bucket);
         let mut shard = self.shard(hash);
+        self.resets.fetch_add(1, Ordering::AcqRel);
         if shard
+            .entries
             .get(&hash)
             .is_some_and(|entry| entry.key == *bucket.key && &*entry.name == bucket.name)
         {
-            shard.remove(&hash);
+            shard.entries.swap_remove(&hash);
         }
     }
 
     /// Buckets currently held (each shard locked in turn: for a scrape, not for the check path).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).entries.len()).sum()
     }
 
     /// Whether no bucket is held.
@@ -175,7 +259,7 @@ impl DenyCache {
         self.len() == 0
     }
 
-    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
         lock(&self.shards[hash as usize % SHARDS])
     }
 }
@@ -206,7 +290,7 @@ impl Entry {
 
 /// A std Mutex: held for a map operation, never across an await. Poisoning only means another
 /// check panicked mid-operation; the map itself is still consistent.
-fn lock(shard: &Mutex<HashMap<u64, Entry>>) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -263,7 +347,7 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, &limit(5), &denied(250_000), asked);
+        cache.insert(bucket, &limit(5), &denied(250_000), cache.asking(asked));
 
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(100)).unwrap();
         assert_eq!(hit.remaining, 0);
@@ -297,7 +381,7 @@ mod tests {
         let asked = Instant::now();
         for name in ["kept", "changed", "gone"] {
             let bucket = BucketRef { key: &key, name };
-            cache.insert(bucket, &limit(5), &denied(10_000_000), asked);
+            cache.insert(bucket, &limit(5), &denied(10_000_000), cache.asking(asked));
         }
         cache.retain(|name, old| match name {
             "kept" => *old == limit(5),
@@ -321,7 +405,7 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, &limit(5), &denied(30_000_000), asked);
+        cache.insert(bucket, &limit(5), &denied(30_000_000), cache.asking(asked));
         let hit = answered(&cache, bucket, limit(5), asked + Duration::from_millis(400)).unwrap();
         assert_eq!(
             hit.reset_millis(),
@@ -376,7 +460,7 @@ mod tests {
             name: "GET /x",
         };
         let asked = Instant::now();
-        cache.insert(bucket, &limit(5), &denied(30_000_000), asked);
+        cache.insert(bucket, &limit(5), &denied(30_000_000), cache.asking(asked));
         let expired = asked + TRUST;
         assert_eq!(cache.lookup(bucket, &limit(5), expired), Lookup::Recheck);
         // The checks in flight meanwhile are answered from memory...
@@ -404,7 +488,7 @@ mod tests {
                 BucketRef { key, name: "r" },
                 &limit(5),
                 &denied(10_000_000),
-                asked,
+                cache.asking(asked),
             );
         }
         cache.forget(BucketRef { key: &a, name: "r" });
@@ -422,7 +506,7 @@ mod tests {
             BucketRef { key: &a, name: "r" },
             &limit(5),
             &denied(10_000_000),
-            asked,
+            cache.asking(asked),
         );
         assert!(answered(&cache, BucketRef { key: &b, name: "r" }, limit(5), asked).is_none());
         assert!(answered(&cache, BucketRef { key: &a, name: "s" }, limit(5), asked).is_none());
@@ -437,6 +521,73 @@ mod tests {
     }
 
     #[test]
+    fn a_denial_asked_before_a_reset_is_not_cached_after_it() {
+        let cache = DenyCache::new(100);
+        let key = KeyDigest::of("k");
+        let bucket = BucketRef {
+            key: &key,
+            name: "GET /x",
+        };
+        let now = Instant::now();
+        // A check asks the store; the reset is served while its answer is on the way.
+        let in_flight = cache.asking(now);
+        cache.forget(bucket);
+        cache.insert(bucket, &limit(5), &denied(30_000_000), in_flight);
+        assert_eq!(cache.lookup(bucket, &limit(5), now), Lookup::Miss);
+        assert!(cache.is_empty());
+        // A check that asks after the reset is cached as usual.
+        cache.insert(bucket, &limit(5), &denied(30_000_000), cache.asking(now));
+        assert!(answered(&cache, bucket, limit(5), now).is_some());
+        // Inserted before the reset's forget: the reset drops it.
+        let other = KeyDigest::of("other");
+        let other = BucketRef {
+            key: &other,
+            name: "GET /x",
+        };
+        cache.insert(other, &limit(5), &denied(30_000_000), cache.asking(now));
+        cache.forget(other);
+        assert!(answered(&cache, other, limit(5), now).is_none());
+    }
+
+    #[test]
+    fn a_full_shard_evicts_one_entry_per_insert() {
+        // One entry per shard: every insert of a new bucket lands in a full shard.
+        let cache = DenyCache::new(SHARDS);
+        let asked = Instant::now();
+        let keys: Vec<KeyDigest> = (0..1000).map(|i| KeyDigest::of(&i.to_string())).collect();
+        for key in &keys {
+            let bucket = BucketRef { key, name: "r" };
+            cache.insert(bucket, &limit(1), &denied(60_000_000), cache.asking(asked));
+            assert!(
+                answered(&cache, bucket, limit(1), asked).is_some(),
+                "the newest denial is cached, the cache full of live ones"
+            );
+            assert!(cache.len() <= SHARDS, "{}", cache.len());
+        }
+        // The one that frees soonest goes first.
+        let mut shard = Shard::default();
+        for (i, secs) in [30, 10, 20].into_iter().enumerate() {
+            let key = KeyDigest::of(&i.to_string());
+            shard.entries.insert(
+                i as u64,
+                Entry {
+                    key,
+                    name: "r".into(),
+                    rule: limit(1),
+                    until: asked + Duration::from_secs(secs),
+                    trusted_until: asked,
+                    asked_at: asked,
+                    quota: denied(1),
+                },
+            );
+        }
+        shard.evict(asked);
+        let mut left: Vec<u64> = shard.entries.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, [0, 2]);
+    }
+
+    #[test]
     fn stays_bounded_and_can_be_disabled() {
         let cache = DenyCache::new(64);
         let asked = Instant::now();
@@ -446,7 +597,7 @@ mod tests {
                 BucketRef { key, name: "r" },
                 &limit(1),
                 &denied(60_000_000),
-                asked,
+                cache.asking(asked),
             );
         }
         assert!(cache.len() <= 64, "{}", cache.len());
@@ -460,7 +611,7 @@ mod tests {
             },
             &limit(1),
             &denied(1_000_000),
-            later,
+            cache.asking(later),
         );
         assert!(
             answered(
@@ -483,7 +634,7 @@ mod tests {
             },
             &limit(1),
             &denied(1_000_000),
-            asked,
+            off.asking(asked),
         );
         assert!(
             answered(

@@ -16,6 +16,8 @@
 //! sent twice keeps its last value. Text is checked for UTF-8 only where tollgate reads it, so a
 //! stray byte in some other header cannot turn a check into an error.
 
+use crate::api_key::ApiKey;
+
 /// The parts of an HTTP request that decide its bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpCheck<'a> {
@@ -30,23 +32,6 @@ pub struct HttpCheck<'a> {
     pub preflight: bool,
     /// The plan header's value when it is given once, as printable ASCII.
     pub plan: Option<&'a str>,
-}
-
-/// The API key header of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiKey<'a> {
-    /// No such header, or only blanks.
-    Missing,
-    /// Exactly one value, trimmed: printable ASCII without spaces.
-    One(&'a str),
-    /// More than one value: two headers, or one value with a comma, which is how Envoy joins
-    /// repeated headers in the `headers` map. Which one an upstream reads is its choice, so no
-    /// bucket may be picked for it.
-    Several,
-    /// One value holding a byte other than printable ASCII (after trimming spaces and tabs).
-    /// An upstream may trim it with Unicode's rules (a no-break space, an ideographic space) and
-    /// see a valid key, while each spelling would be a fresh bucket here: it is refused instead.
-    Invalid,
 }
 
 /// Why a `CheckRequest` cannot be evaluated. Each one is answered with a 400.
@@ -130,14 +115,7 @@ impl<'a> HttpCheck<'a> {
         let api_key = match seen.api_key {
             Occurrences::None => ApiKey::Missing,
             Occurrences::Several => ApiKey::Several,
-            Occurrences::One(value) => match value.trim_ascii() {
-                [] => ApiKey::Missing,
-                key if key.contains(&b',') => ApiKey::Several,
-                key if key.iter().all(u8::is_ascii_graphic) => {
-                    ApiKey::One(std::str::from_utf8(key).map_err(|_| RequestError::NotUtf8)?)
-                }
-                _ => ApiKey::Invalid,
-            },
+            Occurrences::One(value) => ApiKey::read(value),
         };
         // Set by Envoy from a trusted source: anything but one printable value means no plan.
         let plan = match seen.plan {
@@ -395,7 +373,8 @@ impl<'a> Fields<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ApiKey, HttpCheck, RequestError};
+    use super::{HttpCheck, RequestError};
+    use crate::api_key::ApiKey;
     use envoy_types::ext_authz::v3::pb::CheckRequest;
     use envoy_types::pb::envoy::config::core::v3::{
         Address, HeaderMap, HeaderValue, SocketAddress, address,

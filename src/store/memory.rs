@@ -323,6 +323,21 @@ impl QuotaStore for MemoryStore {
         Ok(())
     }
 
+    /// The memory store never loses its assignments while the process runs; written only when
+    /// none was ever set, like Redis's hash without a mark.
+    async fn restore_plans(
+        &self,
+        restored: &HashMap<KeyDigest, Arc<str>>,
+    ) -> Result<bool, StoreError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.version.is_some() {
+            return Ok(false);
+        }
+        plans.plans.clone_from(restored);
+        plans.version = Some("1".into());
+        Ok(true)
+    }
+
     async fn get_plan(&self, key: &KeyDigest) -> Result<Option<String>, StoreError> {
         let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         Ok(plans.plans.get(key).map(|plan| plan.to_string()))

@@ -141,6 +141,15 @@ pub trait QuotaStore: Send + Sync + 'static {
         plan: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Writes `plans` back as every assignment, if the store has lost them (their hash has no
+    /// version: a Redis restarted without persistence, the hash deleted or evicted); in one
+    /// atomic step, so that of the replicas that try only the first writes, and nothing changed
+    /// since is overwritten. Whether this call wrote them.
+    fn restore_plans(
+        &self,
+        plans: &HashMap<KeyDigest, Arc<str>>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The plan `key` is on, as the store holds it now.
     fn get_plan(
         &self,

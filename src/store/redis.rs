@@ -26,7 +26,10 @@ const SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("check.lua")
 const PEEK_SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("peek.lua"));
 
 /// Plan assignments: a change and its version in one step.
-const PLANS_SCRIPT: &str = include_str!("plans.lua");
+const PLANS_SCRIPT: &str = concat!(include_str!("mark.lua"), include_str!("plans.lua"));
+
+/// Plan assignments written back from a replica's copy after the store lost them.
+const RESTORE_PLANS_SCRIPT: &str = concat!(include_str!("mark.lua"), include_str!("restore.lua"));
 
 /// The field of the plans hash that marks its changes (digests are hex, so never this).
 const PLANS_VERSION: &str = "#version";
@@ -122,6 +125,7 @@ pub struct RedisStore {
     peek_script: redis::Script,
     reset_script: redis::Script,
     plans_script: redis::Script,
+    restore_plans_script: redis::Script,
     timeout: Duration,
     key_prefix: String,
     readiness: Readiness,
@@ -190,6 +194,7 @@ impl RedisStore {
             peek_script: redis::Script::new(PEEK_SCRIPT),
             reset_script: redis::Script::new(RESET_SCRIPT),
             plans_script: redis::Script::new(PLANS_SCRIPT),
+            restore_plans_script: redis::Script::new(RESTORE_PLANS_SCRIPT),
             timeout: settings.timeout,
             key_prefix: settings.key_prefix.clone(),
             readiness,
@@ -413,6 +418,19 @@ impl QuotaStore for RedisStore {
         invocation.arg(key.as_str()).arg(plan.unwrap_or(""));
         let _mark: String = self.call(&hash, Request::Script(&invocation)).await?;
         Ok(())
+    }
+
+    async fn restore_plans(
+        &self,
+        plans: &HashMap<KeyDigest, Arc<str>>,
+    ) -> Result<bool, StoreError> {
+        let hash = self.plans_key();
+        let mut invocation = self.restore_plans_script.key(&hash);
+        for (key, plan) in plans {
+            invocation.arg(key.as_str()).arg(&**plan);
+        }
+        let mark: Option<String> = self.call(&hash, Request::Script(&invocation)).await?;
+        Ok(mark.is_some())
     }
 
     async fn get_plan(&self, key: &KeyDigest) -> Result<Option<String>, StoreError> {

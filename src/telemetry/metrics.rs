@@ -183,6 +183,7 @@ pub struct Metrics {
     config_reloads: [IntCounter; 2],
     /// By [`Refusal::index`].
     refusals: [IntCounter; Refusal::ALL.len()],
+    plans_restored: IntCounter,
 }
 
 impl Metrics {
@@ -253,6 +254,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let plans_restored = IntCounter::new(
+            "tollgate_plans_restored_total",
+            "Times this replica wrote its copy of the plan assignments back after the store lost them.",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "tollgate_build_info",
@@ -275,6 +281,7 @@ impl Metrics {
             Box::new(breakers_open.clone()),
             Box::new(reload_family.clone()),
             Box::new(refusal_family.clone()),
+            Box::new(plans_restored.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -293,6 +300,7 @@ impl Metrics {
             breakers_open,
             config_reloads: ["applied", "refused"].map(|r| reload_family.with_label_values(&[r])),
             refusals: Refusal::ALL.map(|r| refusal_family.with_label_values(&[r.label()])),
+            plans_restored,
         }
     }
 
@@ -322,6 +330,11 @@ impl Metrics {
     /// calls it once per attempt.
     pub fn config_reloaded(&self, applied: bool) {
         self.config_reloads[usize::from(!applied)].inc();
+    }
+
+    /// Counts one restore of the plan assignments from this replica's copy.
+    pub fn plans_restored(&self) {
+        self.plans_restored.inc();
     }
 
     /// Counts work the ext_authz listener refused.
