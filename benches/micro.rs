@@ -20,11 +20,12 @@ use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::deny_cache::DenyCache;
-use tollgate::check::path::normalize;
 use tollgate::check::request::HttpCheck;
-use tollgate::check::response::{HeaderStyle, render};
+use tollgate::check::response::render;
 use tollgate::check::verdict::{Quota, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
+use tollgate::policy::headers::HeaderStyle;
+use tollgate::policy::path::normalize;
 use tollgate::store::{BucketRef, MemoryStore, Outcome, WindowOutcome};
 use tollgate::telemetry::metrics::Metrics;
 
@@ -131,7 +132,7 @@ fn main() {
     });
     bench("render a 429 response", 1_000_000, |_| {
         black_box(render(
-            black_box(&Verdict::RateLimited(quota.clone())),
+            black_box(&Verdict::Denied(quota.clone())),
             "x-api-key",
             HeaderStyle::XRateLimit,
         ));

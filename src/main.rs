@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tollgate::cli::{self, Args, Command};
 use tollgate::config::Config;
-use tollgate::{server, shutdown};
+use tollgate::server::{self, shutdown};
 
 /// mimalloc: the check path allocates many small, short-lived buffers (HTTP/2 frames, protobuf
 /// messages); glibc malloc took about 17 % of tollgate's CPU under load (see BENCHMARKS.md).
@@ -43,23 +43,29 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(args: Args) -> ExitCode {
-    if let Some(Command::CheckConfig { file }) = &args.command {
-        return match Config::load(Some(file), &args.overrides()) {
-            Ok(config) => {
-                println!("{}: OK\n{config}", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+    match &args.command {
+        Some(Command::CheckConfig { file }) => check_config(file, &args),
+        Some(Command::Admin(admin)) => cli::admin::run(admin).await,
+        None => serve(&args).await,
     }
+}
 
-    if let Some(Command::Admin(admin)) = &args.command {
-        return tollgate::admin::client::run(admin).await;
+/// `tollgate check-config FILE`: the file validated and printed as tollgate reads it.
+fn check_config(file: &std::path::Path, args: &Args) -> ExitCode {
+    match Config::load(Some(file), &args.overrides()) {
+        Ok(config) => {
+            println!("{}: OK\n{config}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
+}
 
+/// tollgate itself: the configuration read, every listener bound, then served until SIGTERM.
+async fn serve(args: &Args) -> ExitCode {
     // SIGHUP asks for a reload; until the watcher listens for it (and always without a
     // configuration file) its default action would kill the process with no drain. Listening once
     // replaces that action for the process's lifetime.

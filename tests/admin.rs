@@ -5,7 +5,7 @@
 mod common;
 
 use common::process::TollgateProcess;
-use common::{Backend, Tollgate, check, unique_key, unix_millis};
+use common::{Backend, Tollgate, admin, check, quota, unique_key, unix_millis};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tollgate::admin::pb::admin_client::AdminClient;
@@ -28,25 +28,6 @@ for_each_store!(
 /// Three requests a minute on `/v1/items/:id`: small enough to fill quickly.
 const ITEMS: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 3, window: 60s } }\n";
-
-async fn admin(tollgate: &Tollgate) -> AdminClient<Channel> {
-    AdminClient::connect(format!("http://{}", tollgate.admin_addr))
-        .await
-        .expect("connect to the admin listener")
-}
-
-async fn quota(client: &mut AdminClient<Channel>, key: &str, method: &str, path: &str) -> Quota {
-    client
-        .get_quota(GetQuotaRequest {
-            api_key: key.into(),
-            method: method.into(),
-            path: path.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("GetQuota answers")
-        .into_inner()
-}
 
 async fn reset(client: &mut AdminClient<Channel>, key: &str, method: &str, path: &str) -> u32 {
     let response = client

@@ -7,10 +7,12 @@
 
 mod common;
 
-use common::{Backend, Tollgate, WireRequest, check, check_raw, unique_key, unix_millis};
+use common::{
+    Backend, Tollgate, WireRequest, admin, check, check_raw, quota, unique_key, unix_millis,
+};
 use std::time::{Duration, Instant};
 use tollgate::admin::pb::admin_client::AdminClient;
-use tollgate::admin::pb::{GetPlanRequest, GetQuotaRequest, Mode, Quota, SetPlanRequest};
+use tollgate::admin::pb::{GetPlanRequest, GetQuotaRequest, Mode, SetPlanRequest};
 use tollgate::check::authz::PLAN_REFRESH;
 use tonic::transport::Channel;
 
@@ -23,25 +25,6 @@ for_each_store!(
     a_plan_counts_in_the_bucket_and_at_the_cost_of_its_top_level_route,
     the_ietf_fields_describe_every_window,
 );
-
-async fn admin(tollgate: &Tollgate) -> AdminClient<Channel> {
-    AdminClient::connect(format!("http://{}", tollgate.admin_addr))
-        .await
-        .expect("connect to the admin listener")
-}
-
-async fn quota(client: &mut AdminClient<Channel>, key: &str, path: &str) -> Quota {
-    client
-        .get_quota(GetQuotaRequest {
-            api_key: key.into(),
-            method: "GET".into(),
-            path: path.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("GetQuota answers")
-        .into_inner()
-}
 
 async fn set_plan(client: &mut AdminClient<Channel>, key: &str, plan: &str) -> bool {
     client
@@ -111,7 +94,7 @@ async fn every_window_must_admit_and_the_headers_name_the_binding_one(backend: B
 
     // Read without counting: both windows, each as the checks left them (the second's two
     // while they are less than a second old).
-    let quota = quota(&mut admin(&tollgate).await, &key, "/v1/burst").await;
+    let quota = quota(&mut admin(&tollgate).await, &key, "GET", "/v1/burst").await;
     let windows: Vec<(u32, u64)> = quota
         .windows
         .iter()
@@ -189,7 +172,7 @@ async fn shadow_mode_counts_everything_and_denies_nothing(backend: Backend) {
         );
     }
     let mut admin = admin(&tollgate).await;
-    let shadowed = quota(&mut admin, &key, "/v1/new").await;
+    let shadowed = quota(&mut admin, &key, "GET", "/v1/new").await;
     assert_eq!(shadowed.mode(), Mode::Shadow);
     assert_eq!(
         shadowed.used, 2,
@@ -269,7 +252,7 @@ async fn a_plan_set_through_the_admin_api_applies_and_keeps_the_history(backend:
             .status,
         429
     );
-    let shown = quota(&mut operator, &key, "/v1/items").await;
+    let shown = quota(&mut operator, &key, "GET", "/v1/items").await;
     assert_eq!(
         (shown.plan.as_str(), shown.limit, shown.used),
         ("pro", 5, 5)
@@ -284,7 +267,10 @@ async fn a_plan_set_through_the_admin_api_applies_and_keeps_the_history(backend:
     assert_eq!((stored.plan.as_str(), stored.known), ("pro", true));
     // Another key is not on it.
     let other = unique_key("no-plan");
-    assert_eq!(quota(&mut operator, &other, "/v1/items").await.plan, "");
+    assert_eq!(
+        quota(&mut operator, &other, "GET", "/v1/items").await.plan,
+        ""
+    );
 
     // A replica sharing the store sees the plan within the refresh interval.
     if backend.is_shared() {
@@ -292,7 +278,9 @@ async fn a_plan_set_through_the_admin_api_applies_and_keeps_the_history(backend:
         let mut replica_admin = admin(&replica).await;
         let mut replica_client = replica.client().await;
         assert_eq!(
-            quota(&mut replica_admin, &key, "/v1/items").await.plan,
+            quota(&mut replica_admin, &key, "GET", "/v1/items")
+                .await
+                .plan,
             "pro",
             "read at start"
         );
@@ -301,7 +289,11 @@ async fn a_plan_set_through_the_admin_api_applies_and_keeps_the_history(backend:
             "an undeclared plan is stored, flagged"
         );
         let changed = Instant::now();
-        while quota(&mut replica_admin, &key, "/v1/items").await.plan == "pro" {
+        while quota(&mut replica_admin, &key, "GET", "/v1/items")
+            .await
+            .plan
+            == "pro"
+        {
             assert!(
                 changed.elapsed() < Duration::from_secs(3),
                 "the replica kept the old plan"
@@ -380,7 +372,10 @@ async fn a_trusted_plan_header_picks_the_plan(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!((shown.plan.as_str(), shown.limit), ("pro", 5));
-    assert_eq!(quota(&mut operator, &key, "/v1/items").await.limit, 2);
+    assert_eq!(
+        quota(&mut operator, &key, "GET", "/v1/items").await.limit,
+        2
+    );
 }
 
 /// A plan that changes the limits of two top-level routes, one with a cost, named by a trusted
@@ -594,7 +589,7 @@ async fn plans_survive_a_redis_restart_without_persistence() {
     let key = unique_key("restart");
     assert!(set_plan(&mut admin_a, &key, "pro").await);
     let deadline = Instant::now() + Duration::from_secs(3);
-    while quota(&mut admin_b, &key, "/v1/items").await.plan != "pro" {
+    while quota(&mut admin_b, &key, "GET", "/v1/items").await.plan != "pro" {
         assert!(Instant::now() < deadline, "B reads the plan");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

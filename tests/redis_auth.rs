@@ -7,20 +7,14 @@ use common::{RedisServer, Tollgate, check, unique_key};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tollgate::config::{Config, Overrides};
+use tollgate::config::Config;
 
 const ROUTES: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 1000, window: 60s } }\n";
 
 fn config_for(url: &str) -> Config {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        redis_url: None,
-        admin_listen: None,
-        metrics_listen: Some("127.0.0.1:0".into()),
-    };
     let yaml = format!("redis: {{ url: \"{url}\", timeout: 1s }}\n{ROUTES}");
-    Config::from_yaml(&yaml, "test", &overrides).expect("test configuration")
+    common::config(&yaml)
 }
 
 fn config_set_requirepass(connection: &mut redis::Connection, password: &str) {

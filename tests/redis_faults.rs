@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tollgate::api_key::KeyDigest;
-use tollgate::config::{Config, Overrides, StoreSettings};
+use tollgate::config::{Config, StoreSettings};
 use tonic::transport::Channel;
 
 /// The store timeout of these tests: far above a healthy local Redis even on a loaded CI machine,
@@ -31,17 +31,11 @@ const PACE: Duration = Duration::from_micros(2500);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn config_for(url: &str, timeout: Duration) -> Config {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        redis_url: None,
-        admin_listen: None,
-        metrics_listen: Some("127.0.0.1:0".into()),
-    };
     let yaml = format!(
         "redis: {{ url: \"{url}\", timeout: {}ms }}\n{ROUTES}",
         timeout.as_millis()
     );
-    Config::from_yaml(&yaml, "test", &overrides).expect("test configuration")
+    common::config(&yaml)
 }
 
 /// What one check of the stream got.

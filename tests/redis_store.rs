@@ -9,8 +9,9 @@ use redis::Commands;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 use tollgate::api_key::KeyDigest;
-use tollgate::limit::{Limit, Mode, Rule};
-use tollgate::store::{BucketRef, QuotaStore, RedisSettings, RedisStore, Topology};
+use tollgate::config::{RedisSettings, Topology};
+use tollgate::policy::limit::{Limit, Mode, Rule};
+use tollgate::store::{BucketRef, QuotaStore, RedisStore};
 
 const ROUTES: &str =
     "routes:\n  - { method: GET, path: /items/:id, limit: { requests: 3, window: 2s } }\n";
@@ -349,12 +350,7 @@ async fn rediss_with_a_private_ca_is_verified_and_used() {
     let (ca, cert, key) = private_pki(dir.path());
     let redis = common::RedisServer::start_tls(&cert, &key);
     let url = format!("rediss://127.0.0.1:{}", redis.port);
-    let overrides = tollgate::config::Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        redis_url: None,
-        admin_listen: None,
-        metrics_listen: Some("127.0.0.1:0".into()),
-    };
+    let overrides = common::loopback();
 
     let trusted = format!(
         "redis: {{ url: \"{url}\", timeout: 1s, tls_ca_file: \"{}\" }}\n{ROUTES}",

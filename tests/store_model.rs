@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 use tollgate::api_key::KeyDigest;
-use tollgate::limit::{Limit, Mode, Rule};
-use tollgate::store::{BucketRef, MemoryStore, QuotaStore, RedisSettings, RedisStore, Topology};
+use tollgate::config::{RedisSettings, Topology};
+use tollgate::policy::limit::{Limit, Mode, Rule};
+use tollgate::store::{BucketRef, MemoryStore, QuotaStore, RedisStore};
 
 /// One rule as drawn: windows (ms → requests), a cost seed and shadow or not.
 type Drawn = (BTreeMap<u64, u32>, u32, bool);

@@ -7,8 +7,8 @@ use super::pb::{
 };
 use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::authz::{Policy, RateLimiter};
-use crate::check::routes::{Bucket, DefaultBucket};
-use crate::limit::{Limit, Mode, Rule};
+use crate::policy::limit::{Limit, Mode, Rule};
+use crate::policy::routes::{Bucket, DefaultBucket};
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

@@ -2,13 +2,14 @@
 
 use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::deny_cache::{DenyCache, Lookup};
-use crate::check::path::normalize;
 use crate::check::request::{HttpCheck, RequestError};
-use crate::check::response::{HeaderStyle, render};
-use crate::check::routes::{Bucket, RouteRef, RouteTable, canonical_method};
+use crate::check::response::render;
 use crate::check::verdict::{Quota, Verdict};
 use crate::config::{Config, FailureMode};
-use crate::limit::{Mode, Rule};
+use crate::policy::headers::HeaderStyle;
+use crate::policy::limit::{Mode, Rule};
+use crate::policy::path::normalize;
+use crate::policy::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::store::PlanAssignments;
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
@@ -201,15 +202,14 @@ impl<S: QuotaStore> RateLimiter<S> {
         }
     }
 
-    /// Answers one check message, or a call whose message could not be read (400).
-    pub async fn respond(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+    /// The answer to one check message, or to a call whose message could not be read (400, or 503 when
+    /// [`RequestError::fails_closed`]).
+    pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let verdict = match message {
-            Ok(message) => self.decide_with(&policy, message).await,
-            // Not the client's fault: answered as the store being unavailable, whatever the
-            // failure mode (failing open would let a flood of large messages skip limits).
-            Err(RequestError::Overloaded) => {
+            Ok(message) => self.decide_under(&policy, message).await,
+            Err(e) if e.fails_closed() => {
                 policy.base.metrics.count(None, CheckResult::FailedClosed);
                 Verdict::FailedClosed
             }
@@ -226,21 +226,21 @@ impl<S: QuotaStore> RateLimiter<S> {
         response
     }
 
-    /// Decides one encoded `CheckRequest` and counts it in the metrics. Never fails: every
+    /// The verdict on one encoded `CheckRequest`, counted in the metrics. Never fails: every
     /// problem becomes a verdict.
     pub async fn decide(&self, message: &[u8]) -> Verdict {
-        self.decide_with(&self.policy.load_full(), message).await
+        self.decide_under(&self.policy.load_full(), message).await
     }
 
-    async fn decide_with(&self, policy: &Policy, message: &[u8]) -> Verdict {
-        let (verdict, route, metrics) = self.judge(policy, message).await;
-        metrics.count(route, CheckResult::of(&verdict));
+    async fn decide_under(&self, policy: &Policy, message: &[u8]) -> Verdict {
+        let (verdict, route, metrics) = self.verdict_of(policy, message).await;
+        metrics.count(route, verdict.result());
         verdict
     }
 
-    /// The verdict, the route that applied (`None` before one is found, or outside them) and the
-    /// metrics of its table.
-    async fn judge<'p>(
+    /// The verdict, not counted yet, with the route that applied (`None` before one is found, or
+    /// outside them) and the metrics of its table.
+    async fn verdict_of<'p>(
         &self,
         policy: &'p Policy,
         message: &[u8],
@@ -271,21 +271,21 @@ impl<S: QuotaStore> RateLimiter<S> {
             Ok(bucket) => bucket,
             Err(e) => return (Verdict::BadRequest(e), None, &table.metrics),
         }) else {
-            return (Verdict::Unlimited, None, &table.metrics);
+            return (Verdict::NotLimited, None, &table.metrics);
         };
         let key = if by_assignment { early_key } else { digest() };
         let verdict = match (check.api_key, key) {
-            (_, Some(key)) => self.count(policy, &key, &name, rule).await,
+            (_, Some(key)) => self.admit(policy, &key, &name, rule).await,
             (ApiKey::Several, None) => Verdict::AmbiguousKey,
             (ApiKey::Invalid, None) => Verdict::BadRequest(RequestError::InvalidApiKey),
-            (ApiKey::Missing | ApiKey::One(_), None) => Verdict::MissingKey,
+            (ApiKey::Missing | ApiKey::One(_), None) => Verdict::Unauthenticated,
         };
         (verdict, Some(route), &table.metrics)
     }
 
-    /// Asks the over-limit cache, then the store, whether `name` of `key` admits one more
-    /// request.
-    async fn count(&self, policy: &Policy, key: &KeyDigest, name: &str, rule: &Rule) -> Verdict {
+    /// Whether bucket `name` of `key` admits one more request: the over-limit cache asked first,
+    /// then the store, which counts it.
+    async fn admit(&self, policy: &Policy, key: &KeyDigest, name: &str, rule: &Rule) -> Verdict {
         let bucket = BucketRef { key, name };
         let asked_at = Instant::now();
         // In shadow mode every request is counted, so none may be answered without the store.
@@ -297,7 +297,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         };
         if let Lookup::Deny(quota) = cached {
             policy.base.metrics.deny_cache_hit();
-            return Verdict::RateLimited(quota);
+            return Verdict::Denied(quota);
         }
         // Taken before the store is asked, so a reset served meanwhile keeps its answer out of
         // the cache.
@@ -324,17 +324,15 @@ impl<S: QuotaStore> RateLimiter<S> {
                 } else {
                     self.deny_cache.insert(bucket, rule, &quota, asked);
                     tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs(), "rate limited");
-                    Verdict::RateLimited(quota)
+                    Verdict::Denied(quota)
                 }
             }
-            // A full memory store is a flood of invented keys, not an outage: failing open would
-            // give the flood, and any key whose bucket expired, unlimited requests.
-            Err(StoreError::Full(_)) => Verdict::FailedClosed,
+            Err(e) if e.fails_closed() => Verdict::FailedClosed,
             Err(e) => {
                 if cached == Lookup::Recheck
                     && let Some(quota) = self.deny_cache.stale_denial(bucket, rule, Instant::now())
                 {
-                    return Verdict::RateLimited(quota);
+                    return Verdict::Denied(quota);
                 }
                 self.failures.record(&e, policy.failure_mode);
                 match policy.failure_mode {

@@ -5,9 +5,6 @@ pub mod service;
 
 pub mod request;
 
-pub mod path;
-pub mod routes;
-
 pub mod authz;
 pub mod deny_cache;
 

@@ -34,7 +34,8 @@ pub struct HttpCheck<'a> {
     pub plan: Option<&'a str>,
 }
 
-/// Why a `CheckRequest` cannot be evaluated. Each one is answered with a 400.
+/// Why a `CheckRequest` cannot be evaluated: answered 400 with [`RequestError::client_message`],
+/// except the one that [`fails_closed`](RequestError::fails_closed) (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// Not a `CheckRequest` in protobuf's wire format (truncated, garbage).
@@ -74,6 +75,31 @@ pub enum RequestError {
     /// The request target is not an absolute path (`*`, an absolute URI).
     #[error("the request target is not an absolute path")]
     PathNotAbsolute,
+}
+
+impl RequestError {
+    /// Whether the check is refused whatever `failure_mode` says (503, `failed_closed`) rather
+    /// than answered 400: only [`Overloaded`](Self::Overloaded), which is not the client's
+    /// fault, and which failing open would let a flood of large messages use to skip limits.
+    pub fn fails_closed(&self) -> bool {
+        matches!(self, Self::Overloaded)
+    }
+
+    /// The sentence a client reads in a 400's body. It names what is wrong, never what was sent.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            RequestError::Malformed => "The check request is not a valid CheckRequest message.",
+            RequestError::TooLarge { .. } => "The check request is larger than tollgate accepts.",
+            RequestError::Compressed => "The check request is compressed; send it uncompressed.",
+            RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
+            RequestError::NoMethod => "The request has no method.",
+            RequestError::NoPath => "The request has no path.",
+            RequestError::NotUtf8 => "The request's method or path is not UTF-8.",
+            RequestError::InvalidApiKey => "The API key must be printable ASCII without spaces.",
+            RequestError::Overloaded => "tollgate is reading too many large check requests.",
+            RequestError::PathNotAbsolute => "The request path is not an absolute path.",
+        }
+    }
 }
 
 impl<'a> HttpCheck<'a> {
@@ -206,59 +232,75 @@ fn read_http<'a>(http: &'a [u8], names: &Names<'_>, seen: &mut Seen<'a>) -> Resu
         match number {
             HTTP_METHOD => seen.method = value.bytes()?,
             HTTP_PATH => seen.path = value.bytes()?,
-            HTTP_HEADERS => {
-                // A map entry: key = 1, value = 2, either may be absent (empty).
-                let (mut name, mut text): (&[u8], &[u8]) = (b"", b"");
-                for field in Fields(value.bytes()?) {
-                    match field? {
-                        (1, value) => name = value.bytes()?,
-                        (2, value) => text = value.bytes()?,
-                        _ => {}
-                    }
-                }
-                // Envoy lower-cases the keys of this map.
-                if name == names.key {
-                    seen.api_key.add(text);
-                } else if names.plan == Some(name) {
-                    seen.plan.add(text);
-                } else if name == b":method" {
-                    seen.pseudo_method.from_headers = Some(text);
-                } else if name == b":path" {
-                    seen.pseudo_path.from_headers = Some(text);
-                } else if name == PREFLIGHT {
-                    seen.preflight = true;
-                }
-            }
+            HTTP_HEADERS => read_header(value.bytes()?, names, seen)?,
             HTTP_HEADER_MAP => for_each(value.bytes()?, 1, |header| {
-                let (mut name, mut text, mut raw): (&[u8], &[u8], &[u8]) = (b"", b"", b"");
-                for field in Fields(header) {
-                    match field? {
-                        (1, value) => name = value.bytes()?,
-                        (2, value) => text = value.bytes()?,
-                        (3, value) => raw = value.bytes()?,
-                        _ => {}
-                    }
-                }
-                // With `encode_raw_headers` the value is in `raw_value`; names keep their case.
-                let text = if text.is_empty() { raw } else { text };
-                if name.eq_ignore_ascii_case(names.key) {
-                    seen.api_key.add(text);
-                } else if names
-                    .plan
-                    .is_some_and(|plan| name.eq_ignore_ascii_case(plan))
-                {
-                    seen.plan.add(text);
-                } else if name.eq_ignore_ascii_case(b":method") {
-                    seen.pseudo_method.from_header_map.get_or_insert(text);
-                } else if name.eq_ignore_ascii_case(b":path") {
-                    seen.pseudo_path.from_header_map.get_or_insert(text);
-                } else if name.eq_ignore_ascii_case(PREFLIGHT) {
-                    seen.preflight = true;
-                }
-                Ok(())
+                read_header_map_entry(header, names, seen)
             })?,
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// One entry of `headers`, a map: key = 1, value = 2, either may be absent (empty). Envoy
+/// lower-cases the keys of this map.
+fn read_header<'a>(
+    entry: &'a [u8],
+    names: &Names<'_>,
+    seen: &mut Seen<'a>,
+) -> Result<(), Malformed> {
+    let (mut name, mut text): (&[u8], &[u8]) = (b"", b"");
+    for field in Fields(entry) {
+        match field? {
+            (1, value) => name = value.bytes()?,
+            (2, value) => text = value.bytes()?,
+            _ => {}
+        }
+    }
+    if name == names.key {
+        seen.api_key.add(text);
+    } else if names.plan == Some(name) {
+        seen.plan.add(text);
+    } else if name == b":method" {
+        seen.pseudo_method.from_headers = Some(text);
+    } else if name == b":path" {
+        seen.pseudo_path.from_headers = Some(text);
+    } else if name == PREFLIGHT {
+        seen.preflight = true;
+    }
+    Ok(())
+}
+
+/// One `HeaderValue` of `header_map`: with `encode_raw_headers` the value is in `raw_value`, and
+/// names keep their case.
+fn read_header_map_entry<'a>(
+    header: &'a [u8],
+    names: &Names<'_>,
+    seen: &mut Seen<'a>,
+) -> Result<(), Malformed> {
+    let (mut name, mut text, mut raw): (&[u8], &[u8], &[u8]) = (b"", b"", b"");
+    for field in Fields(header) {
+        match field? {
+            (1, value) => name = value.bytes()?,
+            (2, value) => text = value.bytes()?,
+            (3, value) => raw = value.bytes()?,
+            _ => {}
+        }
+    }
+    let text = if text.is_empty() { raw } else { text };
+    if name.eq_ignore_ascii_case(names.key) {
+        seen.api_key.add(text);
+    } else if names
+        .plan
+        .is_some_and(|plan| name.eq_ignore_ascii_case(plan))
+    {
+        seen.plan.add(text);
+    } else if name.eq_ignore_ascii_case(b":method") {
+        seen.pseudo_method.from_header_map.get_or_insert(text);
+    } else if name.eq_ignore_ascii_case(b":path") {
+        seen.pseudo_path.from_header_map.get_or_insert(text);
+    } else if name.eq_ignore_ascii_case(PREFLIGHT) {
+        seen.preflight = true;
     }
     Ok(())
 }
@@ -372,337 +414,4 @@ impl<'a> Fields<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{HttpCheck, RequestError};
-    use crate::api_key::ApiKey;
-    use envoy_types::ext_authz::v3::pb::CheckRequest;
-    use envoy_types::pb::envoy::config::core::v3::{
-        Address, HeaderMap, HeaderValue, SocketAddress, address,
-    };
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
-    use prost::Message;
-
-    /// Envoy's full message, encoded with envoy-types.
-    fn wire(http: HttpRequest) -> Vec<u8> {
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    address: Some(Address {
-                        address: Some(address::Address::SocketAddress(SocketAddress {
-                            address: "10.0.0.7".into(),
-                            ..Default::default()
-                        })),
-                    }),
-                    principal: "spiffe://cluster.local/ns/shop/sa/web".into(),
-                    ..Default::default()
-                }),
-                request: Some(attribute_context::Request {
-                    time: Some(Default::default()),
-                    http: Some(http),
-                }),
-                context_extensions: [("tenant".to_owned(), "a".to_owned())].into(),
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec()
-    }
-
-    fn parse(wire: &[u8]) -> Result<HttpCheck<'_>, RequestError> {
-        HttpCheck::parse(wire, "x-api-key")
-    }
-
-    /// A `header_map` entry whose value is in `raw_value`, as with `encode_raw_headers`.
-    fn raw(key: &str, value: &[u8]) -> HeaderValue {
-        HeaderValue {
-            key: key.into(),
-            raw_value: value.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn get(path: &str, header_map: Vec<HeaderValue>) -> Vec<u8> {
-        wire(HttpRequest {
-            method: "GET".into(),
-            path: path.into(),
-            header_map: Some(HeaderMap {
-                headers: header_map,
-            }),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn reads_the_fields_envoy_fills_and_skips_the_rest() {
-        let req = wire(HttpRequest {
-            id: "17".into(),
-            method: "GET".into(),
-            path: "/v1/users?x=1".into(),
-            host: "api.example.com".into(),
-            headers: headers(&[
-                (":authority", "api.example.com"),
-                ("user-agent", "curl/8.5.0"),
-                ("x-api-key", " k1 "),
-                ("accept", "*/*"),
-            ]),
-            ..Default::default()
-        });
-        assert_eq!(
-            parse(&req).unwrap(),
-            HttpCheck {
-                method: "GET",
-                path: "/v1/users?x=1",
-                api_key: ApiKey::One("k1"),
-                preflight: false,
-                plan: None,
-            }
-        );
-    }
-
-    #[test]
-    fn falls_back_to_pseudo_headers_and_raw_header_map() {
-        let pseudo = wire(HttpRequest {
-            headers: headers(&[(":method", "PUT"), (":path", "/v1/y")]),
-            ..Default::default()
-        });
-        assert_eq!(
-            parse(&pseudo).unwrap(),
-            HttpCheck {
-                method: "PUT",
-                path: "/v1/y",
-                api_key: ApiKey::Missing,
-                preflight: false,
-                plan: None,
-            }
-        );
-        let req = wire(HttpRequest {
-            header_map: Some(HeaderMap {
-                headers: vec![
-                    raw(":method", b"POST"),
-                    raw(":path", b"/v1/x"),
-                    raw("X-Api-Key", b"k2"),
-                ],
-            }),
-            ..Default::default()
-        });
-        assert_eq!(
-            parse(&req).unwrap(),
-            HttpCheck {
-                method: "POST",
-                path: "/v1/x",
-                api_key: ApiKey::One("k2"),
-                preflight: false,
-                plan: None,
-            }
-        );
-    }
-
-    #[test]
-    fn blank_keys_count_as_missing_and_missing_parts_are_named() {
-        let blank = wire(HttpRequest {
-            method: "GET".into(),
-            path: "/v1/x".into(),
-            headers: headers(&[("x-api-key", "  ")]),
-            ..Default::default()
-        });
-        assert_eq!(parse(&blank).unwrap().api_key, ApiKey::Missing);
-        assert_eq!(parse(&[]), Err(RequestError::NoHttpAttributes));
-        let no_path = wire(HttpRequest {
-            method: "GET".into(),
-            ..Default::default()
-        });
-        assert_eq!(parse(&no_path), Err(RequestError::NoPath));
-        let no_method = wire(HttpRequest {
-            path: "/".into(),
-            ..Default::default()
-        });
-        assert_eq!(parse(&no_method), Err(RequestError::NoMethod));
-    }
-
-    #[test]
-    fn text_is_checked_only_where_it_is_read() {
-        // `headers` values are strings in Envoy's proto; a raw header map may carry any byte.
-        let stray_byte_elsewhere = get(
-            "/v1/x",
-            vec![raw("x-api-key", b"k3"), raw("cookie", b"\xff\xfe")],
-        );
-        assert_eq!(
-            parse(&stray_byte_elsewhere).unwrap().api_key,
-            ApiKey::One("k3")
-        );
-        let bad_key = get("/v1/x", vec![raw("x-api-key", b"k\xff")]);
-        assert_eq!(parse(&bad_key).unwrap().api_key, ApiKey::Invalid);
-    }
-
-    #[test]
-    fn a_key_is_printable_ascii_or_invalid() {
-        // Spaces and tabs around it are trimmed; anything an upstream might trim with Unicode's
-        // rules, or any control, makes it invalid rather than a fresh bucket.
-        assert_eq!(
-            parse(&get("/v1", vec![raw("x-api-key", b" \tK \t")]))
-                .unwrap()
-                .api_key,
-            ApiKey::One("K")
-        );
-        for odd in [
-            &b"K\xc2\xa0"[..], // no-break space
-            b"K\xe3\x80\x80",  // ideographic space
-            b"K\x0bX",         // vertical tab inside
-            b"K X",            // a space inside
-            b"K\x1f",
-            b"\xe2\x80\x8bK", // zero-width space
-        ] {
-            assert_eq!(
-                parse(&get("/v1", vec![raw("x-api-key", odd)]))
-                    .unwrap()
-                    .api_key,
-                ApiKey::Invalid,
-                "{odd:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_plan_header_is_read_only_when_named_and_given_once() {
-        let message = get("/v1/x", vec![raw("X-Plan", b"pro"), raw("x-api-key", b"k")]);
-        let read = |plan_header| {
-            HttpCheck::parse_with_plan(&message, "x-api-key", plan_header)
-                .unwrap()
-                .plan
-        };
-        assert_eq!(read(Some("x-plan")), Some("pro"));
-        assert_eq!(read(None), None, "not configured: never read");
-        let twice = get("/v1/x", vec![raw("x-plan", b"pro"), raw("x-plan", b"free")]);
-        let parsed = HttpCheck::parse_with_plan(&twice, "x-api-key", Some("x-plan")).unwrap();
-        assert_eq!(parsed.plan, None, "two values: no plan");
-        let empty = get("/v1/x", vec![raw("x-plan", b"")]);
-        let parsed = HttpCheck::parse_with_plan(&empty, "x-api-key", Some("x-plan")).unwrap();
-        assert_eq!(parsed.plan, None, "empty: no plan");
-        let spaced = get("/v1/x", vec![raw("x-plan", b"pro plus")]);
-        let parsed = HttpCheck::parse_with_plan(&spaced, "x-api-key", Some("x-plan")).unwrap();
-        assert_eq!(parsed.plan, None, "not one printable token: no plan");
-    }
-
-    #[test]
-    fn a_preflight_is_told_by_its_header() {
-        let preflight = get("/v1/x", vec![raw("Access-Control-Request-Method", b"POST")]);
-        assert!(parse(&preflight).unwrap().preflight);
-        assert!(!parse(&get("/v1/x", vec![])).unwrap().preflight);
-        let in_headers = wire(HttpRequest {
-            method: "OPTIONS".into(),
-            path: "/v1/x".into(),
-            headers: headers(&[("access-control-request-method", "GET")]),
-            ..Default::default()
-        });
-        assert!(parse(&in_headers).unwrap().preflight);
-    }
-
-    #[test]
-    fn a_key_sent_twice_is_ambiguous_in_both_encodings() {
-        // Envoy joins repeated headers with a comma in the `headers` map.
-        let joined = wire(HttpRequest {
-            method: "GET".into(),
-            path: "/v1/x".into(),
-            headers: headers(&[("x-api-key", "K,other")]),
-            ..Default::default()
-        });
-        assert_eq!(parse(&joined).unwrap().api_key, ApiKey::Several);
-        let twice = get(
-            "/v1/x",
-            vec![raw("x-api-key", b"K"), raw("X-API-KEY", b"other")],
-        );
-        assert_eq!(parse(&twice).unwrap().api_key, ApiKey::Several);
-        let same_twice = get(
-            "/v1/x",
-            vec![raw("x-api-key", b"K"), raw("x-api-key", b"K")],
-        );
-        assert_eq!(parse(&same_twice).unwrap().api_key, ApiKey::Several);
-        let one_blank = get("/v1/x", vec![raw("x-api-key", b"K"), raw("x-api-key", b"")]);
-        assert_eq!(parse(&one_blank).unwrap().api_key, ApiKey::Several);
-    }
-
-    #[test]
-    fn repeated_map_entries_of_the_key_are_ambiguous() {
-        // Two entries of one map key never come from Envoy; protobuf would keep the last, an
-        // upstream might read the first. tollgate counts neither.
-        let mut http = Vec::new();
-        for value in ["first", "last"] {
-            let mut entry = Vec::new();
-            prost::encoding::string::encode(1, &"x-api-key".to_owned(), &mut entry);
-            prost::encoding::string::encode(2, &value.to_owned(), &mut entry);
-            prost::encoding::bytes::encode(3, &entry, &mut http);
-        }
-        prost::encoding::string::encode(2, &"GET".to_owned(), &mut http);
-        prost::encoding::string::encode(4, &"/v1/x".to_owned(), &mut http);
-        let mut request = Vec::new();
-        prost::encoding::bytes::encode(2, &http, &mut request);
-        let mut attributes = Vec::new();
-        prost::encoding::bytes::encode(4, &request, &mut attributes);
-        let mut message = Vec::new();
-        prost::encoding::bytes::encode(1, &attributes, &mut message);
-        let full = CheckRequest::decode(message.as_slice()).unwrap();
-        let http = full.attributes.unwrap().request.unwrap().http.unwrap();
-        assert_eq!(http.headers["x-api-key"], "last", "protobuf's own reading");
-        assert_eq!(parse(&message).unwrap().api_key, ApiKey::Several);
-    }
-
-    #[test]
-    fn singular_messages_sent_twice_are_merged_as_protobuf_does() {
-        let first = wire(HttpRequest {
-            method: "GET".into(),
-            headers: headers(&[("x-api-key", "k")]),
-            ..Default::default()
-        });
-        let second = wire(HttpRequest {
-            path: "/v1/x".into(),
-            ..Default::default()
-        });
-        let merged = [first, second].concat();
-        let full = CheckRequest::decode(merged.as_slice()).unwrap();
-        let http = full.attributes.unwrap().request.unwrap().http.unwrap();
-        assert_eq!((http.method.as_str(), http.path.as_str()), ("GET", "/v1/x"));
-        assert_eq!(
-            parse(&merged).unwrap(),
-            HttpCheck {
-                method: "GET",
-                path: "/v1/x",
-                api_key: ApiKey::One("k"),
-                preflight: false,
-                plan: None,
-            }
-        );
-    }
-
-    #[test]
-    fn broken_wire_format_is_malformed() {
-        let good = wire(HttpRequest {
-            method: "GET".into(),
-            path: "/v1/x".into(),
-            ..Default::default()
-        });
-        for cut in 1..good.len() {
-            let truncated = &good[..cut];
-            // Every strict prefix cuts a length-delimited field short.
-            assert_eq!(parse(truncated), Err(RequestError::Malformed), "{cut}");
-        }
-        for garbage in [
-            &[0xff][..],
-            &[0x0a, 0x80], // length varint never ends
-            &[0x00, 0x00], // field number 0
-            &[0x0b, 0x0c], // a group
-            &[0x08, 0x01], // `attributes` as a varint
-            &[
-                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
-            ], // 11-byte varint
-        ] {
-            assert_eq!(parse(garbage), Err(RequestError::Malformed), "{garbage:?}");
-        }
-    }
-}
+mod tests;

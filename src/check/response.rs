@@ -1,8 +1,8 @@
 //! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers.
 
-use crate::check::request::RequestError;
 use crate::check::verdict::{Quota, Verdict};
-use crate::limit::window_name;
+use crate::policy::headers::HeaderStyle;
+use crate::policy::limit::window_name;
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
@@ -19,41 +19,14 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Which rate-limit header fields answers carry (`rate_limit_headers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-pub enum HeaderStyle {
-    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix ms), describing one window: the
-    /// contract's headers.
-    #[default]
-    #[serde(rename = "x-ratelimit")]
-    XRateLimit,
-    /// The IETF HTTPAPI working group's draft `RateLimit-Policy` and `RateLimit` fields,
-    /// describing every window.
-    #[serde(rename = "ietf")]
-    Ietf,
-    /// Both.
-    #[serde(rename = "both")]
-    Both,
-}
-
-impl HeaderStyle {
-    fn x_ratelimit(self) -> bool {
-        self != Self::Ietf
-    }
-
-    fn ietf(self) -> bool {
-        self != Self::XRateLimit
-    }
-}
-
 /// Renders the answer for Envoy. `api_key_header` names the header in the 401 body.
 pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckResponse {
     match verdict {
-        Verdict::Unlimited | Verdict::FailedOpen => ok(Vec::new()),
+        Verdict::NotLimited | Verdict::FailedOpen => ok(Vec::new()),
         Verdict::Allowed(quota) | Verdict::ShadowDenied(quota) => {
             ok(rate_limit_headers(quota, style, false))
         }
-        Verdict::RateLimited(quota) => denied(
+        Verdict::Denied(quota) => denied(
             code::RESOURCE_EXHAUSTED,
             HttpStatusCode::TooManyRequests,
             rate_limit_headers(quota, style, true),
@@ -67,7 +40,7 @@ pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> Ch
                 quota.reset_millis(),
             ),
         ),
-        Verdict::MissingKey => denied(
+        Verdict::Unauthenticated => denied(
             code::UNAUTHENTICATED,
             HttpStatusCode::Unauthorized,
             Vec::new(),
@@ -89,7 +62,7 @@ pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> Ch
             Vec::new(),
             format!(
                 r#"{{"error":"bad_request","message":"{}"}}"#,
-                bad_request_message(error)
+                error.client_message()
             ),
         ),
         Verdict::FailedClosed => denied(
@@ -98,22 +71,6 @@ pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> Ch
             Vec::new(),
             r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#.to_owned(),
         ),
-    }
-}
-
-/// The sentence a client reads in a 400's body. It names what is wrong, never what was sent.
-fn bad_request_message(error: &RequestError) -> &'static str {
-    match error {
-        RequestError::Malformed => "The check request is not a valid CheckRequest message.",
-        RequestError::TooLarge { .. } => "The check request is larger than tollgate accepts.",
-        RequestError::Compressed => "The check request is compressed; send it uncompressed.",
-        RequestError::NoHttpAttributes => "The check request has no HTTP attributes.",
-        RequestError::NoMethod => "The request has no method.",
-        RequestError::NoPath => "The request has no path.",
-        RequestError::NotUtf8 => "The request's method or path is not UTF-8.",
-        RequestError::InvalidApiKey => "The API key must be printable ASCII without spaces.",
-        RequestError::Overloaded => "tollgate is reading too many large check requests.",
-        RequestError::PathNotAbsolute => "The request path is not an absolute path.",
     }
 }
 
@@ -218,8 +175,9 @@ fn header(key: &str, value: String) -> HeaderValueOption {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::request::RequestError;
     use crate::check::verdict::WindowQuota;
-    use crate::limit::Limit;
+    use crate::policy::limit::Limit;
     use std::num::NonZeroU32;
     use std::time::Duration;
 
@@ -301,7 +259,7 @@ mod tests {
     #[test]
     fn rate_limited_is_a_429_with_retry_after_and_a_json_body() {
         let response = render(
-            &Verdict::RateLimited(quota(0)),
+            &Verdict::Denied(quota(0)),
             "x-api-key",
             HeaderStyle::XRateLimit,
         );
@@ -355,7 +313,7 @@ mod tests {
                 ("ratelimit".into(), r#""1s";r=4;t=0, "1m";r=7;t=42"#.into()),
             ]
         );
-        let denied = names_and_values(HeaderStyle::Ietf, &Verdict::RateLimited(quota(0)));
+        let denied = names_and_values(HeaderStyle::Ietf, &Verdict::Denied(quota(0)));
         assert_eq!(denied[0], policy);
         assert_eq!(denied[2], ("retry-after".into(), "42".into()));
         let both = names_and_values(HeaderStyle::Both, &Verdict::ShadowDenied(quota(0)));
@@ -374,7 +332,7 @@ mod tests {
 
     #[test]
     fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
-        for verdict in [Verdict::Unlimited, Verdict::FailedOpen] {
+        for verdict in [Verdict::NotLimited, Verdict::FailedOpen] {
             let response = render(&verdict, "x-api-key", HeaderStyle::Both);
             assert_eq!(response.status.unwrap().code, 0);
             let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
@@ -383,7 +341,7 @@ mod tests {
             assert!(ok.response_headers_to_add.is_empty());
         }
         let expectations = [
-            (Verdict::MissingKey, 401, "missing_api_key"),
+            (Verdict::Unauthenticated, 401, "missing_api_key"),
             (Verdict::AmbiguousKey, 400, "ambiguous_api_key"),
             (
                 Verdict::BadRequest(RequestError::NoPath),

@@ -1,8 +1,9 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
 use crate::check::request::RequestError;
-use crate::limit::{Limit, Rule};
+use crate::policy::limit::{Limit, Rule};
 use crate::store::Outcome;
+use crate::telemetry::metrics::CheckResult;
 use std::sync::Arc;
 
 /// The quota state that the rate-limit headers report.
@@ -102,16 +103,16 @@ impl Quota {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Not rate limited (outside the prefix, or a CORS preflight): allowed, no headers.
-    Unlimited,
+    NotLimited,
     /// Admitted and counted.
     Allowed(Quota),
     /// Over the limit: 429.
-    RateLimited(Quota),
+    Denied(Quota),
     /// Over the limit in shadow mode: counted and allowed with the headers, reported as a
     /// would-be denial.
     ShadowDenied(Quota),
     /// No API key under the prefix: 401.
-    MissingKey,
+    Unauthenticated,
     /// More than one API key under the prefix: 400, since no bucket is the right one.
     AmbiguousKey,
     /// The check request cannot be evaluated: 400.
@@ -122,10 +123,26 @@ pub enum Verdict {
     FailedClosed,
 }
 
+impl Verdict {
+    /// How it is counted: the `result` label of `tollgate_checks_total`.
+    pub fn result(&self) -> CheckResult {
+        match self {
+            Verdict::NotLimited => CheckResult::NotLimited,
+            Verdict::Allowed(_) => CheckResult::Allowed,
+            Verdict::Denied(_) => CheckResult::Denied,
+            Verdict::ShadowDenied(_) => CheckResult::ShadowDenied,
+            Verdict::Unauthenticated => CheckResult::Unauthenticated,
+            Verdict::AmbiguousKey | Verdict::BadRequest(_) => CheckResult::BadRequest,
+            Verdict::FailedOpen => CheckResult::FailedOpen,
+            Verdict::FailedClosed => CheckResult::FailedClosed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::Mode;
+    use crate::policy::limit::Mode;
     use crate::store::WindowOutcome;
     use std::num::NonZeroU32;
     use std::time::Duration;

@@ -1,12 +1,22 @@
 //! The `admin` section: where the admin API listens and the token it asks for.
 
-use super::parse::value_or;
+use super::parse::{address, own_port, value_or};
 use super::raw::{Problems, RawAdmin, Setting};
-use crate::admin::{AdminSettings, AdminToken};
+use super::token::AdminToken;
 use std::net::SocketAddr;
 
-/// Loopback: only processes of the same host (or pod) reach the admin API unless told otherwise.
-pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:9192";
+/// Where the admin API listens and what it asks of callers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Address of the admin listener; loopback by default.
+    pub listen: SocketAddr,
+    /// When set, every call must carry `authorization: Bearer <token>`.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's address unless told otherwise (`admin.listen`, and the `tollgate admin`
+/// client's `--addr`): loopback, so only processes of the same host (or pod) reach it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9192";
 
 /// Validates the section; `listen` is the ext_authz address, which the admin API must not share.
 pub(super) fn parse_admin(
@@ -15,30 +25,9 @@ pub(super) fn parse_admin(
     problems: &mut Problems,
 ) -> Option<AdminSettings> {
     let raw = value_or(section, "admin", RawAdmin::default(), problems)?;
-    let admin_listen = value_or(raw.listen, "admin.listen", DEFAULT_LISTEN.into(), problems)
-        .and_then(|text| {
-            text.parse::<SocketAddr>()
-                .map_err(|e| {
-                    problems.add(
-                        "admin.listen",
-                        format!("not an address like {DEFAULT_LISTEN} ({e})"),
-                    )
-                })
-                .ok()
-        });
+    let admin_listen = address(raw.listen, "admin.listen", DEFAULT_LISTEN, problems);
     // Mesh workloads reach the ext_authz port; on it they could reset their own quotas.
-    if let (Some(admin), Some(listen)) = (admin_listen, listen)
-        && admin.port() != 0
-        && admin.port() == listen.port()
-    {
-        problems.add(
-            "admin.listen",
-            format!(
-                "port {} is the ext_authz port (listen); the admin API needs its own",
-                admin.port()
-            ),
-        );
-    }
+    own_port("admin.listen", admin_listen, listen, problems);
     let token = match raw.token_file {
         None => Some(None),
         Some(path) => path.take("admin.token_file", problems).and_then(|path| {

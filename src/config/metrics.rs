@@ -1,6 +1,6 @@
 //! The `metrics` section: where Prometheus scrapes tollgate.
 
-use super::parse::value_or;
+use super::parse::{address, value_or};
 use super::raw::{Problems, RawMetrics, Setting};
 use std::net::SocketAddr;
 
@@ -14,22 +14,7 @@ pub(super) fn parse_metrics(
 ) -> Option<Option<SocketAddr>> {
     let raw = value_or(section, "metrics", RawMetrics::default(), problems)?;
     let enabled = value_or(raw.enabled, "metrics.enabled", true, problems);
-    let listen = value_or(
-        raw.listen,
-        "metrics.listen",
-        DEFAULT_LISTEN.into(),
-        problems,
-    )
-    .and_then(|text| {
-        text.parse::<SocketAddr>()
-            .map_err(|e| {
-                problems.add(
-                    "metrics.listen",
-                    format!("{text:?} is not an address like {DEFAULT_LISTEN} ({e})"),
-                );
-            })
-            .ok()
-    });
+    let listen = address(raw.listen, "metrics.listen", DEFAULT_LISTEN, problems);
     // The address is checked even when metrics are off, so that turning them on cannot reveal
     // a problem that was there all along.
     let listen = listen?;
@@ -76,7 +61,7 @@ mod tests {
         for expected in [
             "metrics: unknown key path",
             "metrics.enabled: invalid type: string \"sometimes\", expected a boolean",
-            "metrics.listen: \"nowhere\" is not an address",
+            "metrics.listen: not an address",
             "failure_mode",
         ] {
             assert!(
@@ -101,7 +86,7 @@ mod tests {
         ] {
             let problems = parse(yaml).unwrap_err();
             assert!(
-                problems[0].contains("takes the port of listen"),
+                problems[0].contains("is the ext_authz port"),
                 "{problems:#?}"
             );
         }

@@ -7,8 +7,9 @@ use super::raw::{Checked, Problems, RawConfig, RawTable, Setting};
 use super::redis::parse_redis;
 use super::table::Tables;
 use super::{Config, Overrides};
-use crate::check::path::normalize;
-use crate::limit::{WindowError, parse_window};
+use crate::policy::limit::{WindowError, parse_window};
+use crate::policy::path::normalize;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
@@ -125,108 +126,29 @@ pub(super) fn whole_number(
 }
 
 fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
-    let listen: Option<std::net::SocketAddr> =
-        value_or(raw.listen, "listen", "0.0.0.0:9191".into(), problems).and_then(|text| {
-            text.parse()
-                .map_err(|e| {
-                    problems.add("listen", format!("not an address like 0.0.0.0:9191 ({e})"))
-                })
-                .ok()
-        });
-
-    let api_key_header = value_or(
-        raw.api_key_header,
-        "api_key_header",
-        "x-api-key".into(),
-        problems,
-    )
-    .and_then(|name| header_name(&name, "api_key_header", problems));
-
-    let path_prefix = value_or(raw.path_prefix, "path_prefix", "/v1".into(), problems).and_then(
-        |text| match normalize(&text) {
-            Ok(normal) if normal == text.trim_end_matches('/') || normal == "/" => Some(normal),
-            _ => {
-                problems.add(
-                    "path_prefix",
-                    format!("{text:?} must be a plain absolute path such as /v1 (lower case, no '.', '//', '%' or query)"),
-                );
-                None
-            }
-        },
-    );
-
-    let default_bucket = choice(
-        raw.default_bucket,
-        "default_bucket",
-        Default::default(),
-        problems,
-    );
-    let failure_mode = choice(
-        raw.failure_mode,
-        "failure_mode",
-        Default::default(),
-        problems,
-    );
-    let rate_limit_headers = choice(
-        raw.rate_limit_headers,
-        "rate_limit_headers",
-        Default::default(),
-        problems,
-    );
-
-    let drain_period = duration(
-        raw.drain_period,
-        "drain_period",
-        Duration::from_secs(5),
-        problems,
-    );
-    // Checks in flight end within Envoy's ext_authz timeout (0.25 s shipped); what is still open
-    // after a couple of seconds is a stream that never ends, such as a health Watch.
+    let listen = parse_listen(raw.listen, problems);
+    let api_key_header = parse_api_key_header(raw.api_key_header, problems);
+    let path_prefix = parse_path_prefix(raw.path_prefix, problems);
+    let default_bucket = chosen(raw.default_bucket, "default_bucket", problems);
+    let failure_mode = chosen(raw.failure_mode, "failure_mode", problems);
+    let rate_limit_headers = chosen(raw.rate_limit_headers, "rate_limit_headers", problems);
+    let drain_period = duration(raw.drain_period, "drain_period", DRAIN_PERIOD, problems);
     let shutdown_grace = duration(
         raw.shutdown_grace,
         "shutdown_grace",
-        Duration::from_secs(2),
+        SHUTDOWN_GRACE,
         problems,
     );
-    let deny_cache_entries = whole_number(
+    let sizes = Sizes::read(
         raw.deny_cache_entries,
-        "deny_cache_entries",
-        0..=10_000_000,
-        100_000,
-        problems,
-    )
-    .map(|n| n as usize);
-    let max_request_bytes = whole_number(
         raw.max_request_bytes,
-        "max_request_bytes",
-        4096..=16 << 20,
-        256 << 10,
-        problems,
-    )
-    .map(|n| n as usize);
-    let memory_store_entries = whole_number(
         raw.memory_store_entries,
-        "memory_store_entries",
-        1..=100_000_000,
-        200_000,
         problems,
-    )
-    .map(|n| n as usize);
-
+    );
     let metrics_listen = parse_metrics(raw.metrics, problems);
-    if let (Some(listen), Some(Some(metrics))) = (listen, metrics_listen)
-        && overlap(listen, metrics)
-    {
-        problems.add(
-            "metrics.listen",
-            format!(
-                "{metrics} takes the port of listen ({listen}); give metrics a port of its own"
-            ),
-        );
-    }
-    let store = parse_redis(raw.redis, memory_store_entries, problems);
+    own_port("metrics.listen", metrics_listen.flatten(), listen, problems);
+    let store = parse_redis(raw.redis, sizes.memory_store_entries, problems);
     let admin = parse_admin(raw.admin, listen, problems);
-
     // The top-level table, then each plan over it.
     let tables = Tables::read(
         RawTable {
@@ -238,18 +160,9 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
         raw.plans,
         problems,
     );
-    let plan_header = raw
-        .plan_header
-        .and_then(|name| name.take("plan_header", problems))
-        .and_then(|name| header_name(&name, "plan_header", problems));
-    if let (Some(plan), Some(key)) = (&plan_header, &api_key_header)
-        && plan == key
-    {
-        problems.add("plan_header", "must differ from api_key_header");
-    }
+    let plan_header = parse_plan_header(raw.plan_header, api_key_header.as_deref(), problems);
     let path_prefix = path_prefix?;
-    let default_bucket = default_bucket?;
-    let (routes, plans) = tables.resolve(&path_prefix, default_bucket);
+    let (routes, plans) = tables.resolve(&path_prefix, default_bucket?);
     Some(Config {
         listen: listen?,
         admin: admin?,
@@ -263,11 +176,141 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
         failure_mode: failure_mode?,
         drain_period: drain_period?,
         shutdown_grace: shutdown_grace?,
-        deny_cache_entries: deny_cache_entries?,
-        max_request_bytes: max_request_bytes?,
+        deny_cache_entries: sizes.deny_cache_entries?,
+        max_request_bytes: sizes.max_request_bytes?,
         source: None,
         metrics_listen: metrics_listen?,
     })
+}
+
+/// A listener's address, `default` when absent: one parser, one wording, for every listener.
+pub(super) fn address(
+    setting: Setting<String>,
+    at: &str,
+    default: &str,
+    problems: &mut Problems,
+) -> Option<SocketAddr> {
+    value_or(setting, at, default.into(), problems).and_then(|text| {
+        text.parse()
+            .map_err(|e| problems.add(at, format!("not an address like {default} ({e})")))
+            .ok()
+    })
+}
+
+/// Refuses a listener (`at`) that would share the ext_authz listener's port: they would fight over
+/// it, and mesh workloads reach the ext_authz port.
+pub(super) fn own_port(
+    at: &str,
+    address: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
+    problems: &mut Problems,
+) {
+    if let (Some(address), Some(listen)) = (address, listen)
+        && overlap(address, listen)
+    {
+        problems.add(
+            at,
+            format!(
+                "port {} is the ext_authz port (listen {listen}); give it a port of its own",
+                address.port()
+            ),
+        );
+    }
+}
+
+/// How long health reports NOT_SERVING before the listeners stop accepting.
+const DRAIN_PERIOD: Duration = Duration::from_secs(5);
+
+/// Checks in flight end within Envoy's ext_authz timeout (0.25 s shipped); what is still open
+/// after a couple of seconds is a stream that never ends, such as a health Watch.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn parse_listen(setting: Setting<String>, problems: &mut Problems) -> Option<SocketAddr> {
+    address(setting, "listen", "0.0.0.0:9191", problems)
+}
+
+fn parse_api_key_header(setting: Setting<String>, problems: &mut Problems) -> Option<String> {
+    value_or(setting, "api_key_header", "x-api-key".into(), problems)
+        .and_then(|name| header_name(&name, "api_key_header", problems))
+}
+
+/// A setting of a few named choices, its default when absent.
+fn chosen<T: serde::de::DeserializeOwned + Default>(
+    setting: Setting<String>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    choice(setting, at, T::default(), problems)
+}
+
+fn parse_path_prefix(setting: Setting<String>, problems: &mut Problems) -> Option<String> {
+    value_or(setting, "path_prefix", "/v1".into(), problems).and_then(|text| match normalize(&text) {
+        Ok(normal) if normal == text.trim_end_matches('/') || normal == "/" => Some(normal),
+        _ => {
+            problems.add(
+                "path_prefix",
+                format!("{text:?} must be a plain absolute path such as /v1 (lower case, no '.', '//', '%' or query)"),
+            );
+            None
+        }
+    })
+}
+
+/// `plan_header`, which must not be the API key's header.
+fn parse_plan_header(
+    setting: Setting<String>,
+    api_key_header: Option<&str>,
+    problems: &mut Problems,
+) -> Option<String> {
+    let plan_header = setting
+        .and_then(|name| name.take("plan_header", problems))
+        .and_then(|name| header_name(&name, "plan_header", problems));
+    if let (Some(plan), Some(key)) = (&plan_header, api_key_header)
+        && plan == key
+    {
+        problems.add("plan_header", "must differ from api_key_header");
+    }
+    plan_header
+}
+
+/// The sizes of the process's tables and buffers.
+struct Sizes {
+    deny_cache_entries: Option<usize>,
+    max_request_bytes: Option<usize>,
+    memory_store_entries: Option<usize>,
+}
+
+impl Sizes {
+    fn read(
+        deny_cache_entries: Setting<u64>,
+        max_request_bytes: Setting<u64>,
+        memory_store_entries: Setting<u64>,
+        problems: &mut Problems,
+    ) -> Self {
+        let mut size = |setting, name, range, default| {
+            whole_number(setting, name, range, default, problems).map(|n| n as usize)
+        };
+        Self {
+            deny_cache_entries: size(
+                deny_cache_entries,
+                "deny_cache_entries",
+                0..=10_000_000,
+                100_000,
+            ),
+            max_request_bytes: size(
+                max_request_bytes,
+                "max_request_bytes",
+                4096..=16 << 20,
+                256 << 10,
+            ),
+            memory_store_entries: size(
+                memory_store_entries,
+                "memory_store_entries",
+                1..=100_000_000,
+                200_000,
+            ),
+        }
+    }
 }
 
 /// A lower-case header name, or a problem.
@@ -305,166 +348,4 @@ fn duration(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::{Config, FailureMode, Overrides, StoreSettings};
-    use std::time::Duration;
-
-    fn parse(yaml: &str, overrides: &Overrides) -> Result<Config, Vec<String>> {
-        Config::from_yaml(yaml, "test", overrides).map_err(|e| e.problems)
-    }
-
-    /// Text given in code; a file with nothing in it is refused (`Config::from_file_text`).
-    #[test]
-    fn no_settings_are_the_defaults_without_routes() {
-        let config = parse("", &Overrides::default()).unwrap();
-        assert_eq!(config.listen.to_string(), "0.0.0.0:9191");
-        assert_eq!(config.path_prefix, "/v1");
-        assert!(config.routes.routes().is_empty());
-        assert_eq!(
-            config.routes.default_rule().to_string(),
-            "60 requests / 60s"
-        );
-        assert_eq!(config.failure_mode, FailureMode::Allow);
-        assert_eq!(config.drain_period, Duration::from_secs(5));
-        assert_eq!(config.shutdown_grace, Duration::from_secs(2));
-        assert_eq!(
-            config.store,
-            StoreSettings::Memory {
-                max_entries: 200_000
-            }
-        );
-    }
-
-    #[test]
-    fn overrides_win_and_a_redis_url_alone_selects_redis() {
-        let overrides = Overrides {
-            listen: Some("127.0.0.1:7000".into()),
-            redis_url: Some("redis://override:6379".into()),
-            admin_listen: None,
-            metrics_listen: None,
-        };
-        let config = parse("listen: 0.0.0.0:1\nredis: { timeout: 20ms }\n", &overrides).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
-        let redis = config.store.redis().unwrap().clone();
-        assert_eq!(redis.url, "redis://override:6379");
-        assert_eq!(
-            redis.timeout,
-            Duration::from_millis(20),
-            "the file's other settings stay"
-        );
-        let only_url = parse("", &overrides).unwrap().store;
-        let StoreSettings::Redis(only_url) = only_url else {
-            panic!("{only_url:?}")
-        };
-        assert_eq!(
-            (only_url.timeout, only_url.connections),
-            (Duration::from_millis(50), 4)
-        );
-    }
-
-    #[test]
-    fn the_redis_section_is_validated_as_a_whole() {
-        let problems = parse(
-            "redis: { timeout: 0ms, connections: 0, cluster: yes please, key_prefix: \"a{b\", extra: 1 }\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        for expected in [
-            "redis: url is missing",
-            "redis.timeout",
-            "redis.connections: must be a whole number from 1 to 64",
-            "redis.cluster: invalid type: string \"yes please\", expected a boolean",
-            "redis.key_prefix",
-            "redis: unknown key extra",
-        ] {
-            assert!(
-                problems.iter().any(|p| p.starts_with(expected)),
-                "{expected:?} not in {problems:#?}"
-            );
-        }
-        let cluster = parse(
-            "redis: { url: \"redis://n1:7000\", cluster: true }\n",
-            &Overrides::default(),
-        );
-        assert!(matches!(cluster.unwrap().store, StoreSettings::Cluster(_)));
-    }
-
-    #[test]
-    fn the_admin_section_has_loopback_defaults_and_is_validated() {
-        let config = parse("", &Overrides::default()).unwrap();
-        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9192");
-        assert!(config.admin.token.is_none());
-
-        let token = std::env::temp_dir().join(format!("tollgate-token-{}", std::process::id()));
-        std::fs::write(&token, "s3cret\n").unwrap();
-        let yaml = format!(
-            "admin: {{ listen: 127.0.0.1:7001, token_file: {} }}\n",
-            token.display()
-        );
-        let config = parse(&yaml, &Overrides::default()).unwrap();
-        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:7001");
-        assert!(config.admin.token.as_ref().unwrap().matches("s3cret"));
-        assert!(!config.to_string().contains("s3cret"), "{config}");
-        assert!(config.to_string().contains("bearer token from"), "{config}");
-        std::fs::remove_file(&token).unwrap();
-
-        let problems = parse(
-            "listen: 0.0.0.0:9191\nadmin: { listen: 127.0.0.1:9191, token_file: /nonexistent/token, port: 1 }\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        for expected in [
-            "admin.listen: port 9191 is the ext_authz port",
-            "admin.token_file: cannot read /nonexistent/token",
-            "admin: unknown key port",
-        ] {
-            assert!(
-                problems.iter().any(|p| p.starts_with(expected)),
-                "{expected:?} not in {problems:#?}"
-            );
-        }
-        let overridden = Overrides {
-            admin_listen: Some("127.0.0.1:0".into()),
-            ..Overrides::default()
-        };
-        assert_eq!(
-            parse("admin: { listen: 10.0.0.1:1 }\n", &overridden)
-                .unwrap()
-                .admin
-                .listen
-                .to_string(),
-            "127.0.0.1:0"
-        );
-    }
-
-    #[test]
-    fn types_are_not_coerced() {
-        let problems = parse(
-            "listen: 9191\nfailure_mode: true\nroutes:\n  - { method: GET, path: /a, limit: { requests: \"10\", window: 60 } }\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert_eq!(problems.len(), 4, "{problems:#?}");
-    }
-
-    #[test]
-    fn the_shutdown_durations_may_be_zero_and_are_checked_together() {
-        let config = parse(
-            "drain_period: 0s\nshutdown_grace: 500ms\n",
-            &Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            (config.drain_period, config.shutdown_grace),
-            (Duration::ZERO, Duration::from_millis(500))
-        );
-        let problems = parse(
-            "drain_period: soon\nshutdown_grace: 2x\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert_eq!(problems.len(), 2, "{problems:#?}");
-        assert!(problems[0].starts_with("drain_period"), "{problems:#?}");
-        assert!(problems[1].starts_with("shutdown_grace"), "{problems:#?}");
-    }
-}
+mod tests;

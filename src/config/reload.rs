@@ -1,4 +1,6 @@
-//! Hot reload: the configuration file is watched, and read again on SIGHUP.
+//! Hot reload: reading the configuration file again once it has settled, and deciding what applies.
+//! The watcher that calls this (a directory watch and SIGHUP) is the server's
+//! (`server::reload`).
 //!
 //! The watch is on the file's *directory*, not its inode: a Kubernetes ConfigMap update never
 //! writes the mounted file, it makes a new `..<timestamp>` directory and renames a new `..data`
@@ -49,7 +51,7 @@ pub enum Reload {
 
 /// Which file a path leads to: a file replaced by another has a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
+pub struct FileId {
     device: u64,
     inode: u64,
 }
@@ -83,53 +85,25 @@ impl Stamp {
 }
 
 /// The file as last read.
-struct LastRead {
+pub struct LastRead {
     /// Its text, parsed already: the same text again is not parsed again.
     text: Option<String>,
     /// Which file it was: another one is read soon after an event, the same one once quiet.
     file: Option<FileId>,
 }
 
-/// Watches `source` until the returned future is dropped, and calls `reloaded` with every
-/// reload that found new text. `running` is the configuration the process started with.
-pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + Send + 'static) {
-    let (events, mut changed) = mpsc::channel::<()>(1);
-    // Kept alive for as long as the loop runs.
-    let _watcher = match watch_directory(&source.path, events) {
-        Ok(watcher) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(path = %source.path.display(), error = %e, "cannot watch the configuration's directory; reload with SIGHUP");
-            None
+impl LastRead {
+    /// The text read at start-up, from a file not identified yet.
+    pub fn new(text: String) -> Self {
+        Self {
+            text: Some(text),
+            file: None,
         }
-    };
-    let mut hangup = hangup_signal();
-    let mut last = LastRead {
-        text: Some(source.text.clone()),
-        file: None,
-    };
-    // A change between the start-up read and the watch: seen now, not at the next event.
-    if let Some(reload) = reload(&source, &running, &mut last, false) {
-        reloaded(reload);
     }
-    tracing::info!(path = %source.path.display(), watched = _watcher.is_some(), "reloading the configuration on change and on SIGHUP");
-    loop {
-        let mut forced = tokio::select! {
-            Some(()) = changed.recv() => false,
-            () = hangup.recv() => true,
-        };
-        if !forced {
-            // SIGHUP does not wait for a file to settle.
-            forced = tokio::select! {
-                () = settled(&source.path, last.file, &mut changed) => false,
-                () = hangup.recv() => true,
-            };
-        }
-        if forced {
-            tracing::info!("SIGHUP received: reading the configuration again");
-        }
-        if let Some(reload) = reload(&source, &running, &mut last, forced) {
-            reloaded(reload);
-        }
+
+    /// Which file was read last, once known.
+    pub fn file(&self) -> Option<FileId> {
+        self.file
     }
 }
 
@@ -137,7 +111,7 @@ pub async fn watch(source: Source, running: Config, reloaded: impl Fn(Reload) + 
 /// when it is another file than `last_read` (the events of one swap or rename come within it), or
 /// once the same file has had no event and no change of its modification time or length for
 /// [`IN_PLACE_SETTLE`].
-async fn settled(path: &Path, last_read: Option<FileId>, changed: &mut mpsc::Receiver<()>) {
+pub async fn settled(path: &Path, last_read: Option<FileId>, changed: &mut mpsc::Receiver<()>) {
     loop {
         tokio::time::sleep(SETTLE).await;
         while changed.try_recv().is_ok() {}
@@ -166,7 +140,12 @@ fn read(path: &Path) -> std::io::Result<(String, FileId)> {
 }
 
 /// Reads the file; `None` when its text is the one already applied.
-fn reload(source: &Source, running: &Config, last: &mut LastRead, forced: bool) -> Option<Reload> {
+pub fn reload(
+    source: &Source,
+    running: &Config,
+    last: &mut LastRead,
+    forced: bool,
+) -> Option<Reload> {
     let path = &source.path;
     let text = match read(path) {
         Ok((text, file)) => {
@@ -211,63 +190,6 @@ fn reload(source: &Source, running: &Config, last: &mut LastRead, forced: bool) 
         "configuration reloaded"
     );
     Some(Reload::Applied(Box::new(new)))
-}
-
-/// Sends on `events` (dropping what the channel cannot hold: one pending event is enough) for
-/// every change in the file's directory.
-fn watch_directory(
-    path: &Path,
-    events: mpsc::Sender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|event| changes_something(event.kind)) {
-            let _ = events.try_send(());
-        }
-    })?;
-    watcher.watch(directory, notify::RecursiveMode::NonRecursive)?;
-    Ok(watcher)
-}
-
-/// Whether an event can mean new text: anything but a file opened, read or closed unwritten.
-/// notify reports opens too, so without this every read of the file, this module's own included,
-/// would wake the watcher for another read: the file would be read again and again for ever.
-fn changes_something(kind: notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
-        EventKind::Access(access) => access == AccessKind::Close(AccessMode::Write),
-        _ => true,
-    }
-}
-
-/// SIGHUP, or a stream that never yields where there is none.
-struct Hangup(Option<tokio::signal::unix::Signal>);
-
-impl Hangup {
-    async fn recv(&mut self) {
-        match &mut self.0 {
-            Some(signal) => {
-                if signal.recv().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
-}
-
-fn hangup_signal() -> Hangup {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Hangup(Some(signal)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by editing the file");
-            Hangup(None)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -335,21 +257,5 @@ mod tests {
         writer.await.unwrap();
         // The first quiet period ended with another length: one more, from then.
         assert_eq!(started.elapsed(), (SETTLE + IN_PLACE_SETTLE) * 2);
-    }
-
-    #[test]
-    fn only_events_that_can_mean_new_text_count() {
-        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
-        assert!(!changes_something(EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(!changes_something(EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(changes_something(EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(changes_something(EventKind::Modify(ModifyKind::Any)));
-        assert!(changes_something(EventKind::Create(CreateKind::File)));
     }
 }

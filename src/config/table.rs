@@ -1,16 +1,14 @@
 //! Route tables as configured: the top level's, and each plan's over it, resolved into the
 //! [`RouteTable`]s that checks match requests against.
 
+use super::limit::{limit, limits};
 use super::parse::choice;
 use super::raw::{Checked, Problems, RawLimit, RawRoute, RawTable, Setting};
-use crate::check::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
-use crate::limit::{Limit, Mode, Rule, RuleError, parse_window};
+use crate::policy::limit::{Limit, Mode, Rule, RuleError};
+use crate::policy::routes::{DECLARABLE_METHODS, DefaultBucket, Route, RouteTable, Template};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
-
-/// The largest limit accepted: a bucket keeps one time per slot of its largest window.
-const MAX_REQUESTS: u64 = 100_000;
 
 /// The name under which the bounds of every table's default rule are gathered: undeclared
 /// requests of a key share buckets (`default`, or one per path) whatever its plan.
@@ -141,82 +139,26 @@ impl TableSpec {
         };
         let inherited = base.map_or(Mode::Enforce, |b| b.mode);
         let mode = choice(raw.mode, &prefixed("mode"), inherited, problems).unwrap_or(inherited);
-        let default_limits = match (raw.default_limit, raw.default_limits) {
-            (Some(_), Some(_)) => {
-                problems.add(
-                    &prefixed("default_limits"),
-                    "give default_limit or default_limits, not both",
-                );
-                None
-            }
-            (Some(one), None) => {
-                let at = prefixed("default_limit");
-                one.take(&at, problems)
-                    .and_then(|l| limit(l, &at, problems))
-                    .map(|l| vec![l])
-            }
-            (None, Some(list)) => limits(list, &prefixed("default_limits"), problems),
-            (None, None) => {
-                Some(base.map_or_else(|| vec![DEFAULT_LIMIT], |b| b.default_rule.limits().to_vec()))
-            }
-        };
-        let mut routes: Vec<RouteSpec> = Vec::new();
-        let mut at_of: Vec<String> = Vec::new();
+        let default_limits = read_default_limits(
+            raw.default_limit,
+            raw.default_limits,
+            base,
+            &prefixed,
+            problems,
+        );
         let items = match raw.routes {
             None => Vec::new(),
             Some(items) => items
                 .take(&prefixed("routes"), problems)
                 .unwrap_or_default(),
         };
-        for (index, item) in items.into_iter().enumerate() {
-            let at = prefixed(&format!("routes[{index}]"));
-            let Some(raw_route) = item.take(&at, problems) else {
-                continue;
-            };
-            let Some(located) = route(raw_route, &at, mode, base, problems) else {
-                continue;
-            };
-            let new = &located.spec.route;
-            if let Some(first) = routes
-                .iter()
-                .position(|r| r.route.method == new.method && r.route.template == new.template)
-            {
-                problems.add(
-                    &located.at,
-                    format!("duplicates {}: both match the same requests", at_of[first]),
-                );
-                continue;
-            }
-            at_of.push(located.at);
-            routes.push(located.spec);
-        }
+        let mut routes = read_routes(items, &prefixed, mode, base, problems);
         let default_limits = default_limits.unwrap_or_else(|| vec![DEFAULT_LIMIT]);
         let default_rule = Rule::new(default_limits, 1, mode)
             .map_err(|e| problems.add(&prefixed("default_limits"), e))
             .unwrap_or_else(|_| Rule::single(DEFAULT_LIMIT));
         if let Some(base) = base {
-            // The base's routes this plan does not declare, in the plan's mode unless their own.
-            for inherited in &base.routes {
-                let declared = routes.iter().any(|r| {
-                    r.route.method == inherited.route.method
-                        && r.route.template == inherited.route.template
-                });
-                if !declared {
-                    let rule = if inherited.own_mode {
-                        inherited.route.rule.clone()
-                    } else {
-                        inherited.route.rule.with_mode(mode)
-                    };
-                    routes.push(RouteSpec {
-                        route: Route::new(
-                            &inherited.route.method,
-                            inherited.route.template.clone(),
-                            rule,
-                        ),
-                        own_mode: inherited.own_mode,
-                    });
-                }
-            }
+            inherit_routes(&mut routes, base, mode);
         }
         Self {
             routes,
@@ -230,6 +172,95 @@ impl TableSpec {
 struct LocatedRoute {
     spec: RouteSpec,
     at: String,
+}
+
+/// `default_limit` or `default_limits` (not both); without either, the base table's (or the
+/// built-in default).
+fn read_default_limits(
+    one: Setting<RawLimit>,
+    list: Setting<Vec<Checked<RawLimit>>>,
+    base: Option<&TableSpec>,
+    prefixed: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<Vec<Limit>> {
+    match (one, list) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                &prefixed("default_limits"),
+                "give default_limit or default_limits, not both",
+            );
+            None
+        }
+        (Some(one), None) => {
+            let at = prefixed("default_limit");
+            one.take(&at, problems)
+                .and_then(|l| limit(l, &at, problems))
+                .map(|l| vec![l])
+        }
+        (None, Some(list)) => limits(list, &prefixed("default_limits"), problems),
+        (None, None) => {
+            Some(base.map_or_else(|| vec![DEFAULT_LIMIT], |b| b.default_rule.limits().to_vec()))
+        }
+    }
+}
+
+/// The routes of a table, each problem named at its place; a route declared twice is refused.
+fn read_routes(
+    items: Vec<Checked<RawRoute>>,
+    prefixed: &impl Fn(&str) -> String,
+    mode: Mode,
+    base: Option<&TableSpec>,
+    problems: &mut Problems,
+) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = Vec::new();
+    let mut at_of: Vec<String> = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let at = prefixed(&format!("routes[{index}]"));
+        let Some(raw_route) = item.take(&at, problems) else {
+            continue;
+        };
+        let Some(located) = route(raw_route, &at, mode, base, problems) else {
+            continue;
+        };
+        let new = &located.spec.route;
+        if let Some(first) = routes
+            .iter()
+            .position(|r| r.route.method == new.method && r.route.template == new.template)
+        {
+            problems.add(
+                &located.at,
+                format!("duplicates {}: both match the same requests", at_of[first]),
+            );
+            continue;
+        }
+        at_of.push(located.at);
+        routes.push(located.spec);
+    }
+    routes
+}
+
+/// Adds the base's routes that a plan does not declare, in the plan's mode unless their own.
+fn inherit_routes(routes: &mut Vec<RouteSpec>, base: &TableSpec, mode: Mode) {
+    for inherited in &base.routes {
+        let declared = routes.iter().any(|r| {
+            r.route.method == inherited.route.method && r.route.template == inherited.route.template
+        });
+        if !declared {
+            let rule = if inherited.own_mode {
+                inherited.route.rule.clone()
+            } else {
+                inherited.route.rule.with_mode(mode)
+            };
+            routes.push(RouteSpec {
+                route: Route::new(
+                    &inherited.route.method,
+                    inherited.route.template.clone(),
+                    rule,
+                ),
+                own_mode: inherited.own_mode,
+            });
+        }
+    }
 }
 
 /// Reads a route of a table in mode `table_mode`. A plan's route (`base` given) must be one the
@@ -256,85 +287,19 @@ fn route(
         method.as_deref().unwrap_or("?"),
         path.as_deref().unwrap_or("?")
     );
-    let method = match method {
-        None => {
-            if !method_given {
-                problems.add(&at, "method is missing");
-            }
-            None
-        }
-        Some(m) if DECLARABLE_METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m),
-        Some(m) => {
-            let hint = match m.to_ascii_uppercase().as_str() {
-                "HEAD" => "HEAD is checked as GET; declare GET",
-                "OPTIONS" => "OPTIONS (CORS preflight) is never counted",
-                _ => "expected one of GET, POST, PUT, PATCH, DELETE",
-            };
-            problems.add(&at, format!("method {m:?} cannot be declared: {hint}"));
-            None
-        }
-    };
-    let template = match path {
-        None => {
-            if !path_given {
-                problems.add(&at, "path is missing");
-            }
-            None
-        }
-        Some(p) => Template::parse(&p).map_err(|e| problems.add(&at, e)).ok(),
-    };
+    let method = route_method(method, method_given, &at, problems);
+    let template = route_template(path, path_given, &at, problems);
     let base_route = match (base, &method, &template) {
         (Some(base), Some(method), Some(template)) => {
-            let method = method.to_ascii_uppercase();
-            let found = base
-                .routes
-                .iter()
-                .find(|r| r.route.method == method && r.route.template == *template);
-            if found.is_none() {
-                problems.add(
-                    &at,
-                    format!(
-                        "the top-level routes do not declare {method} {template}; a plan may only change the limits of top-level routes, so that a request is counted in one bucket whatever its plan: declare {method} {template} under the top-level routes too, with the limits of keys on no plan"
-                    ),
-                );
-            }
-            found
+            base_route(base, method, template, &at, problems)
         }
         _ => None,
     };
-    let limits = match (raw.limit, raw.limits) {
-        (None, None) => {
-            problems.add(&at, "limit (or limits) is missing");
-            None
-        }
-        (Some(_), Some(_)) => {
-            problems.add(&at, "give limit or limits, not both");
-            None
-        }
-        (Some(one), None) => {
-            let at = format!("{at}.limit");
-            one.take(&at, problems)
-                .and_then(|l| limit(l, &at, problems))
-                .map(|l| vec![l])
-        }
-        (None, Some(list)) => limits(list, &format!("{at}.limits"), problems),
-    };
+    let limits = route_limits(raw.limit, raw.limits, &at, problems);
     let inherited_cost = base_route
         .filter(|_| raw.cost.is_none())
         .map(|r| r.route.rule.cost());
-    let cost = match raw.cost {
-        None => Some(inherited_cost.unwrap_or(1)),
-        Some(cost) => cost.take(&format!("{at}.cost"), problems).and_then(|c| {
-            u32::try_from(c)
-                .map_err(|_| {
-                    problems.add(
-                        &format!("{at}.cost"),
-                        format!("{c} is larger than any window"),
-                    )
-                })
-                .ok()
-        }),
-    };
+    let cost = route_cost(raw.cost, inherited_cost, &at, problems);
     let own_mode = raw.mode.is_some();
     let mode = choice(raw.mode, &format!("{at}.mode"), table_mode, problems);
     let rule = Rule::new(limits?, cost?, mode?)
@@ -357,256 +322,123 @@ fn route(
     })
 }
 
-fn limits(
-    list: Checked<Vec<Checked<RawLimit>>>,
+/// A route's `cost`: its own, else the top-level route's (for a plan's route), else 1.
+fn route_cost(
+    setting: Setting<u64>,
+    inherited: Option<u32>,
     at: &str,
     problems: &mut Problems,
-) -> Option<Vec<Limit>> {
-    let items = list.take(at, problems)?;
-    if items.is_empty() {
-        problems.add(at, "must list at least one { requests, window }");
-        return None;
+) -> Option<u32> {
+    match setting {
+        None => Some(inherited.unwrap_or(1)),
+        Some(cost) => cost.take(&format!("{at}.cost"), problems).and_then(|c| {
+            u32::try_from(c)
+                .map_err(|_| {
+                    problems.add(
+                        &format!("{at}.cost"),
+                        format!("{c} is larger than any window"),
+                    )
+                })
+                .ok()
+        }),
     }
-    let mut limits = Vec::new();
-    let mut complete = true;
-    for (index, item) in items.into_iter().enumerate() {
-        let at = format!("{at}[{index}]");
-        match item
-            .take(&at, problems)
-            .and_then(|l| limit(l, &at, problems))
-        {
-            Some(limit) => limits.push(limit),
-            None => complete = false,
-        }
-    }
-    complete.then_some(limits)
 }
 
-fn limit(raw: RawLimit, at: &str, problems: &mut Problems) -> Option<Limit> {
-    let requests_given = raw.requests.is_some();
-    let requests = match raw
-        .requests
-        .and_then(|r| r.take(&format!("{at}.requests"), problems))
-    {
+/// A route's path, parsed into a template.
+fn route_template(
+    path: Option<String>,
+    given: bool,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Template> {
+    match path {
         None => {
-            if !requests_given {
-                problems.add(at, "requests is missing");
+            if !given {
+                problems.add(at, "path is missing");
             }
             None
         }
-        Some(0) => {
-            problems.add(at, "requests is 0; a limit must admit at least one request");
-            None
-        }
-        Some(n) if n <= MAX_REQUESTS => NonZeroU32::new(n as u32),
-        Some(n) => {
-            problems.add(
-                at,
-                format!("requests must be a whole number from 1 to {MAX_REQUESTS}, not {n}"),
-            );
-            None
-        }
-    };
-    let window = match raw.window {
+        Some(p) => Template::parse(&p).map_err(|e| problems.add(at, e)).ok(),
+    }
+}
+
+/// A route's method, if it is one a route may declare.
+fn route_method(
+    method: Option<String>,
+    given: bool,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    match method {
         None => {
-            problems.add(at, "window is missing");
+            if !given {
+                problems.add(at, "method is missing");
+            }
             None
         }
-        Some(text) => text
-            .take(&format!("{at}.window"), problems)
-            .and_then(|text| parse_window(&text).map_err(|e| problems.add(at, e)).ok()),
-    };
-    Some(Limit {
-        requests: requests?,
-        window: window?,
-    })
+        Some(m) if DECLARABLE_METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m),
+        Some(m) => {
+            let hint = match m.to_ascii_uppercase().as_str() {
+                "HEAD" => "HEAD is checked as GET; declare GET",
+                "OPTIONS" => "OPTIONS (CORS preflight) is never counted",
+                _ => "expected one of GET, POST, PUT, PATCH, DELETE",
+            };
+            problems.add(at, format!("method {m:?} cannot be declared: {hint}"));
+            None
+        }
+    }
+}
+
+/// The top-level route a plan's route changes; a plan may not declare a route of its own, so that
+/// a request is counted in one bucket whatever its plan.
+fn base_route<'a>(
+    base: &'a TableSpec,
+    method: &str,
+    template: &Template,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<&'a RouteSpec> {
+    let method = method.to_ascii_uppercase();
+    let found = base
+        .routes
+        .iter()
+        .find(|r| r.route.method == method && r.route.template == *template);
+    if found.is_none() {
+        problems.add(
+            at,
+            format!(
+                "the top-level routes do not declare {method} {template}; a plan may only change the limits of top-level routes, so that a request is counted in one bucket whatever its plan: declare {method} {template} under the top-level routes too, with the limits of keys on no plan"
+            ),
+        );
+    }
+    found
+}
+
+/// A route's `limit` or `limits` (one of them, not both).
+fn route_limits(
+    one: Setting<RawLimit>,
+    list: Setting<Vec<Checked<RawLimit>>>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Vec<Limit>> {
+    match (one, list) {
+        (None, None) => {
+            problems.add(at, "limit (or limits) is missing");
+            None
+        }
+        (Some(_), Some(_)) => {
+            problems.add(at, "give limit or limits, not both");
+            None
+        }
+        (Some(one), None) => {
+            let at = format!("{at}.limit");
+            one.take(&at, problems)
+                .and_then(|l| limit(l, &at, problems))
+                .map(|l| vec![l])
+        }
+        (None, Some(list)) => limits(list, &format!("{at}.limits"), problems),
+    }
 }
 
 #[cfg(test)]
-mod policy_tests {
-    use super::super::{Config, Overrides};
-    use crate::check::response::HeaderStyle;
-    use crate::limit::Mode;
-
-    fn parse(yaml: &str) -> Result<Config, Vec<String>> {
-        Config::from_yaml(yaml, "test", &Overrides::default()).map_err(|e| e.problems)
-    }
-
-    const POLICY: &str = r#"
-mode: shadow
-default_limits: [{ requests: 100, window: 1h }, { requests: 10, window: 1s }]
-rate_limit_headers: both
-plan_header: x-plan
-routes:
-  - { method: GET, path: /a, limit: { requests: 5, window: 1s } }
-  - { method: POST, path: /bulk, cost: 5, mode: enforce, limits: [{ requests: 10, window: 1s }, { requests: 50, window: 1m }] }
-plans:
-  pro:
-    mode: enforce
-    default_limit: { requests: 1000, window: 1h }
-    routes:
-      - { method: GET, path: /a, limit: { requests: 50, window: 1s } }
-      - { method: POST, path: /bulk, limits: [{ requests: 100, window: 1s }, { requests: 500, window: 1m }] }
-  trial: {}
-  batch:
-    routes:
-      - { method: POST, path: /bulk, cost: 1, limit: { requests: 10, window: 1s } }
-"#;
-
-    #[test]
-    fn windows_costs_modes_and_plans_resolve_with_inheritance() {
-        let config = parse(POLICY).unwrap();
-        assert_eq!(config.rate_limit_headers, HeaderStyle::Both);
-        assert_eq!(config.plan_header.as_deref(), Some("x-plan"));
-        let rule = |table: &crate::check::routes::RouteTable, name: &str| {
-            table.rule_of(name).map(ToString::to_string)
-        };
-        let top = &config.routes;
-        assert_eq!(
-            top.default_rule().to_string(),
-            "10 requests / 1s + 100 requests / 3600s, shadow"
-        );
-        assert_eq!(rule(top, "GET /a").unwrap(), "5 requests / 1s, shadow");
-        assert_eq!(
-            rule(top, "POST /bulk").unwrap(),
-            "10 requests / 1s + 50 requests / 60s, cost 5"
-        );
-
-        let pro = &config.plans["pro"];
-        assert_eq!(rule(pro, "GET /a").unwrap(), "50 requests / 1s");
-        // Named without a cost: the plan's limits at the top-level route's cost.
-        assert_eq!(
-            rule(pro, "POST /bulk").unwrap(),
-            "100 requests / 1s + 500 requests / 60s, cost 5"
-        );
-        // A cost of its own wins.
-        let batch = &config.plans["batch"];
-        assert_eq!(
-            rule(batch, "POST /bulk").unwrap(),
-            "10 requests / 1s, shadow"
-        );
-        // Not named by the plan: the top-level limit, in the plan's mode.
-        assert_eq!(rule(batch, "GET /a").unwrap(), "5 requests / 1s, shadow");
-        assert_eq!(pro.default_rule().to_string(), "1000 requests / 3600s");
-        // An empty plan is the top-level table.
-        let trial = &config.plans["trial"];
-        assert_eq!(trial.default_rule(), top.default_rule());
-        assert_eq!(rule(trial, "GET /a"), rule(top, "GET /a"));
-        assert_eq!(trial.default_rule().mode(), Mode::Shadow);
-
-        let printed = config.to_string();
-        for expected in [
-            "plan pro:",
-            "plan trial:",
-            "/v1/bulk",
-            "cost 5",
-            "shadow",
-            "plan header:     x-plan",
-        ] {
-            assert!(printed.contains(expected), "{expected:?} in\n{printed}");
-        }
-    }
-
-    #[test]
-    fn every_policy_problem_is_named_with_its_place() {
-        let problems = parse(
-            r#"
-mode: sometimes
-default_limit: { requests: 1, window: 1s }
-default_limits: [{ requests: 2, window: 1s }]
-rate_limit_headers: draft
-plan_header: x-api-key
-routes:
-  - { method: GET, path: /a, limit: { requests: 5, window: 1s }, limits: [{ requests: 5, window: 1s }] }
-  - { method: GET, path: /b, cost: 0, limit: { requests: 5, window: 1s } }
-  - { method: GET, path: /c, cost: 6, limits: [{ requests: 5, window: 1s }, { requests: 50, window: 1m }] }
-  - { method: GET, path: /d, limits: [{ requests: 5, window: 60s }, { requests: 9, window: 1m }] }
-  - { method: GET, path: /e, limits: [] }
-  - { method: GET, path: /f, mode: dry, limit: { requests: 5, window: 1s } }
-plans:
-  "bad name!": {}
-  pro: { routes: [{ method: GET, path: /g }], colour: blue }
-"#,
-        )
-        .unwrap_err();
-        for expected in [
-            "mode: unknown variant `sometimes`",
-            "default_limits: give default_limit or default_limits, not both",
-            "rate_limit_headers: unknown variant `draft`",
-            "plan_header: must differ from api_key_header",
-            "routes[0] (GET /a): give limit or limits, not both",
-            "routes[1] (GET /b): cost must be at least 1",
-            "routes[2] (GET /c): cost 6 is larger than the 5 requests / 1s limit",
-            "routes[3] (GET /d): two limits have the same window 60s",
-            "routes[4] (GET /e).limits: must list at least one",
-            "routes[5] (GET /f).mode: unknown variant `dry`",
-            "plans.bad name!: a plan name is",
-            "plans.pro: unknown key colour",
-            "plans.pro.routes[0] (GET /g): limit (or limits) is missing",
-        ] {
-            assert!(
-                problems.iter().any(|p| p.starts_with(expected)),
-                "{expected:?} not in {problems:#?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_plan_route_the_top_level_does_not_declare_is_refused() {
-        // The issue's example: with the plan header, /campaigns/archived would have been counted
-        // in a bucket of its own, without it in GET /campaigns/:id.
-        let problems = parse(
-            r#"
-routes:
-  - { method: GET, path: /campaigns/:id, limit: { requests: 120, window: 60s } }
-plans:
-  pro:
-    routes:
-      - { method: GET, path: /campaigns/:cid, limit: { requests: 240, window: 60s } }
-      - { method: GET, path: /campaigns/archived, limit: { requests: 100, window: 60s } }
-      - { method: post, path: /campaigns/:id, limit: { requests: 10, window: 60s } }
-  basic:
-    routes:
-      - { method: GET, path: /reports, limit: { requests: 5, window: 0s } }
-"#,
-        )
-        .unwrap_err();
-        let expected = [
-            "plans.basic.routes[0] (GET /reports): the top-level routes do not declare GET /reports; a plan may only change the limits of top-level routes",
-            "plans.basic.routes[0] (GET /reports).limit: window \"0s\" is zero",
-            "plans.pro.routes[1] (GET /campaigns/archived): the top-level routes do not declare GET /campaigns/archived; a plan may only change the limits of top-level routes, so that a request is counted in one bucket whatever its plan: declare GET /campaigns/archived under the top-level routes too, with the limits of keys on no plan",
-            "plans.pro.routes[2] (post /campaigns/:id): the top-level routes do not declare POST /campaigns/:id",
-        ];
-        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
-        for expected in expected {
-            assert!(
-                problems.iter().any(|p| p.starts_with(expected)),
-                "{expected:?} not in {problems:#?}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_inherited_cost_a_plan_limit_cannot_admit_is_named() {
-        let problems = parse(
-            r#"
-routes:
-  - { method: POST, path: /bulk, cost: 5, limit: { requests: 50, window: 60s } }
-plans:
-  small:
-    routes:
-      - { method: POST, path: /bulk, limit: { requests: 3, window: 1s } }
-  restated:
-    routes:
-      - { method: POST, path: /bulk, cost: 1, limit: { requests: 3, window: 1s } }
-"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            problems,
-            [
-                "plans.small.routes[0] (POST /bulk): cost 5 is larger than the 3 requests / 1s limit, which could never admit a request; the cost is the top-level route's: give this route a cost of its own"
-            ]
-        );
-    }
-}
+mod tests;

@@ -9,8 +9,8 @@
 //! again as soon as the topology shows it.
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::call::{Request, within_timeout};
 use super::readiness::{ConnectError, Reporter};
-use super::redis::{Request, within_timeout};
 use super::version::Server;
 use super::{AbortOnDrop, StoreError};
 use redis::cluster::ClusterClient;
@@ -47,7 +47,7 @@ struct Shared {
     /// Set once by the background task; empty until every primary of the cluster first answered
     /// with a supported version.
     connection: OnceLock<ClusterConnection>,
-    topology: RwLock<Arc<Topology>>,
+    topology: RwLock<Arc<SlotMap>>,
     /// Woken when a breaker opens: the node may have failed over.
     stale: Notify,
     breaker: BreakerSettings,
@@ -55,7 +55,7 @@ struct Shared {
 
 /// Which primary serves each slot, with that primary's breaker.
 #[derive(Default)]
-struct Topology {
+struct SlotMap {
     /// Index into `primaries` for every slot; `u16::MAX` for a slot no node serves.
     slots: Vec<u16>,
     primaries: Vec<Arc<Primary>>,
@@ -284,7 +284,7 @@ impl Shared {
             .iter()
             .map(|primary| (primary.address.as_str(), primary))
             .collect();
-        let mut topology = Topology {
+        let mut topology = SlotMap {
             slots: vec![u16::MAX; SLOTS],
             primaries: Vec::new(),
         };

@@ -11,6 +11,7 @@
 //! capacity whatever the traffic.
 
 mod breaker;
+mod call;
 mod cluster;
 mod connections;
 mod memory;
@@ -20,10 +21,10 @@ pub mod version;
 
 pub use memory::MemoryStore;
 pub use readiness::Readiness;
-pub use redis::{RedisSettings, RedisStore, TlsCa, Topology};
+pub use redis::RedisStore;
 
 use crate::api_key::KeyDigest;
-use crate::limit::Rule;
+use crate::policy::limit::Rule;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +79,36 @@ pub enum StoreError {
     /// unreachable or older than the supported minimum).
     #[error("no connection to redis is ready")]
     NotConnected,
+}
+
+impl StoreError {
+    /// Every [`kind`](Self::kind), in the order of [`kind_index`](Self::kind_index): the `kind`
+    /// label of `tollgate_store_errors_total`.
+    pub const KINDS: [&'static str; 5] =
+        ["timeout", "error", "full", "circuit_open", "not_connected"];
+
+    /// What kind of failure it is, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// The position of its kind in [`KINDS`](Self::KINDS).
+    pub fn kind_index(&self) -> usize {
+        match self {
+            Self::Timeout(_) => 0,
+            Self::Redis(_) => 1,
+            Self::Full(_) => 2,
+            Self::CircuitOpen => 3,
+            Self::NotConnected => 4,
+        }
+    }
+
+    /// Whether a check it fails is refused whatever `failure_mode` says. A full memory store is a
+    /// flood of invented keys, not an outage: failing open would give the flood, and any key whose
+    /// bucket expired, unlimited requests.
+    pub fn fails_closed(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
 }
 
 /// A bucket as it stands, read without counting anything.

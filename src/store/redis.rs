@@ -1,6 +1,7 @@
 //! The Redis store: one `EVALSHA` of the sliding-window script per check.
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
+use super::call::{Request, within_timeout};
 use super::cluster::{self, Cluster};
 use super::connections::{self, Connections};
 use super::readiness::{Readiness, Reporter};
@@ -8,12 +9,12 @@ use super::{
     BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
 };
 use crate::api_key::KeyDigest;
-use crate::limit::{Mode, Rule};
+use crate::config::{RedisSettings, Topology};
+use crate::policy::limit::{Mode, Rule};
 use redis::cluster::ClusterClient;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,61 +64,6 @@ fn tcp_settings() -> TcpSettings {
         .set_user_timeout(Duration::from_secs(10))
 }
 
-/// How the store reaches Redis.
-#[derive(Clone, PartialEq)]
-pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL.
-    pub url: String,
-    /// Time allowed for one check, connection included; past it the backend counts as
-    /// unavailable.
-    pub timeout: Duration,
-    /// Multiplexed connections; checks are spread over them round-robin.
-    pub connections: usize,
-    /// Prefix of every key name, so several deployments can share one Redis.
-    pub key_prefix: String,
-    /// The CA that signs the server's certificate (`rediss://` only); without it the system's
-    /// trust store is used.
-    pub tls_ca: Option<TlsCa>,
-}
-
-/// What the URL of [`RedisSettings`] points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// One server (or a primary behind a proxy).
-    Standalone,
-    /// One node of a Redis Cluster; the others are discovered from it.
-    Cluster,
-}
-
-/// By hand, so that printing a `Config` with `{:?}` never shows the password.
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &crate::config::redact_url(&self.url))
-            .field("timeout", &self.timeout)
-            .field("connections", &self.connections)
-            .field("key_prefix", &self.key_prefix)
-            .field("tls_ca", &self.tls_ca)
-            .finish()
-    }
-}
-
-/// A CA certificate for Redis TLS, read once when the configuration is validated.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsCa {
-    /// Where it was read from, for display.
-    pub path: PathBuf,
-    /// The PEM text.
-    pub pem: Vec<u8>,
-}
-
-/// The path only: the certificate itself is noise in a log line.
-impl std::fmt::Debug for TlsCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TlsCa({})", self.path.display())
-    }
-}
-
 /// Quotas kept in Redis, shared by every replica.
 pub struct RedisStore {
     backend: Backend,
@@ -136,57 +82,15 @@ impl RedisStore {
     /// down or too old; [`QuotaStore::readiness`] tells when a supported server first answered.
     /// Must run inside the tokio runtime.
     pub fn new(settings: &RedisSettings, topology: Topology) -> Result<Self, StoreError> {
-        let certificates = settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.pem.clone()),
-        });
         let script = redis::Script::new(SCRIPT);
         let reporter = Arc::new(Reporter::new(match topology {
             Topology::Standalone => "redis",
             Topology::Cluster => "redis cluster",
         }));
         let readiness = reporter.readiness();
-        let backend = if topology == Topology::Cluster {
-            let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
-                .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
-                .response_timeout(settings.timeout)
-                .tcp_settings(tcp_settings())
-                // A redirect after a resharding is retried, and so is a call that met the
-                // connection while it refreshed its slot map (which fails every pending call,
-                // whatever its node); a dead node's keys are stopped by its breaker.
-                .retries(2);
-            if let Some(certificates) = certificates {
-                builder = builder.certs(certificates);
-            }
-            Backend::Cluster(Cluster::start(
-                builder.build()?,
-                script.clone(),
-                BREAKER,
-                reporter,
-            ))
-        } else {
-            let info = settings
-                .url
-                .as_str()
-                .into_connection_info()?
-                .set_tcp_settings(tcp_settings());
-            let client = match certificates {
-                None => redis::Client::open(info)?,
-                Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
-            };
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(connections::CONNECT_TIMEOUT))
-                .set_response_timeout(Some(settings.timeout));
-            Backend::Standalone {
-                connections: Box::new(Connections::start(
-                    client,
-                    config,
-                    script.clone(),
-                    reporter,
-                    settings.connections,
-                )),
-                breaker: Breaker::new(BREAKER),
-            }
+        let backend = match topology {
+            Topology::Cluster => Backend::cluster(settings, script.clone(), reporter)?,
+            Topology::Standalone => Backend::standalone(settings, script.clone(), reporter)?,
         };
         Ok(Self {
             backend,
@@ -276,39 +180,6 @@ impl RedisStore {
     }
 }
 
-/// One round trip to Redis.
-#[derive(Clone, Copy)]
-pub(super) enum Request<'a> {
-    /// A script call: `EVALSHA`, and the script loaded on `NOSCRIPT`.
-    Script(&'a redis::ScriptInvocation<'a>),
-    /// A plain command.
-    Command(&'a redis::Cmd),
-}
-
-impl Request<'_> {
-    /// Sends the request on `connection`.
-    pub(super) async fn send<T, C>(self, connection: &mut C) -> redis::RedisResult<T>
-    where
-        T: redis::FromRedisValue,
-        C: redis::aio::ConnectionLike + Send,
-    {
-        match self {
-            Self::Script(invocation) => invocation.invoke_async(connection).await,
-            Self::Command(command) => command.query_async(connection).await,
-        }
-    }
-}
-
-/// `call`'s reply, or a timeout error once `timeout` has passed.
-pub(super) async fn within_timeout<T>(
-    timeout: Duration,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
-    Ok(tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| StoreError::Timeout(timeout))??)
-}
-
 /// How the store reaches Redis.
 enum Backend {
     /// A single Redis (or a primary behind a proxy): a few multiplexed connections that pipeline
@@ -323,6 +194,71 @@ enum Backend {
     /// key's slot, follows redirects and reconnects to nodes by itself, with a breaker per
     /// primary.
     Cluster(Cluster),
+}
+
+impl Backend {
+    /// A cluster client, connected by a background task that reports to `reporter`.
+    fn cluster(
+        settings: &RedisSettings,
+        script: redis::Script,
+        reporter: Arc<Reporter>,
+    ) -> Result<Self, StoreError> {
+        let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
+            .connection_timeout(cluster::CONNECT_TIMEOUT.max(settings.timeout))
+            .response_timeout(settings.timeout)
+            .tcp_settings(tcp_settings())
+            // A redirect after a resharding is retried, and so is a call that met the connection
+            // while it refreshed its slot map (which fails every pending call, whatever its node);
+            // a dead node's keys are stopped by its breaker.
+            .retries(2);
+        if let Some(certificates) = certificates(settings) {
+            builder = builder.certs(certificates);
+        }
+        Ok(Backend::Cluster(Cluster::start(
+            builder.build()?,
+            script,
+            BREAKER,
+            reporter,
+        )))
+    }
+
+    /// The connections to one server, made in the background, which report to `reporter`.
+    fn standalone(
+        settings: &RedisSettings,
+        script: redis::Script,
+        reporter: Arc<Reporter>,
+    ) -> Result<Self, StoreError> {
+        let info = settings
+            .url
+            .as_str()
+            .into_connection_info()?
+            .set_tcp_settings(tcp_settings());
+        let client = match certificates(settings) {
+            None => redis::Client::open(info)?,
+            Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connections::CONNECT_TIMEOUT))
+            .set_response_timeout(Some(settings.timeout));
+        Ok(Backend::Standalone {
+            connections: Box::new(Connections::start(
+                client,
+                config,
+                script,
+                reporter,
+                settings.connections,
+            )),
+            breaker: Breaker::new(BREAKER),
+        })
+    }
+}
+
+/// The CA of `settings` as redis-rs takes it, when there is one.
+fn certificates(settings: &RedisSettings) -> Option<redis::TlsCertificates> {
+    settings.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.pem.clone()),
+    })
 }
 
 /// Appends each window's requests and length in µs, the scripts' window arguments.

@@ -6,8 +6,7 @@
 //! allocation. Label values come from the configuration, never from a request (no API key, no
 //! raw path), so the number of series is fixed by the route table.
 
-use crate::check::routes::{RouteRef, RouteTable};
-use crate::check::verdict::Verdict;
+use crate::policy::routes::{RouteRef, RouteTable};
 use crate::store::StoreError;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -57,20 +56,6 @@ impl CheckResult {
         Self::FailedClosed,
     ];
 
-    /// The result of a verdict.
-    pub fn of(verdict: &Verdict) -> Self {
-        match verdict {
-            Verdict::Unlimited => Self::NotLimited,
-            Verdict::Allowed(_) => Self::Allowed,
-            Verdict::RateLimited(_) => Self::Denied,
-            Verdict::ShadowDenied(_) => Self::ShadowDenied,
-            Verdict::MissingKey => Self::Unauthenticated,
-            Verdict::AmbiguousKey | Verdict::BadRequest(_) => Self::BadRequest,
-            Verdict::FailedOpen => Self::FailedOpen,
-            Verdict::FailedClosed => Self::FailedClosed,
-        }
-    }
-
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -87,19 +72,6 @@ impl CheckResult {
 
     fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// Store failures by kind: the `kind` label of `tollgate_store_errors_total`, in this order.
-const STORE_ERROR_KINDS: [&str; 5] = ["timeout", "error", "full", "circuit_open", "not_connected"];
-
-fn store_error_index(error: &StoreError) -> usize {
-    match error {
-        StoreError::Timeout(_) => 0,
-        StoreError::Redis(_) => 1,
-        StoreError::Full(_) => 2,
-        StoreError::CircuitOpen => 3,
-        StoreError::NotConnected => 4,
     }
 }
 
@@ -175,7 +147,7 @@ pub struct Metrics {
     checks: IntCounterVec,
     check_duration: Histogram,
     store_duration: Histogram,
-    store_errors: [IntCounter; STORE_ERROR_KINDS.len()],
+    store_errors: [IntCounter; StoreError::KINDS.len()],
     deny_cache_hits: IntCounter,
     deny_cache_entries: IntGauge,
     breakers_open: IntGauge,
@@ -191,116 +163,58 @@ impl Metrics {
     /// that does not depend on the routes exists from the start at 0.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let checks = IntCounterVec::new(
-            Opts::new(
-                "tollgate_checks_total",
-                "Checks answered, by result and route template (route=\"none\" when no route applies).",
-            ),
+        let family = Family(&registry);
+        let checks = family.counters(
+            "tollgate_checks_total",
+            "Checks answered, by result and route template (route=\"none\" when no route applies).",
             &["result", "route"],
-        )
-        .expect("valid metric");
-        let check_duration = Histogram::with_opts(
-            HistogramOpts::new(
+        );
+        let store_errors = family.counters(
+            "tollgate_store_errors_total",
+            "Quota store calls that failed, by kind.",
+            &["kind"],
+        );
+        let refusals = family.counters(
+            "tollgate_refused_total",
+            "Work the ext_authz listener refused at once, over its process-wide budgets, by reason.",
+            &["reason"],
+        );
+        let reloads = family.counters(
+            "tollgate_config_reloads_total",
+            "Configuration reloads, by result.",
+            &["result"],
+        );
+        family.build_info();
+        Self {
+            checks,
+            check_duration: family.latency(
                 "tollgate_check_duration_seconds",
                 "Time to decide and render one check, from its message to its answer.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let store_duration = Histogram::with_opts(
-            HistogramOpts::new(
+            ),
+            store_duration: family.latency(
                 "tollgate_store_duration_seconds",
                 "Time of each quota store call, failed ones included.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let store_error_family = IntCounterVec::new(
-            Opts::new(
-                "tollgate_store_errors_total",
-                "Quota store calls that failed, by kind.",
             ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let deny_cache_hits = IntCounter::new(
-            "tollgate_deny_cache_hits_total",
-            "Checks answered 429 from the over-limit cache without asking the store.",
-        )
-        .expect("valid metric");
-        let deny_cache_entries = IntGauge::new(
-            "tollgate_deny_cache_entries",
-            "Buckets the over-limit cache holds.",
-        )
-        .expect("valid metric");
-        let breakers_open = IntGauge::new(
-            "tollgate_store_breakers_open",
-            "Redis circuit breakers open (checks of their keys fail at once).",
-        )
-        .expect("valid metric");
-        let reload_family = IntCounterVec::new(
-            Opts::new(
-                "tollgate_config_reloads_total",
-                "Configuration reloads, by result.",
+            store_errors: StoreError::KINDS.map(|kind| store_errors.with_label_values(&[kind])),
+            deny_cache_hits: family.counter(
+                "tollgate_deny_cache_hits_total",
+                "Checks answered 429 from the over-limit cache without asking the store.",
             ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let refusal_family = IntCounterVec::new(
-            Opts::new(
-                "tollgate_refused_total",
-                "Work the ext_authz listener refused at once, over its process-wide budgets, by reason.",
+            deny_cache_entries: family.gauge(
+                "tollgate_deny_cache_entries",
+                "Buckets the over-limit cache holds.",
             ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let plans_restored = IntCounter::new(
-            "tollgate_plans_restored_total",
-            "Times this replica wrote its copy of the plan assignments back after the store lost them.",
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "tollgate_build_info",
-                "Always 1; the version of the running build as a label.",
+            breakers_open: family.gauge(
+                "tollgate_store_breakers_open",
+                "Redis circuit breakers open (checks of their keys fail at once).",
             ),
-            &["version"],
-        )
-        .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-
-        for collector in [
-            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(check_duration.clone()),
-            Box::new(store_duration.clone()),
-            Box::new(store_error_family.clone()),
-            Box::new(deny_cache_hits.clone()),
-            Box::new(deny_cache_entries.clone()),
-            Box::new(breakers_open.clone()),
-            Box::new(reload_family.clone()),
-            Box::new(refusal_family.clone()),
-            Box::new(plans_restored.clone()),
-            Box::new(build_info),
-        ] {
-            registry
-                .register(collector)
-                .expect("each family is registered once");
-        }
-        Self {
+            config_reloads: ["applied", "refused"].map(|r| reloads.with_label_values(&[r])),
+            refusals: Refusal::ALL.map(|r| refusals.with_label_values(&[r.label()])),
+            plans_restored: family.counter(
+                "tollgate_plans_restored_total",
+                "Times this replica wrote its copy of the plan assignments back after the store lost them.",
+            ),
             registry,
-            checks,
-            check_duration,
-            store_duration,
-            store_errors: STORE_ERROR_KINDS
-                .map(|kind| store_error_family.with_label_values(&[kind])),
-            deny_cache_hits,
-            deny_cache_entries,
-            breakers_open,
-            config_reloads: ["applied", "refused"].map(|r| reload_family.with_label_values(&[r])),
-            refusals: Refusal::ALL.map(|r| refusal_family.with_label_values(&[r.label()])),
-            plans_restored,
         }
     }
 
@@ -357,6 +271,51 @@ impl Metrics {
     }
 }
 
+/// Creates metric families and registers each in one registry. The names and help texts are
+/// constants, so a failure here is a bug in this file, not a runtime condition.
+struct Family<'a>(&'a Registry);
+
+impl Family<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.0
+            .register(Box::new(collector.clone()))
+            .expect("each family is registered once");
+        collector
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    /// `tollgate_build_info`, set at once.
+    fn build_info(&self) {
+        self.gauges(
+            "tollgate_build_info",
+            "Always 1; the version of the running build as a label.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    }
+
+    fn latency(&self, name: &str, help: &str) -> Histogram {
+        let options = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.register(Histogram::with_opts(options).expect("valid metric"))
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -374,7 +333,7 @@ pub struct CheckMetrics {
     none: [IntCounter; CheckResult::ALL.len()],
     check_duration: Histogram,
     store_duration: Histogram,
-    store_errors: [IntCounter; STORE_ERROR_KINDS.len()],
+    store_errors: [IntCounter; StoreError::KINDS.len()],
     deny_cache_hits: IntCounter,
 }
 
@@ -399,7 +358,7 @@ impl CheckMetrics {
     pub fn store_call(&self, elapsed: Duration, error: Option<&StoreError>) {
         self.store_duration.observe(elapsed.as_secs_f64());
         if let Some(error) = error {
-            self.store_errors[store_error_index(error)].inc();
+            self.store_errors[error.kind_index()].inc();
         }
     }
 
@@ -410,122 +369,4 @@ impl CheckMetrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Config, DEFAULT_YAML, Overrides};
-
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
-    }
-
-    #[test]
-    fn results_index_their_own_cell() {
-        for (i, result) in CheckResult::ALL.into_iter().enumerate() {
-            assert_eq!(result.index(), i, "{result:?}");
-        }
-    }
-
-    #[test]
-    fn config_reloads_are_counted_by_result() {
-        let metrics = Metrics::new();
-        let text = metrics.encode(Sample::default());
-        assert_eq!(
-            value(&text, "tollgate_config_reloads_total{result=\"applied\"}"),
-            Some(0.0)
-        );
-        metrics.config_reloaded(true);
-        metrics.config_reloaded(false);
-        metrics.config_reloaded(false);
-        let text = metrics.encode(Sample::default());
-        assert_eq!(
-            value(&text, "tollgate_config_reloads_total{result=\"applied\"}"),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&text, "tollgate_config_reloads_total{result=\"refused\"}"),
-            Some(2.0)
-        );
-    }
-
-    #[test]
-    fn every_route_and_result_exists_at_zero_and_counts_in_its_own_cell() {
-        let config = Config::from_yaml(DEFAULT_YAML, "test", &Overrides::default()).unwrap();
-        let metrics = Metrics::new();
-        let check = metrics.for_routes(&config.routes);
-        let text = metrics.encode(Sample::default());
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("tollgate_checks_total{"))
-            .count();
-        assert_eq!(
-            series,
-            (config.routes.routes().len() + 3) * CheckResult::ALL.len(),
-            "{text}"
-        );
-        let index = config
-            .routes
-            .routes()
-            .iter()
-            .position(|r| &*r.id == "GET /campaigns/:id")
-            .unwrap();
-        check.count(Some(RouteRef::Declared(index)), CheckResult::Denied);
-        check.count(Some(RouteRef::PerPath), CheckResult::Allowed);
-        check.count(None, CheckResult::NotLimited);
-        let text = metrics.encode(Sample {
-            deny_cache_entries: 3,
-            breakers_open: 1,
-        });
-        for (series, expected) in [
-            (
-                "tollgate_checks_total{result=\"denied\",route=\"GET /campaigns/:id\"}",
-                1.0,
-            ),
-            (
-                "tollgate_checks_total{result=\"allowed\",route=\"GET /campaigns/:id\"}",
-                0.0,
-            ),
-            (
-                "tollgate_checks_total{result=\"allowed\",route=\"per_path\"}",
-                1.0,
-            ),
-            (
-                "tollgate_checks_total{result=\"not_limited\",route=\"none\"}",
-                1.0,
-            ),
-            ("tollgate_deny_cache_entries", 3.0),
-            ("tollgate_store_breakers_open", 1.0),
-            ("tollgate_build_info{version=\"0.1.0\"}", 1.0),
-        ] {
-            assert_eq!(value(&text, series), Some(expected), "{series}\n{text}");
-        }
-    }
-
-    #[test]
-    fn store_calls_are_timed_and_their_failures_counted_by_kind() {
-        let metrics = Metrics::new();
-        let check = metrics.for_routes(
-            &Config::from_yaml("", "t", &Overrides::default())
-                .unwrap()
-                .routes,
-        );
-        check.store_call(Duration::from_millis(2), None);
-        check.store_call(
-            Duration::from_millis(50),
-            Some(&StoreError::Timeout(Duration::from_millis(50))),
-        );
-        check.store_call(Duration::ZERO, Some(&StoreError::CircuitOpen));
-        let text = metrics.encode(Sample::default());
-        for (series, expected) in [
-            ("tollgate_store_duration_seconds_count", 3.0),
-            ("tollgate_store_errors_total{kind=\"timeout\"}", 1.0),
-            ("tollgate_store_errors_total{kind=\"circuit_open\"}", 1.0),
-            ("tollgate_store_errors_total{kind=\"error\"}", 0.0),
-            ("tollgate_store_errors_total{kind=\"full\"}", 0.0),
-            ("tollgate_store_errors_total{kind=\"not_connected\"}", 0.0),
-        ] {
-            assert_eq!(value(&text, series), Some(expected), "{series}\n{text}");
-        }
-    }
-}
+mod tests;

@@ -11,12 +11,13 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use tollgate::api_key::ApiKey;
 use tollgate::check::authz::RateLimiter;
-use tollgate::check::path::{is_plain, normalize};
 use tollgate::check::request::HttpCheck;
-use tollgate::check::response::{HeaderStyle, render};
-use tollgate::check::routes::MAX_PER_PATH_NAME;
+use tollgate::check::response::render;
 use tollgate::check::verdict::Verdict;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
+use tollgate::policy::headers::HeaderStyle;
+use tollgate::policy::path::{is_plain, normalize};
+use tollgate::policy::routes::MAX_PER_PATH_NAME;
 use tollgate::store::MemoryStore;
 use tollgate::telemetry::metrics::Metrics;
 

@@ -32,6 +32,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tollgate::admin::pb::admin_client::AdminClient;
+use tollgate::admin::pb::{GetQuotaRequest, Quota};
 use tollgate::config::{Config, Overrides, StoreSettings};
 use tonic::transport::Channel;
 
@@ -138,15 +140,12 @@ impl Backend {
     /// Parses `yaml` as it is, pointing it at this backend's Redis when there is one.
     pub fn config_as_written(&self, yaml: &str) -> Config {
         let overrides = Overrides {
-            listen: Some("127.0.0.1:0".into()),
             redis_url: match self {
                 Self::Memory => None,
                 Self::Redis(redis) => Some(redis.url()),
                 Self::Cluster(cluster) => Some(cluster.url()),
             },
-            admin_listen: None,
-            // Tests run side by side: never the default 0.0.0.0:9090.
-            metrics_listen: Some("127.0.0.1:0".into()),
+            ..loopback()
         };
         let mut config = Config::from_yaml(yaml, "test", &overrides).expect("test configuration");
         if let (Self::Cluster(_), StoreSettings::Redis(redis)) = (self, &config.store) {
@@ -161,6 +160,48 @@ impl Backend {
             Self::Memory | Self::Cluster(_) => None,
         }
     }
+}
+
+/// Listeners on free loopback ports: tests run side by side, never on the defaults (the metrics'
+/// 0.0.0.0:9090 included).
+pub fn loopback() -> Overrides {
+    Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        redis_url: None,
+        admin_listen: None,
+        metrics_listen: Some("127.0.0.1:0".into()),
+    }
+}
+
+/// `yaml` parsed as a test's configuration, with [`loopback`] listeners.
+pub fn config(yaml: &str) -> Config {
+    Config::from_yaml(yaml, "test", &loopback()).expect("test configuration")
+}
+
+/// A client of `tollgate`'s admin API.
+pub async fn admin(tollgate: &Tollgate) -> AdminClient<Channel> {
+    AdminClient::connect(format!("http://{}", tollgate.admin_addr))
+        .await
+        .expect("connect to the admin listener")
+}
+
+/// `GetQuota` of `key` on `method path`.
+pub async fn quota(
+    client: &mut AdminClient<Channel>,
+    key: &str,
+    method: &str,
+    path: &str,
+) -> Quota {
+    client
+        .get_quota(GetQuotaRequest {
+            api_key: key.into(),
+            method: method.into(),
+            path: path.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetQuota answers")
+        .into_inner()
 }
 
 /// tollgate serving on a real socket, in this process.

@@ -1,7 +1,7 @@
 //! Path normalisation: every spelling that an upstream may route to one handler must land in
 //! the same bucket.
 //!
-//! The rules, applied in this order (the README repeats them for operators):
+//! The rules, applied in this order (docs/checks.md repeats them for operators):
 //! 1. The query string and fragment are dropped (`?` or `#` and everything after).
 //! 2. A raw backslash and the escapes `%2F` and `%5C` are slashes (many servers treat a backslash
 //!    as one; the shipped Envoy configuration decodes escaped slashes before the upstream sees

@@ -247,8 +247,9 @@ impl fmt::Display for Limit {
     }
 }
 
-/// Renders a window the way configuration spells it (`60s`, `500ms`).
-struct WindowDisplay(Duration);
+/// Renders a window the way configuration spells it (`60s`, `500ms`), as `check-config` and
+/// `tollgate admin` print it.
+pub struct WindowDisplay(pub Duration);
 
 impl fmt::Display for WindowDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

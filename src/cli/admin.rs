@@ -1,15 +1,19 @@
 //! `tollgate admin`: the admin API from the command line, for operators without `grpcurl`.
 
-use super::pb::admin_client::AdminClient;
-use super::pb::{
+use super::{AdminArgs, AdminCall, QuotaTarget};
+use crate::admin::pb::admin_client::AdminClient;
+use crate::admin::pb::{
     self, GetPlanRequest, GetQuotaRequest, ListRoutesRequest, ResetQuotaRequest, SetPlanRequest,
 };
-use crate::cli::{AdminArgs, AdminCall, QuotaTarget};
+use crate::policy::limit::{Limit, Mode, Rule, WindowDisplay};
 use std::fmt::Write as _;
+use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 
 /// Time allowed to connect and for each call: the admin API answers at once or not at all.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +28,7 @@ pub enum ClientError {
     #[error("the token in {0} is not printable ASCII")]
     BadToken(String),
     /// `--addr` is not an address.
-    #[error("{0:?} is not an address like 127.0.0.1:9192: {1}")]
+    #[error("{0:?} is not an address like {default}: {1}", default = crate::config::DEFAULT_ADMIN_LISTEN)]
     Address(String, #[source] tonic::transport::Error),
     /// No connection.
     #[error("cannot connect to the admin API at {0}: {1}")]
@@ -51,39 +55,7 @@ pub async fn run(args: &AdminArgs) -> ExitCode {
 
 /// Makes the call and renders its answer.
 pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
-    let token = match &args.token_file {
-        None => None,
-        Some(path) => {
-            let shown = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ClientError::TokenFile(shown.clone(), e))?;
-            let value: MetadataValue<_> = format!("Bearer {}", text.trim())
-                .parse()
-                .map_err(|_| ClientError::BadToken(shown))?;
-            Some(value)
-        }
-    };
-    let uri = if args.addr.contains("://") {
-        args.addr.clone()
-    } else {
-        format!("http://{}", args.addr)
-    };
-    let channel = Endpoint::from_shared(uri)
-        .map_err(|e| ClientError::Address(args.addr.clone(), e))?
-        .connect_timeout(TIMEOUT)
-        .timeout(TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| ClientError::Connect(args.addr.clone(), e))?;
-    let mut client =
-        AdminClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-            if let Some(token) = &token {
-                request
-                    .metadata_mut()
-                    .insert("authorization", token.clone());
-            }
-            Ok(request)
-        });
+    let mut client = connect(args).await?;
     match &args.call {
         AdminCall::Quota(target) => {
             let quota = client
@@ -138,6 +110,47 @@ pub async fn call(args: &AdminArgs) -> Result<String, ClientError> {
             Ok(render_plan(&client.set_plan(request).await?.into_inner()))
         }
     }
+}
+
+/// The admin API's client, connected, sending the token of `args` (if any) with every call.
+async fn connect(
+    args: &AdminArgs,
+) -> Result<AdminClient<InterceptedService<Channel, impl Interceptor>>, ClientError> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ClientError::TokenFile(shown.clone(), e))?;
+            let value: MetadataValue<_> = format!("Bearer {}", text.trim())
+                .parse()
+                .map_err(|_| ClientError::BadToken(shown))?;
+            Some(value)
+        }
+    };
+    let uri = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let channel = Endpoint::from_shared(uri)
+        .map_err(|e| ClientError::Address(args.addr.clone(), e))?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect(args.addr.clone(), e))?;
+    Ok(AdminClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(token) = &token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", token.clone());
+            }
+            Ok(request)
+        },
+    ))
 }
 
 fn render_plan(assignment: &pb::PlanAssignment) -> String {
@@ -219,27 +232,27 @@ fn render_routes(table: &pb::ListRoutesResponse) -> String {
     out
 }
 
-/// A rule as `check-config` prints it: `10 requests / 1s + 1000 requests / 3600s, cost 2`.
+/// A rule as `check-config` prints it (`10 requests / 1s + 1000 requests / 3600s, cost 2`), by
+/// the same [`Rule`] printer; a rule the server sent that is not one is shown as such.
 fn rule(limits: &[pb::Limit], cost: u32, mode: pb::Mode) -> String {
-    let mut text = limits
+    let limits = limits
         .iter()
-        .map(|l| format!("{} requests / {}", l.requests, window(l.window_ms)))
-        .collect::<Vec<_>>()
-        .join(" + ");
-    if cost > 1 {
-        let _ = write!(text, ", cost {cost}");
-    }
-    if mode == pb::Mode::Shadow {
-        text.push_str(", shadow");
-    }
-    text
+        .map(|l| {
+            Some(Limit {
+                requests: NonZeroU32::new(l.requests)?,
+                window: Duration::from_millis(l.window_ms),
+            })
+        })
+        .collect::<Option<Vec<_>>>();
+    let mode = match mode {
+        pb::Mode::Shadow => Mode::Shadow,
+        pb::Mode::Enforce | pb::Mode::Unspecified => Mode::Enforce,
+    };
+    limits
+        .and_then(|limits| Rule::new(limits, cost, mode).ok())
+        .map_or_else(|| "(not a valid rule)".to_owned(), |rule| rule.to_string())
 }
 
-/// A window as configuration spells it: `60s`, `500ms`.
-fn window(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+fn window(ms: u64) -> WindowDisplay {
+    WindowDisplay(Duration::from_millis(ms))
 }

@@ -2,28 +2,29 @@
 //! listener, the admin API and the metrics on listeners of their own, and the bounded shutdown:
 //! drain, grace, then close.
 
-use crate::admin;
-use crate::check::admission::{Admission, ConnectionPermit};
+mod accept;
+mod admin;
+mod reload;
+pub mod shutdown;
+
+use crate::check::admission::Admission;
 use crate::check::authz::{PLAN_REFRESH, RateLimiter};
 use crate::check::service::{AuthorizationService, SERVICE_NAME};
-use crate::config::reload::{self, Reload};
-use crate::config::{Config, StoreSettings};
-use crate::store::{MemoryStore, QuotaStore, Readiness, RedisStore, StoreError, Topology};
+use crate::config::reload::Reload;
+use crate::config::{AdminSettings, Config, Source, StoreSettings, Topology};
+use crate::store::{MemoryStore, QuotaStore, Readiness, RedisStore, StoreError};
 use crate::telemetry::http::{self, METRICS_PATH};
 use crate::telemetry::metrics::Metrics;
+use accept::BoundedConnection;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tonic::codegen::tokio_stream::StreamExt;
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -139,114 +140,53 @@ async fn serve<S: QuotaStore>(
     let readiness = store.readiness();
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
     let admission = Arc::new(Admission::new(metrics.clone()));
-    // Plan assignments before the first check, so that no key starts on the wrong limits; a store
-    // that cannot answer yet does not hold the start up for long.
-    if limiter.policy().uses_assignments()
-        && let Ok(Err(e)) | Err(e) = tokio::time::timeout(PLAN_REFRESH, limiter.refresh_plans())
-            .await
-            .map_err(|_| StoreError::Timeout(PLAN_REFRESH))
-    {
-        tracing::warn!(error = %e, "cannot read plan assignments yet; keys use the top-level limits until they are read");
-    }
-    let plans = tokio::spawn(refresh_plans(limiter.clone()));
-    // Aborting the task closes the listener and every metrics connection with it.
-    let metrics_task = listeners.metrics.map(|listener| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, path = METRICS_PATH, "serving Prometheus metrics");
-        }
-        let limiter = limiter.clone();
-        tokio::spawn(http::serve(
-            listener,
-            metrics,
-            Arc::new(move || limiter.sample()),
-        ))
-    });
-
+    read_plans_before_the_first_check(&limiter).await;
     let (health, health_service) = tonic_health::server::health_reporter();
     let serving = report_serving_once_ready(health.clone(), readiness).await;
-
-    let drain_period = config.drain_period;
     let (drain_over, drain_ended) = oneshot::channel();
     // The admin listener stops accepting when the ext_authz one does.
-    let (admin_stop, mut admin_stopping) = watch::channel(false);
-    let drained = async move {
-        shutdown.await;
-        tracing::info!(
-            ?drain_period,
-            "shutting down: health reports NOT_SERVING, still answering checks while draining"
-        );
-        // A store that becomes ready now must not turn health back to SERVING: the task is
-        // stopped, and waited for, before NOT_SERVING is set.
-        if let Some(serving) = serving {
-            serving.abort();
-            let _ = serving.await;
-        }
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        tokio::time::sleep(drain_period).await;
-        tracing::info!("drain period over; finishing in-flight calls and stopping");
+    let (admin_stop, admin_stopping) = watch::channel(false);
+    let drained = drain(shutdown, health, serving, config.drain_period, move || {
         let _ = admin_stop.send(true);
         let _ = drain_over.send(());
-    };
-    // tonic's graceful shutdown waits for every connection to close, and a connection carrying a
-    // health Watch stream (or any stream the client never ends) never does: the grace bounds it.
-    let shutdown_grace = config.shutdown_grace;
-    let grace_over = async move {
-        if drain_ended.await.is_err() {
-            // The server stopped before the drain ended (it failed): nothing to bound.
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(shutdown_grace).await;
-    };
+    });
     let (close, closing) = watch::channel(false);
-
-    // With a configuration file, changes to it apply without a restart.
-    let reload = config.source.clone().map(|source| {
-        let limiter = limiter.clone();
-        tokio::spawn(reload::watch(source, config.clone(), move |reload| {
-            if let Reload::Applied(new) = &reload {
-                limiter.apply(new);
-            }
-            limiter
-                .metrics()
-                .config_reloaded(matches!(reload, Reload::Applied(_)));
-        }))
-    });
-    let admin_stopped = {
-        let mut closing = closing.clone();
-        // At the end of the drain, or when the ext_authz server stopped without one (it failed).
-        // An error means the sender is gone, which also ends it.
-        async move {
-            tokio::select! {
-                _ = admin_stopping.wait_for(|stop| *stop) => {}
-                _ = closing.wait_for(|closed| *closed) => {}
-            }
-        }
+    let tasks = Tasks {
+        plans: tokio::spawn(refresh_plans(limiter.clone())),
+        metrics: listeners
+            .metrics
+            .map(|listener| spawn_metrics(listener, metrics, limiter.clone())),
+        reload: config
+            .source
+            .clone()
+            .map(|source| spawn_reload(source, config.clone(), limiter.clone())),
+        admin: spawn_admin(
+            listeners.admin,
+            limiter.clone(),
+            config.admin.clone(),
+            admin_stopping,
+            closing.clone(),
+        ),
     };
-    let admin = tokio::spawn({
-        let (limiter, settings, closing) = (limiter.clone(), config.admin.clone(), closing.clone());
-        async move { admin::serve(listeners.admin, limiter, &settings, admin_stopped, closing).await }
-    });
-    let incoming = TcpIncoming::from(listeners.ext_authz)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(KEEPALIVE))
-        .filter_map({
-            let admission = admission.clone();
-            move |accepted| match accepted {
-                // Past the connections budget a connection is closed as soon as it is accepted:
-                // the client sees it end before any HTTP/2 byte (Envoy tries another replica or
-                // applies its failure mode), and it costs nothing to hold.
-                Ok(stream) => admission
-                    .connection()
-                    .map(|permit| Ok(Accepted::new(stream, closing.clone(), permit))),
-                Err(e) => Some(Err(e)),
-            }
-        });
-    let served = tonic::transport::Server::builder()
+    let served = ext_authz_server()
+        .add_service(health_service)
+        .add_service(AuthorizationService::new(
+            limiter,
+            config.max_request_bytes,
+            admission.clone(),
+        ))
+        .serve_with_incoming_shutdown(admitted(listeners.ext_authz, admission, closing), drained);
+    let served = within_grace(served, drain_ended, config.shutdown_grace, &close).await;
+    let admin = tasks.stop(&close).await;
+    served?;
+    admin?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The ext_authz server's HTTP/2 settings.
+fn ext_authz_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
         // tonic's default is no limit at all: each stream holds state, so a client opening
         // thousands would cost memory. Envoy does not follow the limit a server announces (it
         // queues streams past it), so the shipped Envoy cluster states the same number and opens
@@ -256,15 +196,117 @@ async fn serve<S: QuotaStore>(
         // A peer that vanished without a FIN is found and its connection closed.
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
-        .add_service(health_service)
-        .add_service(AuthorizationService::new(
-            limiter,
-            config.max_request_bytes,
-            admission,
-        ))
-        .serve_with_incoming_shutdown(incoming, drained);
+}
+
+/// The tasks that run beside the ext_authz server.
+struct Tasks {
+    plans: tokio::task::JoinHandle<()>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+    reload: Option<tokio::task::JoinHandle<()>>,
+    admin: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Tasks {
+    /// Stops them once the ext_authz server has: the admin calls had as long to finish as the
+    /// checks, and a connection a client keeps open is closed (`close`). Returns how the admin
+    /// server ended.
+    async fn stop(self, close: &watch::Sender<bool>) -> Result<(), ServerError> {
+        if let Some(reload) = self.reload {
+            reload.abort();
+        }
+        self.plans.abort();
+        let _ = close.send(true);
+        let admin = self.admin.await;
+        if let Some(task) = self.metrics {
+            task.abort();
+            // Once the aborted task is joined its listener and connections are closed: the port
+            // is free when `run` returns.
+            let _ = task.await;
+        }
+        match admin {
+            Ok(result) => result.map_err(ServerError::Admin),
+            Err(e) => {
+                tracing::error!(error = %e, "the admin server task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Plan assignments before the first check, so that no key starts on the wrong limits; a store
+/// that cannot answer yet does not hold the start up for long.
+async fn read_plans_before_the_first_check<S: QuotaStore>(limiter: &RateLimiter<S>) {
+    if limiter.policy().uses_assignments()
+        && let Ok(Err(e)) | Err(e) = tokio::time::timeout(PLAN_REFRESH, limiter.refresh_plans())
+            .await
+            .map_err(|_| StoreError::Timeout(PLAN_REFRESH))
+    {
+        tracing::warn!(error = %e, "cannot read plan assignments yet; keys use the top-level limits until they are read");
+    }
+}
+
+/// Serves the metrics on `listener`; aborting the task closes the listener and every metrics
+/// connection with it.
+fn spawn_metrics<S: QuotaStore>(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    limiter: Arc<RateLimiter<S>>,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, path = METRICS_PATH, "serving Prometheus metrics");
+    }
+    tokio::spawn(http::serve(
+        listener,
+        metrics,
+        Arc::new(move || limiter.sample()),
+    ))
+}
+
+/// Resolves at the end of the drain: after `shutdown`, health reports NOT_SERVING for
+/// `drain_period` while checks are still answered; then `drain_over` runs.
+async fn drain(
+    shutdown: impl Future<Output = ()>,
+    health: HealthReporter,
+    serving: Option<tokio::task::JoinHandle<()>>,
+    drain_period: Duration,
+    drain_over: impl FnOnce(),
+) {
+    shutdown.await;
+    tracing::info!(
+        ?drain_period,
+        "shutting down: health reports NOT_SERVING, still answering checks while draining"
+    );
+    // A store that becomes ready now must not turn health back to SERVING: the task is stopped,
+    // and waited for, before NOT_SERVING is set.
+    if let Some(serving) = serving {
+        serving.abort();
+        let _ = serving.await;
+    }
+    set_health(&health, ServingStatus::NotServing).await;
+    tokio::time::sleep(drain_period).await;
+    tracing::info!("drain period over; finishing in-flight calls and stopping");
+    drain_over();
+}
+
+/// The ext_authz server's result, or, once the grace after the drain is over, the result after
+/// every connection still open was closed. tonic's graceful shutdown waits for every connection to
+/// close, and a connection carrying a health Watch stream (or any stream the client never ends)
+/// never does: the grace bounds it.
+async fn within_grace(
+    served: impl Future<Output = Result<(), tonic::transport::Error>>,
+    drain_ended: oneshot::Receiver<()>,
+    shutdown_grace: Duration,
+    close: &watch::Sender<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let grace_over = async move {
+        if drain_ended.await.is_err() {
+            // The server stopped before the drain ended (it failed): nothing to bound.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(shutdown_grace).await;
+    };
     tokio::pin!(served);
-    let served = tokio::select! {
+    tokio::select! {
         served = &mut served => served,
         () = grace_over => {
             tracing::info!(
@@ -275,27 +317,63 @@ async fn serve<S: QuotaStore>(
             // Each connection fails its next I/O at once, so this returns promptly.
             served.await
         }
+    }
+}
+
+/// With a configuration file, changes to it apply without a restart.
+fn spawn_reload<S: QuotaStore>(
+    source: Source,
+    running: Config,
+    limiter: Arc<RateLimiter<S>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(reload::watch(source, running, move |reload| {
+        if let Reload::Applied(new) = &reload {
+            limiter.apply(new);
+        }
+        limiter
+            .metrics()
+            .config_reloaded(matches!(reload, Reload::Applied(_)));
+    }))
+}
+
+/// Serves the admin API until the end of the drain, or until the ext_authz server stopped without
+/// one (it failed); `closing` closes the connections still open.
+fn spawn_admin<S: QuotaStore>(
+    listener: TcpListener,
+    limiter: Arc<RateLimiter<S>>,
+    settings: AdminSettings,
+    mut stopping: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let mut closed = closing.clone();
+    // An error means the sender is gone, which also ends it.
+    let stopped = async move {
+        tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => {}
+            _ = closed.wait_for(|closed| *closed) => {}
+        }
     };
-    if let Some(reload) = reload {
-        reload.abort();
-    }
-    plans.abort();
-    // Admin calls had as long to finish as checks; a connection a client keeps open is closed.
-    let _ = close.send(true);
-    let admin = admin.await;
-    if let Some(task) = metrics_task {
-        task.abort();
-        // Once the aborted task is joined its listener and connections are closed: the port is
-        // free when `run` returns.
-        let _ = task.await;
-    }
-    served?;
-    match admin {
-        Ok(result) => result.map_err(ServerError::Admin)?,
-        Err(e) => tracing::error!(error = %e, "the admin server task failed"),
-    }
-    tracing::info!("stopped");
-    Ok(())
+    tokio::spawn(async move { admin::serve(listener, limiter, &settings, stopped, closing).await })
+}
+
+/// The ext_authz listener's connections, each within the connections budget of `admission`.
+/// Past it a connection is closed as soon as it is accepted: the client sees it end before any
+/// HTTP/2 byte (Envoy tries another replica or applies its failure mode), and it costs nothing to
+/// hold.
+fn admitted(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    closing: watch::Receiver<bool>,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = io::Result<BoundedConnection>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(KEEPALIVE))
+        .filter_map(move |accepted| match accepted {
+            Ok(stream) => admission
+                .connection()
+                .map(|permit| Ok(BoundedConnection::new(stream, closing.clone(), permit))),
+            Err(e) => Some(Err(e)),
+        })
 }
 
 /// Reports both health services NOT_SERVING until the store has answered once, then SERVING for
@@ -357,102 +435,5 @@ async fn refresh_plans<S: QuotaStore>(limiter: Arc<RateLimiter<S>>) {
             }
             Err(_) => {}
         }
-    }
-}
-
-/// An accepted connection. It does not offer vectored writes, so that h2 copies every frame of
-/// up to 1 KiB into its write buffer and sends the answers of many checks in one write. With
-/// vectored writes h2 keeps each DATA payload over 256 bytes out of its buffer and must write it
-/// before it buffers the next frame: every 429 (about 360 bytes) then cost a `writev` of its own
-/// (1.09 per check measured, against 0.12 for the small OK answers; BENCHMARKS.md).
-///
-/// It also ends when the shutdown grace is over: its I/O then fails, so hyper drops the
-/// connection with whatever streams are still open, and tonic's graceful shutdown completes.
-/// And it holds its share of the connections budget while it is served.
-pub(crate) struct Accepted {
-    stream: TcpStream,
-    /// Resolves when the shutdown grace is over; `None` once it has.
-    closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    _permit: Option<ConnectionPermit>,
-}
-
-impl Accepted {
-    pub(crate) fn new(
-        stream: TcpStream,
-        mut closing: watch::Receiver<bool>,
-        permit: impl Into<Option<ConnectionPermit>>,
-    ) -> Self {
-        let closed = async move {
-            // An error means the server is gone, which also ends the connection.
-            let _ = closing.wait_for(|closed| *closed).await;
-        };
-        Self {
-            stream,
-            closed: Some(Box::pin(closed)),
-            _permit: permit.into(),
-        }
-    }
-
-    /// `io` as it is, unless it is pending and the shutdown grace is over: then an error. Only
-    /// pending I/O looks at the grace, so a busy connection pays nothing for it; hyper reads until
-    /// the socket would block, so every connection reaches this regularly.
-    fn unless_closed<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        io: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if io.is_ready() {
-            return io;
-        }
-        if let Some(closed) = &mut self.closed {
-            if closed.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.closed = None;
-        }
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "closed at the end of the shutdown grace",
-        )))
-    }
-}
-
-impl Connected for Accepted {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Accepted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let io = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.unless_closed(cx, io)
-    }
-}
-
-/// `poll_write_vectored` and `is_write_vectored` keep their defaults: not vectored.
-impl AsyncWrite for Accepted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let io = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.unless_closed(cx, io)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let io = Pin::new(&mut self.stream).poll_flush(cx);
-        self.unless_closed(cx, io)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -1,4 +1,6 @@
-//! Command-line arguments and log set-up.
+//! The binary's command line: arguments, log set-up, and the `tollgate admin` client ([`admin`]).
+
+pub mod admin;
 
 use crate::config::Overrides;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,7 +55,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// The admin listener of the tollgate to call.
-    #[arg(long, default_value = "127.0.0.1:9192", value_name = "ADDR")]
+    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
     pub addr: String,
     /// A file holding the bearer token, when the server has `admin.token_file`.
     #[arg(long, value_name = "FILE")]
