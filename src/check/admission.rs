@@ -14,9 +14,8 @@
 
 use crate::telemetry::metrics::{Metrics, Refusal};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant as TokioInstant;
 
 /// Connections served at once. An idle HTTP/2 connection holds a few tens of KiB of buffers and
@@ -56,20 +55,20 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The process's budgets, shared by every connection and call.
 pub struct Admission {
-    connections: Arc<Semaphore>,
-    calls: Arc<Semaphore>,
-    waiting: Arc<Semaphore>,
-    busy: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    connections: Arc<Budget>,
+    calls: Arc<Budget>,
+    waiting: Arc<Budget>,
+    busy: Arc<Budget>,
+    bytes: Arc<Budget>,
     metrics: Arc<Metrics>,
     log: RefusalLog,
 }
 
 /// A connection's share: held for as long as the connection is served.
-pub type ConnectionPermit = OwnedSemaphorePermit;
+pub type ConnectionPermit = Share;
 
 /// A call's share: held until its response has been written.
-pub type CallPermit = OwnedSemaphorePermit;
+pub type CallPermit = Share;
 
 impl Admission {
     /// The budgets above, refusals counted in `metrics`.
@@ -89,11 +88,11 @@ impl Admission {
     /// Budgets of the given sizes (tests use small ones).
     pub fn with_limits(limits: Limits, metrics: Arc<Metrics>) -> Self {
         Self {
-            connections: Arc::new(Semaphore::new(limits.connections)),
-            calls: Arc::new(Semaphore::new(limits.calls)),
-            waiting: Arc::new(Semaphore::new(limits.waiting)),
-            busy: Arc::new(Semaphore::new(limits.busy)),
-            bytes: Arc::new(Semaphore::new(limits.bytes)),
+            connections: Budget::new(limits.connections),
+            calls: Budget::new(limits.calls),
+            waiting: Budget::new(limits.waiting),
+            busy: Budget::new(limits.busy),
+            bytes: Budget::new(limits.bytes),
             metrics,
             log: RefusalLog::new(),
         }
@@ -111,11 +110,8 @@ impl Admission {
 
     /// Until when a call opened at `opened` may wait for the rest of its message, and the share
     /// of a waiting pool it holds meanwhile; `None` (counted and logged) when both pools are full.
-    pub(crate) fn wait(
-        &self,
-        opened: TokioInstant,
-    ) -> Option<(TokioInstant, OwnedSemaphorePermit)> {
-        if let Ok(permit) = self.waiting.clone().try_acquire_owned() {
+    pub(crate) fn wait(&self, opened: TokioInstant) -> Option<(TokioInstant, Share)> {
+        if let Some(permit) = Budget::take(&self.waiting, 1) {
             return Some((opened + READ_TIMEOUT, permit));
         }
         let permit = self.admit(&self.busy, 1, Refusal::Waiting)?;
@@ -124,24 +120,20 @@ impl Admission {
 
     /// `bytes` more of a message being read, added to `held`; `false` (counted and logged) when
     /// the budget cannot take them.
-    pub(crate) fn hold_bytes(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> bool {
+    pub(crate) fn hold_bytes(&self, held: &mut Option<Share>, bytes: usize) -> bool {
         if bytes == 0 {
             return true;
         }
-        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
-        match self.bytes.clone().try_acquire_many_owned(n) {
-            Ok(permit) => {
-                match held {
-                    Some(held) => held.merge(permit),
-                    None => *held = Some(permit),
-                }
-                true
-            }
-            Err(_) => {
-                self.refused(Refusal::Bytes);
-                false
-            }
+        let taken = match held {
+            Some(held) => held.grow(bytes),
+            None => Budget::take(&self.bytes, bytes)
+                .map(|share| *held = Some(share))
+                .is_some(),
+        };
+        if !taken {
+            self.refused(Refusal::Bytes);
         }
+        taken
     }
 
     /// Counts a call that did not deliver its message within its read timeout.
@@ -149,19 +141,74 @@ impl Admission {
         self.refused(Refusal::ReadTimeout);
     }
 
-    fn admit(&self, pool: &Arc<Semaphore>, n: u32, why: Refusal) -> Option<OwnedSemaphorePermit> {
-        match pool.clone().try_acquire_many_owned(n) {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                self.refused(why);
-                None
-            }
+    fn admit(&self, pool: &Arc<Budget>, n: usize, why: Refusal) -> Option<Share> {
+        let share = Budget::take(pool, n);
+        if share.is_none() {
+            self.refused(why);
         }
+        share
     }
 
     fn refused(&self, why: Refusal) {
         self.metrics.refused(why);
         self.log.record(why);
+    }
+}
+
+/// A count that shares may take from up to a limit, never waiting: one atomic add to take and
+/// one to give back. (tokio's `Semaphore` takes a lock on every release, for waiters this never
+/// has.)
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// `n` of `budget`, or `None` when they would take it past its limit.
+    fn take(budget: &Arc<Self>, n: usize) -> Option<Share> {
+        budget.reserve(n).then(|| Share {
+            budget: budget.clone(),
+            n,
+        })
+    }
+
+    fn reserve(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) <= self.limit {
+            return true;
+        }
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        false
+    }
+}
+
+/// Part of a [`Budget`], given back when dropped.
+pub struct Share {
+    budget: Arc<Budget>,
+    n: usize,
+}
+
+impl Share {
+    /// `n` more of the same budget; `false`, and nothing taken, past its limit.
+    fn grow(&mut self, n: usize) -> bool {
+        let taken = self.budget.reserve(n);
+        if taken {
+            self.n += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.n, Ordering::AcqRel);
     }
 }
 
@@ -218,5 +265,24 @@ impl RefusalLog {
         } else {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn a_budget_gives_shares_up_to_its_limit_and_takes_them_back() {
+        let budget = Budget::new(10);
+        let mut first = Budget::take(&budget, 6).expect("6 of 10");
+        assert!(Budget::take(&budget, 5).is_none(), "11 of 10");
+        assert!(!first.grow(5), "a share cannot grow past the limit either");
+        assert!(first.grow(4));
+        assert!(Budget::take(&budget, 1).is_none(), "all 10 are taken");
+        drop(first);
+        let whole = Budget::take(&budget, 10).expect("given back whole when dropped");
+        drop(whole);
+        assert_eq!(budget.used.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

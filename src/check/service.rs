@@ -16,7 +16,7 @@
 //! `failure_mode_allow` to them. None happens to Envoy's own checks unless tollgate is overloaded
 //! far past what one replica serves.
 
-use crate::check::admission::{Admission, CallPermit};
+use crate::check::admission::{Admission, CallPermit, Share};
 use crate::check::authz::RateLimiter;
 use crate::check::request::RequestError;
 use crate::store::QuotaStore;
@@ -28,7 +28,6 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
@@ -155,7 +154,7 @@ impl From<RequestError> for ReadError {
 /// A call's message, and its share of the bytes budget.
 struct CallMessage {
     bytes: Bytes,
-    _budget: Option<OwnedSemaphorePermit>,
+    _budget: Option<Share>,
 }
 
 impl std::ops::Deref for CallMessage {

@@ -45,13 +45,18 @@ local function replace(ring, value, window_us)
 end
 
 -- Makes the string live at least `window_us` from now, never shorter than it would already:
--- what `PEXPIRE … GT` does, by hand, because GT needs Redis 7.0. As with GT, a string without an
--- expiry (PTTL -1; only ever one made by hand) keeps none.
+-- `PEXPIRE … GT`, one command, on Redis 7.0 and later (Valkey included). Redis 6.2 has no GT and
+-- answers it with an error, which `pcall` turns into a value: there the same is done by hand, with
+-- PTTL first. As with GT, a string without an expiry (PTTL -1; only ever one made by hand) keeps
+-- none.
 local function prolong(ring, window_us)
-  local ttl = redis.call('PTTL', ring.key)
   local wanted = math.ceil(window_us / 1000)
-  if ttl >= 0 and ttl < wanted then
-    redis.call('PEXPIRE', ring.key, wanted)
+  local set = redis.pcall('PEXPIRE', ring.key, wanted, 'GT')
+  if type(set) == 'table' and set.err then
+    local ttl = redis.call('PTTL', ring.key)
+    if ttl >= 0 and ttl < wanted then
+      redis.call('PEXPIRE', ring.key, wanted)
+    end
   end
 end
 
