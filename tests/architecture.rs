@@ -91,6 +91,13 @@ fn every_layer_uses_only_the_layers_below_it() {
         };
         let text = std::fs::read_to_string(&file).unwrap();
         for (number, line) in text.lines().enumerate() {
+            if line.contains("crate::{") {
+                problems.push(format!(
+                    "{}:{}: a grouped `crate::{{...}}` path hides which modules it uses; write one path per module",
+                    file.display(),
+                    number + 1
+                ));
+            }
             for used in crate_paths(line) {
                 match layer_of(used) {
                     Some(layer) if layer < own => problems.push(format!(

@@ -8,7 +8,9 @@
 //! all. The flood client never reads what tollgate sends, so nothing it is answered frees memory
 //! on its side of the sockets either. Such a connection goes past the stream limit and is closed
 //! with GOAWAY; a fourth flood stays within every per-connection limit (100 connections x 120
-//! stalled streams), so that the process-wide budgets and the read timeout meet it instead.
+//! stalled streams), so that the process-wide budgets and the read timeout meet it instead; a
+//! fifth sends whole messages on 64 x 128 streams after announcing a receive window of 0, so that
+//! no answer can ever be written.
 
 mod common;
 
@@ -32,6 +34,12 @@ const PAST_THE_LIMITS: Shape = Shape {
     streams: 1_000,
 };
 
+/// Every stream a connection may open, and no more.
+const AT_THE_STREAM_LIMIT: Shape = Shape {
+    connections: 64,
+    streams: 128,
+};
+
 /// Within the per-connection limits: 120 streams and no reset.
 const WITHIN_THE_LIMITS: Shape = Shape {
     connections: 100,
@@ -51,13 +59,21 @@ enum Pattern {
     Announce(u32),
     /// No DATA frame at all.
     HeadersOnly,
+    /// A whole (malformed) message, with a receive window of 0 announced first: every answer's
+    /// DATA is held back by flow control, for good.
+    ZeroWindow,
 }
 
 /// The HTTP/2 frames of one flood connection: the preface, empty SETTINGS, then for each stream
 /// a HEADERS frame of a `Check` call and, by `pattern`, a DATA frame with a gRPC prefix alone.
 fn flood_bytes(pattern: Pattern, streams: u32) -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    frame(&mut out, 0x4, 0, 0, &[]);
+    let settings: &[u8] = match pattern {
+        // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+        Pattern::ZeroWindow => &[0, 4, 0, 0, 0, 0],
+        _ => &[],
+    };
+    frame(&mut out, 0x4, 0, 0, settings);
     let block = header_block(&[
         (":method", "POST"),
         (":scheme", "http"),
@@ -70,10 +86,21 @@ fn flood_bytes(pattern: Pattern, streams: u32) -> Vec<u8> {
         let stream = 2 * n + 1;
         // END_HEADERS; the stream stays open for a body that never ends.
         frame(&mut out, 0x1, 0x4, stream, &block);
-        if let Pattern::Announce(size) = pattern {
-            let mut prefix = vec![0];
-            prefix.extend_from_slice(&size.to_be_bytes());
-            frame(&mut out, 0x0, 0, stream, &prefix);
+        match pattern {
+            Pattern::Announce(size) => {
+                let mut prefix = vec![0];
+                prefix.extend_from_slice(&size.to_be_bytes());
+                frame(&mut out, 0x0, 0, stream, &prefix);
+            }
+            // A 3-byte message that is no CheckRequest: answered 400, with a DATA frame. END_STREAM.
+            Pattern::ZeroWindow => frame(
+                &mut out,
+                0x0,
+                0x1,
+                stream,
+                &[0, 0, 0, 0, 3, 0xff, 0xff, 0xff],
+            ),
+            Pattern::HeadersOnly => {}
         }
     }
     out
@@ -161,6 +188,14 @@ fn pattern_is_past_the_limits(shape: Shape) -> bool {
     shape.streams > WITHIN_THE_LIMITS.streams
 }
 
+/// Checks answered 400 so far.
+async fn bad_requests(process: &TollgateProcess) -> u64 {
+    process
+        .metric("tollgate_checks_total{result=\"bad_request\",route=\"none\"}")
+        .await
+        .expect("the series exists")
+}
+
 /// Calls refused so far for want of room or time.
 async fn refused(process: &TollgateProcess) -> u64 {
     let mut refused = 0;
@@ -188,9 +223,11 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
         (Pattern::Announce(10), PAST_THE_LIMITS),
         (Pattern::HeadersOnly, PAST_THE_LIMITS),
         (Pattern::HeadersOnly, WITHIN_THE_LIMITS),
+        (Pattern::ZeroWindow, AT_THE_STREAM_LIMIT),
     ];
     for (pattern, shape) in floods {
         let refused_before = refused(&process).await;
+        let bad_before = bad_requests(&process).await;
         let flooding = tokio::spawn(flood(port, pattern, shape));
         let mut slowest = Duration::ZERO;
         let mut checks = 0;
@@ -218,6 +255,7 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let (peak, now) = memory_kib(process.pid());
         let refused = refused(&process).await - refused_before;
+        let decided = bad_requests(&process).await - bad_before;
         let closed = closed_by_server(sockets).await;
         eprintln!(
             "{pattern:?} x {shape:?}: {checks} checks, slowest {slowest:?}, VmHWM {} MiB, VmRSS {} MiB, {refused} calls refused, {closed} of {} connections closed by tollgate",
@@ -235,7 +273,14 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
             slowest < CHECK_LATENCY_LIMIT,
             "{pattern:?} x {shape:?}: a check took {slowest:?} during the flood"
         );
-        if pattern_is_past_the_limits(shape) {
+        if let Pattern::ZeroWindow = pattern {
+            // Every call was decided, and its answer is stuck behind flow control: they must not
+            // keep the calls budget from the check above.
+            assert!(
+                decided >= u64::from(shape.streams) * shape.connections as u64,
+                "{pattern:?}: only {decided} calls decided"
+            );
+        } else if pattern_is_past_the_limits(shape) {
             // Past the stream limit: refused streams, then GOAWAY for every connection.
             assert_eq!(closed, opened, "{pattern:?}: connections left open");
         } else {

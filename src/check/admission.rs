@@ -13,18 +13,24 @@
 //! cannot take the calls budget from the checks that arrive whole.
 
 use crate::telemetry::metrics::{Metrics, Refusal};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
 /// Connections served at once. An idle HTTP/2 connection holds a few tens of KiB of buffers and
-/// tables; Envoy opens one per worker thread (more when one reaches the stream limit), so a
-/// replica behind a few hundred sidecars stays well within it.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// tables, and each of its 128 streams a few KiB while open (an answer its client never reads
+/// keeps its stream open): 512 bound that to about 200 MiB at the very worst. Envoy opens one per
+/// worker thread (more when one reaches the stream limit), so a replica behind a gateway or a
+/// couple of hundred sidecars stays well within it.
+pub const MAX_CONNECTIONS: usize = 512;
 
-/// Calls being answered at once, from their whole message until their response has been
-/// written (a response a client does not read keeps its call). At the load benchmark's
+/// Connections one peer address may hold at once, so that one workload cannot take them all.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 128;
+
+/// Calls being answered at once, from their whole message until their answer is handed to HTTP/2. At the load benchmark's
 /// concurrency Envoy holds a few dozen; at 100 000 checks/s each answered within the 50 ms store
 /// timeout, 5 000. Calls still waiting for their message are not counted here but in the waiting
 /// pools, so a flood of stalled streams never takes this budget from checks that arrive whole.
@@ -45,10 +51,16 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// for a message already on its way, too little for a flood to hold memory with.
 pub const BUSY_READ_TIMEOUT: Duration = Duration::from_millis(20);
 
-/// Bytes of messages held at once by every call together, reserved as they arrive (never as a
-/// gRPC prefix announces them): with `max_request_bytes` at its default of 256 KiB, 128 messages
-/// of the largest size, or some 30 000 checks of a typical 1 KiB.
+/// Bytes of messages held at once by the calls that have not had to wait (their message was there
+/// when they started: every one of Envoy's), reserved as they arrive (never as a gRPC prefix
+/// announces them): with `max_request_bytes` at its default of 256 KiB, 128 messages of the
+/// largest size, or some 30 000 checks of a typical 1 KiB. Held only while a check is decided.
 pub const BUFFER_BUDGET: usize = 32 << 20;
+
+/// Bytes of messages held at once by the calls waiting for the rest of theirs, at least: a budget
+/// of their own, so that stalled messages never take the room of those that arrive whole; and
+/// never less than two messages of `max_request_bytes`.
+pub const WAITING_BUFFER_BUDGET: usize = 16 << 20;
 
 /// How often a refusal is logged: the first at once, then one line per interval with the count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -56,30 +68,52 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The process's budgets, shared by every connection and call.
 pub struct Admission {
     connections: Arc<Budget>,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     calls: Arc<Budget>,
     waiting: Arc<Budget>,
     busy: Arc<Budget>,
     bytes: Arc<Budget>,
+    waiting_bytes: Arc<Budget>,
+    per_peer: usize,
     metrics: Arc<Metrics>,
     log: RefusalLog,
 }
 
-/// A connection's share: held for as long as the connection is served.
-pub type ConnectionPermit = Share;
+/// A connection's share of the budget, and of its peer's: held for as long as it is served.
+pub struct ConnectionPermit {
+    _share: Share,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = peers.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// A call's share: held until its response has been written.
 pub type CallPermit = Share;
 
 impl Admission {
-    /// The budgets above, refusals counted in `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// The budgets above, refusals counted in `metrics`; `max_request_bytes` sizes the budget of
+    /// waiting calls' bytes.
+    pub fn new(max_request_bytes: usize, metrics: Arc<Metrics>) -> Self {
         Self::with_limits(
             Limits {
                 connections: MAX_CONNECTIONS,
+                per_peer: MAX_CONNECTIONS_PER_PEER,
                 calls: MAX_CALLS,
                 waiting: MAX_WAITING,
                 busy: MAX_BUSY_WAITING,
                 bytes: BUFFER_BUDGET,
+                waiting_bytes: WAITING_BUFFER_BUDGET.max(2 * max_request_bytes),
             },
             metrics,
         )
@@ -89,18 +123,35 @@ impl Admission {
     pub fn with_limits(limits: Limits, metrics: Arc<Metrics>) -> Self {
         Self {
             connections: Budget::new(limits.connections),
+            peers: Arc::default(),
             calls: Budget::new(limits.calls),
             waiting: Budget::new(limits.waiting),
             busy: Budget::new(limits.busy),
             bytes: Budget::new(limits.bytes),
+            waiting_bytes: Budget::new(limits.waiting_bytes),
+            per_peer: limits.per_peer,
             metrics,
             log: RefusalLog::new(),
         }
     }
 
-    /// A new connection's share, or `None` (counted and logged) when there are too many.
-    pub fn connection(&self) -> Option<ConnectionPermit> {
-        self.admit(&self.connections, 1, Refusal::Connections)
+    /// A new connection's share, or `None` (counted and logged) when there are too many, in all
+    /// or from `peer`.
+    pub fn connection(&self, peer: IpAddr) -> Option<ConnectionPermit> {
+        let share = self.admit(&self.connections, 1, Refusal::Connections)?;
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = peers.entry(peer).or_default();
+        if *count >= self.per_peer {
+            drop(peers);
+            self.refused(Refusal::Connections);
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionPermit {
+            _share: share,
+            peers: self.peers.clone(),
+            peer,
+        })
     }
 
     /// A new call's share, or `None` (counted and logged) when there are too many.
@@ -118,15 +169,20 @@ impl Admission {
         Some((opened + BUSY_READ_TIMEOUT, permit))
     }
 
-    /// `bytes` more of a message being read, added to `held`; `false` (counted and logged) when
-    /// the budget cannot take them.
-    pub(crate) fn hold_bytes(&self, held: &mut Option<Share>, bytes: usize) -> bool {
+    /// `bytes` more of a message being read, added to `held`: from the budget of calls that wait
+    /// when `waiting`, else from the other. `false` (counted and logged) when it cannot take them.
+    pub(crate) fn hold_bytes(&self, held: &mut Option<Share>, bytes: usize, waiting: bool) -> bool {
         if bytes == 0 {
             return true;
         }
+        let budget = if waiting {
+            &self.waiting_bytes
+        } else {
+            &self.bytes
+        };
         let taken = match held {
             Some(held) => held.grow(bytes),
-            None => Budget::take(&self.bytes, bytes)
+            None => Budget::take(budget, bytes)
                 .map(|share| *held = Some(share))
                 .is_some(),
         };
@@ -134,6 +190,18 @@ impl Admission {
             self.refused(Refusal::Bytes);
         }
         taken
+    }
+
+    /// Moves what a call holds to the budget of calls that wait, as it starts to wait: stalled
+    /// messages then never take the room of those that arrive whole. `false` (counted and logged)
+    /// when that budget cannot take them.
+    pub(crate) fn start_waiting(&self, held: &mut Option<Share>) -> bool {
+        let Some(share) = held.take() else {
+            return true;
+        };
+        let bytes = share.n;
+        drop(share);
+        self.hold_bytes(held, bytes, true)
     }
 
     /// Counts a call that did not deliver its message within its read timeout.
@@ -179,13 +247,14 @@ impl Budget {
         })
     }
 
+    /// Takes `n` if they fit. A compare-and-swap, so that a large request that does not fit never
+    /// shows, even for a moment, as taken to the small ones beside it.
     fn reserve(&self, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::AcqRel);
-        if before.saturating_add(n) <= self.limit {
-            return true;
-        }
-        self.used.fetch_sub(n, Ordering::AcqRel);
-        false
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
     }
 }
 
@@ -217,14 +286,18 @@ impl Drop for Share {
 pub struct Limits {
     /// Connections served at once.
     pub connections: usize,
+    /// Connections one peer address may hold at once.
+    pub per_peer: usize,
     /// Calls in flight at once.
     pub calls: usize,
     /// Calls waiting the whole read timeout for their message at once.
     pub waiting: usize,
     /// Calls waiting the short read timeout at once.
     pub busy: usize,
-    /// Bytes of messages held at once.
+    /// Bytes of messages held at once by calls that have not had to wait.
     pub bytes: usize,
+    /// Bytes of messages held at once by calls waiting for the rest of theirs.
+    pub waiting_bytes: usize,
 }
 
 /// Logs refusals without flooding the log during a flood: the first at once, then at most one
@@ -270,7 +343,32 @@ impl RefusalLog {
 
 #[cfg(test)]
 mod tests {
-    use super::Budget;
+    use super::{Admission, Budget, Limits};
+    use crate::telemetry::metrics::Metrics;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    #[test]
+    fn one_peer_cannot_take_every_connection() {
+        let limits = Limits {
+            connections: 3,
+            per_peer: 2,
+            calls: 1,
+            waiting: 1,
+            busy: 1,
+            bytes: 1,
+            waiting_bytes: 1,
+        };
+        let admission = Admission::with_limits(limits, Arc::new(Metrics::new()));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = admission.connection(a).expect("1 of 2 for a");
+        let _second = admission.connection(a).expect("2 of 2 for a");
+        assert!(admission.connection(a).is_none(), "a has its two");
+        let _other = admission.connection(b).expect("b still gets one");
+        assert!(admission.connection(b).is_none(), "3 of 3 in all");
+        drop(first);
+        assert!(admission.connection(a).is_some(), "a's share came back");
+    }
 
     #[test]
     fn a_budget_gives_shares_up_to_its_limit_and_takes_them_back() {

@@ -16,7 +16,7 @@
 //! `failure_mode_allow` to them. None happens to Envoy's own checks unless tollgate is overloaded
 //! far past what one replica serves.
 
-use crate::check::admission::{Admission, CallPermit, Share};
+use crate::check::admission::{Admission, Share};
 use crate::check::authz::RateLimiter;
 use crate::check::request::RequestError;
 use crate::store::QuotaStore;
@@ -128,8 +128,12 @@ where
             };
             // Boxed: a call waiting for its message then holds only the small future above.
             let answer = Box::pin(limiter.answer(message.as_deref())).await;
-            drop(message);
-            Ok(unary_response(&answer, call))
+            // The call's share ends with its answer handed to HTTP/2: held until the answer is
+            // written, a client that never reads (or opens no window) would keep it for good, and
+            // 64 such connections would take the whole budget. What unsent answers hold is bounded
+            // per connection instead, by its stream limit.
+            drop((message, call));
+            Ok(unary_response(&answer))
         })
     }
 }
@@ -183,20 +187,13 @@ where
     let mut held = None;
     let mut waiting = None;
     loop {
-        if let Some(prefix) = received.prefix() {
-            if prefix[0] != 0 {
-                return Err(RequestError::Compressed.into());
-            }
-            let size = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-            if size > limit {
-                return Err(RequestError::TooLarge { size, limit }.into());
-            }
-            if received.len() >= PREFIX_LEN + size {
-                return Ok(CallMessage {
-                    bytes: received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size),
-                    _budget: held,
-                });
-            }
+        if let Some(size) = received.announced(limit)?
+            && received.len() >= PREFIX_LEN + size
+        {
+            return Ok(CallMessage {
+                bytes: received.into_bytes().slice(PREFIX_LEN..PREFIX_LEN + size),
+                _budget: held,
+            });
         }
         let mut next = |cx: &mut Context<'_>| body.as_mut().poll_frame(cx).map(Chunk::of);
         let chunk = match std::future::poll_fn(|cx| Poll::Ready(next(cx))).await {
@@ -207,6 +204,9 @@ where
                 received.own();
                 if waiting.is_none() {
                     waiting = Some(admission.wait(opened).ok_or(ReadError::NoRoom)?);
+                    if !admission.start_waiting(&mut held) {
+                        return Err(RequestError::Overloaded.into());
+                    }
                 }
                 let (deadline, _) = waiting.as_ref().expect("set above");
                 tokio::time::timeout_at(*deadline, std::future::poll_fn(next))
@@ -219,7 +219,7 @@ where
             Chunk::End => return Err(RequestError::Malformed.into()),
             Chunk::Other => {}
             Chunk::Data(data) => {
-                if !admission.hold_bytes(&mut held, data.len()) {
+                if !admission.hold_bytes(&mut held, data.len(), waiting.is_some()) {
                     return Err(RequestError::Overloaded.into());
                 }
                 received.push(data);
@@ -292,6 +292,22 @@ impl Received {
         self.as_slice().len()
     }
 
+    /// The message size the gRPC prefix announces, once it has arrived; an error for a compressed
+    /// message or one over `limit`, judged before the message is read.
+    fn announced(&self, limit: usize) -> Result<Option<usize>, RequestError> {
+        let Some(prefix) = self.prefix() else {
+            return Ok(None);
+        };
+        if prefix[0] != 0 {
+            return Err(RequestError::Compressed);
+        }
+        let size = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if size > limit {
+            return Err(RequestError::TooLarge { size, limit });
+        }
+        Ok(Some(size))
+    }
+
     /// The gRPC length prefix, once it has arrived.
     fn prefix(&self) -> Option<&[u8]> {
         self.as_slice().get(..PREFIX_LEN)
@@ -306,9 +322,8 @@ impl Received {
     }
 }
 
-/// A successful unary gRPC response carrying `message`; the call's share of the budget is held
-/// until the response has been written.
-fn unary_response(message: &CheckResponse, call: CallPermit) -> http::Response<Body> {
+/// A successful unary gRPC response carrying `message`.
+fn unary_response(message: &CheckResponse) -> http::Response<Body> {
     let len = message.encoded_len();
     let mut frame = BytesMut::with_capacity(PREFIX_LEN + len);
     frame.put_u8(0);
@@ -319,7 +334,6 @@ fn unary_response(message: &CheckResponse, call: CallPermit) -> http::Response<B
     let mut response = http::Response::new(Body::new(UnaryBody {
         message: Some(frame.freeze()),
         trailers_sent: false,
-        _call: call,
     }));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -332,7 +346,6 @@ fn unary_response(message: &CheckResponse, call: CallPermit) -> http::Response<B
 struct UnaryBody {
     message: Option<Bytes>,
     trailers_sent: bool,
-    _call: CallPermit,
 }
 
 impl HttpBody for UnaryBody {

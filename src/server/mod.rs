@@ -18,7 +18,7 @@ use crate::telemetry::metrics::Metrics;
 use accept::BoundedConnection;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -139,7 +139,7 @@ async fn serve<S: QuotaStore>(
     let metrics = Arc::new(Metrics::new());
     let readiness = store.readiness();
     let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
-    let admission = Arc::new(Admission::new(metrics.clone()));
+    let admission = Arc::new(Admission::new(config.max_request_bytes, metrics.clone()));
     read_plans_before_the_first_check(&limiter).await;
     let (health, health_service) = tonic_health::server::health_reporter();
     let serving = report_serving_once_ready(health.clone(), readiness).await;
@@ -369,9 +369,14 @@ fn admitted(
         .with_nodelay(Some(true))
         .with_keepalive(Some(KEEPALIVE))
         .filter_map(move |accepted| match accepted {
-            Ok(stream) => admission
-                .connection()
-                .map(|permit| Ok(BoundedConnection::new(stream, closing.clone(), permit))),
+            Ok(stream) => {
+                let peer = stream
+                    .peer_addr()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                admission
+                    .connection(peer)
+                    .map(|permit| Ok(BoundedConnection::new(stream, closing.clone(), permit)))
+            }
             Err(e) => Some(Err(e)),
         })
 }

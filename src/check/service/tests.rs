@@ -36,10 +36,12 @@ fn framed(message: &[u8]) -> Vec<u8> {
 fn admission(waiting: usize, busy: usize, bytes: usize) -> Admission {
     let limits = Limits {
         connections: 1,
+        per_peer: 1,
         calls: 1,
         waiting,
         busy,
         bytes,
+        waiting_bytes: bytes,
     };
     Admission::with_limits(limits, Arc::new(Metrics::new()))
 }
@@ -159,7 +161,7 @@ async fn bytes_are_held_as_they_arrive_not_as_announced() {
     for _ in 0..10 {
         let prefix = framed(&[7; 60])[..5].to_vec();
         let mut received = None;
-        assert!(admission.hold_bytes(&mut received, prefix.len()));
+        assert!(admission.hold_bytes(&mut received, prefix.len(), false));
         pending.push(received);
     }
     // 50 bytes are held: a whole 60-byte message does not fit beside them...
@@ -189,4 +191,47 @@ fn received_bytes_keep_their_order() {
     assert_eq!(received.prefix(), Some(&b"abcde"[..]));
     assert_eq!(received.len(), 6);
     assert_eq!(received.into_bytes(), &b"abcdef"[..]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_messages_hold_bytes_of_their_own_budget() {
+    let limits = Limits {
+        connections: 1,
+        per_peer: 1,
+        calls: 1,
+        waiting: 8,
+        busy: 8,
+        bytes: 100,
+        waiting_bytes: 100,
+    };
+    let admission = Arc::new(Admission::with_limits(limits, Arc::new(Metrics::new())));
+    // A call that waits with 60 bytes of a 90-byte message holds them in the waiting budget...
+    let part = framed(&[7; 90])[..60].to_vec();
+    let opened = Instant::now();
+    let stalled_call = tokio::spawn({
+        let admission = admission.clone();
+        async move {
+            read_message(stalled(vec![part]), 128, &admission, opened)
+                .await
+                .map(|m| m.to_vec())
+        }
+    });
+    tokio::task::yield_now().await;
+    // ...so a whole message of 90 still fits the other, whatever the stalled ones hold.
+    let whole = read_message(
+        body(vec![framed(&[7; 85])]),
+        128,
+        &admission,
+        Instant::now(),
+    )
+    .await;
+    assert_eq!(whole.unwrap().len(), 85);
+    // A second stalled call finds the waiting budget short, and only it is refused.
+    let more = framed(&[7; 90])[..60].to_vec();
+    let refused = read_message(stalled(vec![more]), 128, &admission, Instant::now()).await;
+    assert_eq!(
+        refused.map(|m| m.to_vec()),
+        Err(ReadError::Request(RequestError::Overloaded))
+    );
+    assert_eq!(stalled_call.await.unwrap(), Err(ReadError::TimedOut));
 }
