@@ -20,9 +20,9 @@ use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::deny_cache::DenyCache;
+use tollgate::check::metadata::decision_metadata;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::response::render;
-use tollgate::check::metadata::decision_metadata;
 use tollgate::check::verdict::{Quota, Subject, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::policy::headers::HeaderStyle;
@@ -131,12 +131,16 @@ fn main() {
         plan: None,
         key: Some(KeyDigest::of(&keys[0])),
     };
-    bench("decision metadata of an allowed response", 1_000_000, |_| {
-        black_box(decision_metadata(
-            black_box(&Verdict::Allowed(quota.clone())),
-            black_box(&subject),
-        ));
-    });
+    bench(
+        "decision metadata of an allowed response",
+        1_000_000,
+        |_| {
+            black_box(decision_metadata(
+                black_box(&Verdict::Allowed(quota.clone())),
+                black_box(&subject),
+            ));
+        },
+    );
     bench("render an allowed response", 1_000_000, |_| {
         black_box(render(
             black_box(&Verdict::Allowed(quota.clone())),

@@ -259,10 +259,16 @@ async fn envoys_access_log_shows_what_tollgate_decided() {
     let allowed = path("allowed", "/v1/campaigns/42");
     assert_eq!(stack.get(&allowed, Some(&key)).await.status, 200);
     let line = stack.envoy.access_log_line(&allowed).await;
-    assert_eq!((&line["method"], &line["status"]), (&json!("GET"), &json!(200)));
+    assert_eq!(
+        (&line["method"], &line["status"]),
+        (&json!("GET"), &json!(200))
+    );
     let decision = &line["tollgate"];
     let reset = decision["reset"].as_u64().expect("reset, Unix ms");
-    assert!(reset >= before + 60_000 && reset <= unix_millis() + 60_001, "{line}");
+    assert!(
+        reset >= before + 60_000 && reset <= unix_millis() + 60_001,
+        "{line}"
+    );
     assert_eq!(
         decision,
         &json!({
@@ -275,21 +281,39 @@ async fn envoys_access_log_shows_what_tollgate_decided() {
     assert!(!line.to_string().contains(&key), "never the key: {line}");
 
     for _ in 0..20 {
-        let response = stack.send("POST", "/v1/leads/add_to_campaign", Some(&key)).await;
+        let response = stack
+            .send("POST", "/v1/leads/add_to_campaign", Some(&key))
+            .await;
         assert_eq!(response.status, 201);
     }
     let denied = path("denied", "/v1/leads/add_to_campaign");
     assert_eq!(stack.send("POST", &denied, Some(&key)).await.status, 429);
     let line = stack.envoy.access_log_line(&denied).await;
-    assert_eq!((&line["method"], &line["status"]), (&json!("POST"), &json!(429)));
+    assert_eq!(
+        (&line["method"], &line["status"]),
+        (&json!("POST"), &json!(429))
+    );
     let decision = &line["tollgate"];
     assert_eq!(
-        (&decision["decision"], &decision["bucket"], &decision["limit"], &decision["remaining"]),
-        (&json!("denied"), &json!("POST /leads/add_to_campaign"), &json!(20), &json!(0)),
+        (
+            &decision["decision"],
+            &decision["bucket"],
+            &decision["limit"],
+            &decision["remaining"]
+        ),
+        (
+            &json!("denied"),
+            &json!("POST /leads/add_to_campaign"),
+            &json!(20),
+            &json!(0)
+        ),
         "{line}"
     );
     assert_eq!(decision["key_fingerprint"], json!(fingerprint));
-    assert!(decision["reset"].as_u64().unwrap() > unix_millis(), "{line}");
+    assert!(
+        decision["reset"].as_u64().unwrap() > unix_millis(),
+        "{line}"
+    );
 
     let anonymous = path("unauthenticated", "/v1/users");
     assert_eq!(stack.get(&anonymous, None).await.status, 401);

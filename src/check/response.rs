@@ -351,7 +351,12 @@ mod tests {
     #[test]
     fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
         for verdict in [Verdict::NotLimited, Verdict::FailedOpen] {
-            let response = render(&verdict, &Subject::default(), "x-api-key", HeaderStyle::Both);
+            let response = render(
+                &verdict,
+                &Subject::default(),
+                "x-api-key",
+                HeaderStyle::Both,
+            );
             assert_eq!(response.status.unwrap().code, 0);
             let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
                 panic!()
@@ -369,7 +374,12 @@ mod tests {
             (Verdict::FailedClosed, 503, "rate_limit_unavailable"),
         ];
         for (verdict, status, error) in expectations {
-            let response = render(&verdict, &Subject::default(), "x-api-key", HeaderStyle::Both);
+            let response = render(
+                &verdict,
+                &Subject::default(),
+                "x-api-key",
+                HeaderStyle::Both,
+            );
             assert_ne!(response.status.unwrap().code, 0);
             let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
                 panic!()

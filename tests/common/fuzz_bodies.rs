@@ -114,7 +114,12 @@ pub fn check_request(data: &[u8]) {
             }
         }
     }
-    let response = render(&verdict, &Subject::default(), "x-api-key", HeaderStyle::Both);
+    let response = render(
+        &verdict,
+        &Subject::default(),
+        "x-api-key",
+        HeaderStyle::Both,
+    );
     let code = response.status.as_ref().map_or(-1, |s| s.code);
     match response.http_response {
         Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),
