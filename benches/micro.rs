@@ -144,7 +144,7 @@ fn main() {
     bench("render an allowed response", 1_000_000, |_| {
         black_box(render(
             black_box(&Verdict::Allowed(quota.clone())),
-            &subject,
+            Some(&subject),
             "x-api-key",
             HeaderStyle::XRateLimit,
         ));
@@ -152,7 +152,7 @@ fn main() {
     bench("render a 429 response", 1_000_000, |_| {
         black_box(render(
             black_box(&Verdict::Denied(quota.clone())),
-            &subject,
+            Some(&subject),
             "x-api-key",
             HeaderStyle::XRateLimit,
         ));

@@ -122,7 +122,20 @@ fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count
         key: Some(KeyDigest::of("bounded")),
     };
     let (metadata, _) = allocated_by(|| decision_metadata(&verdict, &subject));
-    eprintln!("an answer allocates {baseline} bytes, {metadata} of them its decision metadata");
+    let off = Config::from_yaml(
+        &format!("{DEFAULT_YAML}\ndecision_metadata: false\n"),
+        "built-in",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let without = RateLimiter::new(&off, MemoryStore::new(1000), Metrics::new().into());
+    let answer_without = |message: &[u8]| ready(without.answer(Ok(message)));
+    assert_eq!(answer_without(&small).dynamic_metadata, None);
+    let (bytes_without, _) = allocated_by(|| answer_without(&small));
+    eprintln!(
+        "an answer allocates {baseline} bytes, {metadata} of them its decision metadata; \
+         {bytes_without} with decision_metadata: false"
+    );
     assert!(metadata < 1024, "the metadata allocates {metadata} bytes");
     assert!(baseline < 4096, "an answer allocates {baseline} bytes");
 }

@@ -37,6 +37,7 @@ pub struct Policy {
     plan_header: Option<String>,
     api_key_header: String,
     header_style: HeaderStyle,
+    decision_metadata: bool,
     failure_mode: FailureMode,
 }
 
@@ -68,6 +69,7 @@ impl Policy {
             plan_header: config.plan_header.clone(),
             api_key_header: config.api_key_header.clone(),
             header_style: config.rate_limit_headers,
+            decision_metadata: config.decision_metadata,
             failure_mode: config.failure_mode,
         }
     }
@@ -223,7 +225,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         }
         let response = render(
             &verdict,
-            &subject,
+            policy.decision_metadata.then_some(&subject),
             &policy.api_key_header,
             policy.header_style,
         );

@@ -22,15 +22,16 @@ mod code {
 }
 
 /// Renders the answer for Envoy, with the decision and `subject` as its dynamic metadata (for
-/// Envoy's access log). `api_key_header` names the header in the 401 body.
+/// Envoy's access log; none without a subject: `decision_metadata: false`). `api_key_header`
+/// names the header in the 401 body.
 pub fn render(
     verdict: &Verdict,
-    subject: &Subject,
+    subject: Option<&Subject>,
     api_key_header: &str,
     style: HeaderStyle,
 ) -> CheckResponse {
     CheckResponse {
-        dynamic_metadata: Some(decision_metadata(verdict, subject)),
+        dynamic_metadata: subject.map(|subject| decision_metadata(verdict, subject)),
         ..answer(verdict, api_key_header, style)
     }
 }
@@ -246,7 +247,7 @@ mod tests {
     fn allowed_adds_three_overwriting_response_headers() {
         let response = render(
             &Verdict::Allowed(quota(7)),
-            &Subject::default(),
+            Some(&Subject::default()),
             "x-api-key",
             HeaderStyle::XRateLimit,
         );
@@ -277,7 +278,7 @@ mod tests {
     fn rate_limited_is_a_429_with_retry_after_and_a_json_body() {
         let response = render(
             &Verdict::Denied(quota(0)),
-            &Subject::default(),
+            Some(&Subject::default()),
             "x-api-key",
             HeaderStyle::XRateLimit,
         );
@@ -309,7 +310,7 @@ mod tests {
     #[test]
     fn the_ietf_fields_describe_every_window_alone_or_beside_the_x_headers() {
         let names_and_values = |style, verdict: &Verdict| {
-            let response = render(verdict, &Subject::default(), "x-api-key", style);
+            let response = render(verdict, Some(&Subject::default()), "x-api-key", style);
             let options = match response.http_response {
                 Some(HttpResponse::OkResponse(ok)) => ok.response_headers_to_add,
                 Some(HttpResponse::DeniedResponse(denied)) => denied.headers,
@@ -349,11 +350,30 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_metadata_is_sent_unless_it_is_off() {
+        let verdict = Verdict::Allowed(quota(7));
+        let on = render(
+            &verdict,
+            Some(&Subject::default()),
+            "k",
+            HeaderStyle::XRateLimit,
+        );
+        let fields = on.dynamic_metadata.expect("metadata").fields;
+        assert_eq!(
+            fields.len(),
+            4,
+            "decision, limit, remaining, reset: {fields:?}"
+        );
+        let off = render(&verdict, None, "k", HeaderStyle::XRateLimit);
+        assert_eq!(off.dynamic_metadata, None);
+    }
+
+    #[test]
     fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
         for verdict in [Verdict::NotLimited, Verdict::FailedOpen] {
             let response = render(
                 &verdict,
-                &Subject::default(),
+                Some(&Subject::default()),
                 "x-api-key",
                 HeaderStyle::Both,
             );
@@ -376,7 +396,7 @@ mod tests {
         for (verdict, status, error) in expectations {
             let response = render(
                 &verdict,
-                &Subject::default(),
+                Some(&Subject::default()),
                 "x-api-key",
                 HeaderStyle::Both,
             );

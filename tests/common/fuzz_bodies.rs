@@ -116,7 +116,7 @@ pub fn check_request(data: &[u8]) {
     }
     let response = render(
         &verdict,
-        &Subject::default(),
+        Some(&Subject::default()),
         "x-api-key",
         HeaderStyle::Both,
     );
