@@ -339,12 +339,6 @@ impl fmt::Display for Config {
             HeaderStyle::Both => "X-RateLimit-*, RateLimit-Policy, RateLimit (IETF draft)",
         };
         writeln!(f, "headers:         {headers}")?;
-        let metadata = if self.decision_metadata {
-            "the decision, for Envoy's access log"
-        } else {
-            "none"
-        };
-        writeln!(f, "metadata:        {metadata}")?;
         writeln!(f, "failure mode:    {:?}", self.failure_mode)?;
         writeln!(f, "drain period:    {:?}", self.drain_period)?;
         writeln!(f, "shutdown grace:  {:?}", self.shutdown_grace)?;
