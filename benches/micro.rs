@@ -20,9 +20,10 @@ use std::time::Instant;
 use tollgate::api_key::KeyDigest;
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::deny_cache::DenyCache;
+use tollgate::check::metadata::decision_metadata;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::response::render;
-use tollgate::check::verdict::{Quota, Verdict};
+use tollgate::check::verdict::{Quota, Subject, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::policy::headers::HeaderStyle;
 use tollgate::policy::path::normalize;
@@ -123,9 +124,27 @@ fn main() {
     bench("digest an API key (SHA-256)", 1_000_000, |i| {
         black_box(KeyDigest::of(black_box(&keys[(i % 1024) as usize])));
     });
+    // What a check of a campaign's statistics knows when it renders: its bucket, mode and key.
+    let subject = Subject {
+        bucket: Some("GET /campaigns/:id/statistics".into()),
+        mode: Some(tollgate::policy::limit::Mode::Enforce),
+        plan: None,
+        key: Some(KeyDigest::of(&keys[0])),
+    };
+    bench(
+        "decision metadata of an allowed response",
+        1_000_000,
+        |_| {
+            black_box(decision_metadata(
+                black_box(&Verdict::Allowed(quota.clone())),
+                black_box(&subject),
+            ));
+        },
+    );
     bench("render an allowed response", 1_000_000, |_| {
         black_box(render(
             black_box(&Verdict::Allowed(quota.clone())),
+            Some(&subject),
             "x-api-key",
             HeaderStyle::XRateLimit,
         ));
@@ -133,6 +152,7 @@ fn main() {
     bench("render a 429 response", 1_000_000, |_| {
         black_box(render(
             black_box(&Verdict::Denied(quota.clone())),
+            Some(&subject),
             "x-api-key",
             HeaderStyle::XRateLimit,
         ));

@@ -13,7 +13,8 @@
 //!   API key off the wire, [`check::authz`] finds the bucket and asks the store (unless
 //!   [`check::deny_cache`] already knows the bucket is full), and [`check::response`] renders the
 //!   [`check::verdict::Verdict`] as header mutations that make Envoy send `X-RateLimit-*` and
-//!   `Retry-After`.
+//!   `Retry-After`, with the decision as dynamic metadata for Envoy's access log
+//!   ([`check::metadata`]).
 //! - [`telemetry`]: Prometheus metrics, counted into handles resolved once per route table, and
 //!   their HTTP endpoint.
 //! - [`store`]: the quota store, one atomic sliding-window check per request, in Redis

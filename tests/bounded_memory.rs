@@ -1,5 +1,6 @@
 //! Memory per check is bounded by design, not by message size: reading a `CheckRequest` allocates
-//! nothing, and a whole decision allocates the same whatever the number of headers.
+//! nothing, and a whole decision, and the answer rendered from it with its decision metadata,
+//! allocate the same whatever the number of headers.
 //!
 //! A counting allocator (this test binary's own) measures it; counts are per thread, so the test
 //! harness's own allocations on other threads do not leak into them.
@@ -10,11 +11,13 @@ use common::WireRequest;
 use common::poll::ready;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use tollgate::api_key::ApiKey;
+use tollgate::api_key::{ApiKey, KeyDigest};
 use tollgate::check::authz::RateLimiter;
+use tollgate::check::metadata::decision_metadata;
 use tollgate::check::request::HttpCheck;
-use tollgate::check::verdict::Verdict;
+use tollgate::check::verdict::{Subject, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
+use tollgate::policy::limit::Mode;
 use tollgate::store::MemoryStore;
 use tollgate::telemetry::metrics::Metrics;
 
@@ -88,4 +91,51 @@ fn a_decision_costs_the_same_whatever_the_header_count() {
         assert_eq!(bytes, baseline, "{headers} headers");
     }
     assert!(baseline < 1024, "a decision allocates {baseline} bytes");
+}
+
+#[test]
+fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count() {
+    let config = Config::from_yaml(DEFAULT_YAML, "built-in", &Overrides::default()).unwrap();
+    let limiter = RateLimiter::new(
+        &config,
+        MemoryStore::new(1000),
+        std::sync::Arc::new(Metrics::new()),
+    );
+    let small = flood(0);
+    let answer = |message: &[u8]| ready(limiter.answer(Ok(message)));
+    let first = answer(&small);
+    assert!(first.dynamic_metadata.is_some(), "{first:?}");
+    let (baseline, _) = allocated_by(|| answer(&small));
+    for headers in [1_000, 1_000_000] {
+        let message = flood(headers);
+        let (bytes, response) = allocated_by(|| answer(&message));
+        let metadata = response.dynamic_metadata.expect("decision metadata");
+        assert_eq!(metadata.fields.len(), 7, "{metadata:?}");
+        assert_eq!(bytes, baseline, "{headers} headers");
+    }
+    // The metadata's own share (measured: see BENCHMARKS.md): the field map and its strings.
+    let verdict = ready(limiter.decide(&small));
+    let subject = Subject {
+        bucket: Some("GET /campaigns/:id".into()),
+        mode: Some(Mode::Enforce),
+        plan: None,
+        key: Some(KeyDigest::of("bounded")),
+    };
+    let (metadata, _) = allocated_by(|| decision_metadata(&verdict, &subject));
+    let off = Config::from_yaml(
+        &format!("{DEFAULT_YAML}\ndecision_metadata: false\n"),
+        "built-in",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let without = RateLimiter::new(&off, MemoryStore::new(1000), Metrics::new().into());
+    let answer_without = |message: &[u8]| ready(without.answer(Ok(message)));
+    assert_eq!(answer_without(&small).dynamic_metadata, None);
+    let (bytes_without, _) = allocated_by(|| answer_without(&small));
+    eprintln!(
+        "an answer allocates {baseline} bytes, {metadata} of them its decision metadata; \
+         {bytes_without} with decision_metadata: false"
+    );
+    assert!(metadata < 1024, "the metadata allocates {metadata} bytes");
+    assert!(baseline < 4096, "an answer allocates {baseline} bytes");
 }

@@ -6,7 +6,9 @@ mod common;
 use common::envoy::{Envoy, Ports};
 use common::http::{HttpResponse, Upstream, request};
 use common::{Backend, Tollgate, unique_key, unix_millis};
+use serde_json::json;
 use std::time::{Duration, Instant};
+use tollgate::api_key::KeyDigest;
 use tollgate::config::DEFAULT_YAML;
 
 /// Redis, tollgate (built-in contract table), an upstream and Envoy, all on free ports.
@@ -242,6 +244,117 @@ async fn redis_down_or_tollgate_down_requests_pass_and_limits_come_back() {
     )
     .await;
     assert_eq!(back.number("x-ratelimit-limit"), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_access_log_shows_what_tollgate_decided() {
+    let mut stack = Stack::start().await;
+    let key = unique_key("e2e-log");
+    let fingerprint = KeyDigest::of(&key).fingerprint().to_owned();
+    // A query unique to each request tells its access log line apart.
+    let tag = unique_key("line");
+    let path = |what: &str, route: &str| format!("{route}?line={tag}-{what}");
+
+    let before = unix_millis();
+    let allowed = path("allowed", "/v1/campaigns/42");
+    assert_eq!(stack.get(&allowed, Some(&key)).await.status, 200);
+    let line = stack.envoy.access_log_line(&allowed).await;
+    assert_eq!(
+        (&line["method"], &line["status"]),
+        (&json!("GET"), &json!(200))
+    );
+    let decision = &line["tollgate"];
+    let reset = decision["reset"].as_u64().expect("reset, Unix ms");
+    assert!(
+        reset >= before + 60_000 && reset <= unix_millis() + 60_001,
+        "{line}"
+    );
+    assert_eq!(
+        decision,
+        &json!({
+            "decision": "allowed", "bucket": "GET /campaigns/:id", "mode": "enforce",
+            "plan": null, "key_fingerprint": fingerprint, "limit": 120, "remaining": 119,
+            "reset": reset,
+        }),
+        "{line}"
+    );
+    assert!(!line.to_string().contains(&key), "never the key: {line}");
+
+    for _ in 0..20 {
+        let response = stack
+            .send("POST", "/v1/leads/add_to_campaign", Some(&key))
+            .await;
+        assert_eq!(response.status, 201);
+    }
+    let denied = path("denied", "/v1/leads/add_to_campaign");
+    assert_eq!(stack.send("POST", &denied, Some(&key)).await.status, 429);
+    let line = stack.envoy.access_log_line(&denied).await;
+    assert_eq!(
+        (&line["method"], &line["status"]),
+        (&json!("POST"), &json!(429))
+    );
+    let decision = &line["tollgate"];
+    assert_eq!(
+        (
+            &decision["decision"],
+            &decision["bucket"],
+            &decision["limit"],
+            &decision["remaining"]
+        ),
+        (
+            &json!("denied"),
+            &json!("POST /leads/add_to_campaign"),
+            &json!(20),
+            &json!(0)
+        ),
+        "{line}"
+    );
+    assert_eq!(decision["key_fingerprint"], json!(fingerprint));
+    assert!(
+        decision["reset"].as_u64().unwrap() > unix_millis(),
+        "{line}"
+    );
+
+    let anonymous = path("unauthenticated", "/v1/users");
+    assert_eq!(stack.get(&anonymous, None).await.status, 401);
+    let line = stack.envoy.access_log_line(&anonymous).await;
+    assert_eq!(line["status"], json!(401));
+    assert_eq!(
+        line["tollgate"],
+        json!({
+            "decision": "unauthenticated", "bucket": "GET /users", "mode": "enforce",
+            "plan": null, "key_fingerprint": null, "limit": null, "remaining": null,
+            "reset": null,
+        }),
+        "{line}"
+    );
+
+    // Redis down, failure_mode allow: tollgate's own failed_open, with the bucket and key.
+    stack.backend.redis_server().unwrap().stop();
+    let redis_down = path("redis-down", "/v1/users");
+    assert_eq!(stack.get(&redis_down, Some(&key)).await.status, 200);
+    let line = stack.envoy.access_log_line(&redis_down).await;
+    assert_eq!(
+        line["tollgate"],
+        json!({
+            "decision": "failed_open", "bucket": "GET /users", "mode": "enforce",
+            "plan": null, "key_fingerprint": fingerprint, "limit": null, "remaining": null,
+            "reset": null,
+        }),
+        "{line}"
+    );
+
+    // tollgate down: Envoy's failure_mode_allow lets the request through, with no decision.
+    let server = stack.tollgate.as_mut().unwrap().begin_shutdown();
+    server.await.unwrap();
+    stack.tollgate = None;
+    let tollgate_down = path("tollgate-down", "/v1/users");
+    assert_eq!(stack.get(&tollgate_down, Some(&key)).await.status, 200);
+    let line = stack.envoy.access_log_line(&tollgate_down).await;
+    assert_eq!(line["status"], json!(200));
+    let fields = line["tollgate"].as_object().expect("the tollgate object");
+    assert_eq!(fields.len(), 8, "{line}");
+    assert!(fields.values().all(|v| v.is_null()), "no metadata: {line}");
 }
 
 /// Repeats `request` until `done` holds, for at most 10 s.

@@ -4,7 +4,7 @@ use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::request::{HttpCheck, RequestError};
 use crate::check::response::render;
-use crate::check::verdict::{Quota, Verdict};
+use crate::check::verdict::{Quota, Subject, Verdict};
 use crate::config::{Config, FailureMode};
 use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::{Mode, Rule};
@@ -37,6 +37,7 @@ pub struct Policy {
     plan_header: Option<String>,
     api_key_header: String,
     header_style: HeaderStyle,
+    decision_metadata: bool,
     failure_mode: FailureMode,
 }
 
@@ -68,6 +69,7 @@ impl Policy {
             plan_header: config.plan_header.clone(),
             api_key_header: config.api_key_header.clone(),
             header_style: config.rate_limit_headers,
+            decision_metadata: config.decision_metadata,
             failure_mode: config.failure_mode,
         }
     }
@@ -207,21 +209,26 @@ impl<S: QuotaStore> RateLimiter<S> {
     pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
         let started = Instant::now();
         let policy = self.policy.load_full();
-        let verdict = match message {
+        let (verdict, subject) = match message {
             Ok(message) => self.decide_under(&policy, message).await,
             Err(e) if e.fails_closed() => {
                 policy.base.metrics.count(None, CheckResult::FailedClosed);
-                Verdict::FailedClosed
+                (Verdict::FailedClosed, Subject::default())
             }
             Err(&e) => {
                 policy.base.metrics.count(None, CheckResult::BadRequest);
-                Verdict::BadRequest(e)
+                (Verdict::BadRequest(e), Subject::default())
             }
         };
         if let Verdict::BadRequest(e) = verdict {
             tracing::debug!(error = %e, "unusable check request");
         }
-        let response = render(&verdict, &policy.api_key_header, policy.header_style);
+        let response = render(
+            &verdict,
+            policy.decision_metadata.then_some(&subject),
+            &policy.api_key_header,
+            policy.header_style,
+        );
         policy.base.metrics.check_took(started.elapsed());
         response
     }
@@ -229,29 +236,30 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// The verdict on one encoded `CheckRequest`, counted in the metrics. Never fails: every
     /// problem becomes a verdict.
     pub async fn decide(&self, message: &[u8]) -> Verdict {
-        self.decide_under(&self.policy.load_full(), message).await
+        self.decide_under(&self.policy.load_full(), message).await.0
     }
 
-    async fn decide_under(&self, policy: &Policy, message: &[u8]) -> Verdict {
-        let (verdict, route, metrics) = self.verdict_of(policy, message).await;
+    async fn decide_under<'p>(&self, policy: &'p Policy, message: &[u8]) -> (Verdict, Subject<'p>) {
+        let (verdict, subject, route, metrics) = self.verdict_of(policy, message).await;
         metrics.count(route, verdict.result());
-        verdict
+        (verdict, subject)
     }
 
-    /// The verdict, not counted yet, with the route that applied (`None` before one is found, or
-    /// outside them) and the metrics of its table.
+    /// The verdict, not counted yet, with what it was about, the route that applied (`None`
+    /// before one is found, or outside them) and the metrics of its table.
     async fn verdict_of<'p>(
         &self,
         policy: &'p Policy,
         message: &[u8],
-    ) -> (Verdict, Option<RouteRef>, &'p CheckMetrics) {
+    ) -> (Verdict, Subject<'p>, Option<RouteRef>, &'p CheckMetrics) {
+        let base = &policy.base.metrics;
         let check = match HttpCheck::parse_with_plan(
             message,
             &policy.api_key_header,
             policy.plan_header.as_deref(),
         ) {
             Ok(check) => check,
-            Err(e) => return (Verdict::BadRequest(e), None, &policy.base.metrics),
+            Err(e) => return (Verdict::BadRequest(e), Subject::default(), None, base),
         };
         let digest = || match check.api_key {
             ApiKey::One(key) => Some(KeyDigest::of(key)),
@@ -265,13 +273,17 @@ impl<S: QuotaStore> RateLimiter<S> {
         let by_assignment = policy.uses_assignments();
         let early_key = if by_assignment { digest() } else { None };
         let assigned = early_key.as_ref().and_then(|key| self.plans.plan_of(key));
-        let (table, _) = policy.table(check.plan.or(assigned.as_deref()));
+        let (table, plan) = policy.table(check.plan.or(assigned.as_deref()));
         let bucket = policy.bucket_in(table, check.method, check.path, check.preflight);
+        let no_bucket = Subject {
+            plan,
+            ..Subject::default()
+        };
         let Some(Bucket { name, rule, route }) = (match bucket {
             Ok(bucket) => bucket,
-            Err(e) => return (Verdict::BadRequest(e), None, &table.metrics),
+            Err(e) => return (Verdict::BadRequest(e), no_bucket, None, &table.metrics),
         }) else {
-            return (Verdict::NotLimited, None, &table.metrics);
+            return (Verdict::NotLimited, no_bucket, None, &table.metrics);
         };
         let key = if by_assignment { early_key } else { digest() };
         let verdict = match (check.api_key, key) {
@@ -280,7 +292,13 @@ impl<S: QuotaStore> RateLimiter<S> {
             (ApiKey::Invalid, None) => Verdict::BadRequest(RequestError::InvalidApiKey),
             (ApiKey::Missing | ApiKey::One(_), None) => Verdict::Unauthenticated,
         };
-        (verdict, Some(route), &table.metrics)
+        let subject = Subject {
+            bucket: Some(name),
+            mode: Some(rule.mode()),
+            plan,
+            key,
+        };
+        (verdict, subject, Some(route), &table.metrics)
     }
 
     /// Whether bucket `name` of `key` admits one more request: the over-limit cache asked first,

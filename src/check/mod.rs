@@ -8,5 +8,6 @@ pub mod request;
 pub mod authz;
 pub mod deny_cache;
 
+pub mod metadata;
 pub mod response;
 pub mod verdict;

@@ -1,6 +1,8 @@
-//! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers.
+//! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers, and
+//! log the decision (its dynamic metadata).
 
-use crate::check::verdict::{Quota, Verdict};
+use crate::check::metadata::decision_metadata;
+use crate::check::verdict::{Quota, Subject, Verdict};
 use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::window_name;
 use envoy_types::ext_authz::v3::pb::{
@@ -19,8 +21,23 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Renders the answer for Envoy. `api_key_header` names the header in the 401 body.
-pub fn render(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckResponse {
+/// Renders the answer for Envoy, with the decision and `subject` as its dynamic metadata (for
+/// Envoy's access log; none without a subject: `decision_metadata: false`). `api_key_header`
+/// names the header in the 401 body.
+pub fn render(
+    verdict: &Verdict,
+    subject: Option<&Subject>,
+    api_key_header: &str,
+    style: HeaderStyle,
+) -> CheckResponse {
+    CheckResponse {
+        dynamic_metadata: subject.map(|subject| decision_metadata(verdict, subject)),
+        ..answer(verdict, api_key_header, style)
+    }
+}
+
+/// The status, headers and body Envoy answers or forwards with.
+fn answer(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckResponse {
     match verdict {
         Verdict::NotLimited | Verdict::FailedOpen => ok(Vec::new()),
         Verdict::Allowed(quota) | Verdict::ShadowDenied(quota) => {
@@ -230,6 +247,7 @@ mod tests {
     fn allowed_adds_three_overwriting_response_headers() {
         let response = render(
             &Verdict::Allowed(quota(7)),
+            Some(&Subject::default()),
             "x-api-key",
             HeaderStyle::XRateLimit,
         );
@@ -260,6 +278,7 @@ mod tests {
     fn rate_limited_is_a_429_with_retry_after_and_a_json_body() {
         let response = render(
             &Verdict::Denied(quota(0)),
+            Some(&Subject::default()),
             "x-api-key",
             HeaderStyle::XRateLimit,
         );
@@ -291,7 +310,7 @@ mod tests {
     #[test]
     fn the_ietf_fields_describe_every_window_alone_or_beside_the_x_headers() {
         let names_and_values = |style, verdict: &Verdict| {
-            let response = render(verdict, "x-api-key", style);
+            let response = render(verdict, Some(&Subject::default()), "x-api-key", style);
             let options = match response.http_response {
                 Some(HttpResponse::OkResponse(ok)) => ok.response_headers_to_add,
                 Some(HttpResponse::DeniedResponse(denied)) => denied.headers,
@@ -331,9 +350,33 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_metadata_is_sent_unless_it_is_off() {
+        let verdict = Verdict::Allowed(quota(7));
+        let on = render(
+            &verdict,
+            Some(&Subject::default()),
+            "k",
+            HeaderStyle::XRateLimit,
+        );
+        let fields = on.dynamic_metadata.expect("metadata").fields;
+        assert_eq!(
+            fields.len(),
+            4,
+            "decision, limit, remaining, reset: {fields:?}"
+        );
+        let off = render(&verdict, None, "k", HeaderStyle::XRateLimit);
+        assert_eq!(off.dynamic_metadata, None);
+    }
+
+    #[test]
     fn failures_and_unlimited_requests_carry_no_rate_limit_headers() {
         for verdict in [Verdict::NotLimited, Verdict::FailedOpen] {
-            let response = render(&verdict, "x-api-key", HeaderStyle::Both);
+            let response = render(
+                &verdict,
+                Some(&Subject::default()),
+                "x-api-key",
+                HeaderStyle::Both,
+            );
             assert_eq!(response.status.unwrap().code, 0);
             let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
                 panic!()
@@ -351,7 +394,12 @@ mod tests {
             (Verdict::FailedClosed, 503, "rate_limit_unavailable"),
         ];
         for (verdict, status, error) in expectations {
-            let response = render(&verdict, "x-api-key", HeaderStyle::Both);
+            let response = render(
+                &verdict,
+                Some(&Subject::default()),
+                "x-api-key",
+                HeaderStyle::Both,
+            );
             assert_ne!(response.status.unwrap().code, 0);
             let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
                 panic!()

