@@ -13,11 +13,12 @@
 //! cannot take the calls budget from the checks that arrive whole.
 
 use crate::telemetry::metrics::{Metrics, Refusal};
+use crate::telemetry::throttle::Throttle;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::time::Instant as TokioInstant;
 
 /// Connections served at once. An idle HTTP/2 connection holds a few tens of KiB of buffers and
@@ -300,43 +301,22 @@ pub struct Limits {
     pub waiting_bytes: usize,
 }
 
-/// Logs refusals without flooding the log during a flood: the first at once, then at most one
-/// line per [`LOG_INTERVAL`] with the count of those not logged.
-struct RefusalLog {
-    started: Instant,
-    /// Milliseconds since `started` of the last line, plus one (0: never logged).
-    last_logged: AtomicU64,
-    unlogged: AtomicU64,
-}
+/// Logs refusals without flooding the log during a flood.
+struct RefusalLog(Throttle);
 
 impl RefusalLog {
     fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_logged: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
-        }
+        Self(Throttle::new(LOG_INTERVAL))
     }
 
     fn record(&self, why: Refusal) {
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_logged.load(Ordering::Relaxed);
-        let due = last == 0 || now >= last + LOG_INTERVAL.as_millis() as u64;
-        if due
-            && self
-                .last_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        if let Some(unlogged) = self.0.event() {
             tracing::warn!(
                 reason = why.label(),
                 refusals_not_logged = unlogged,
                 "ext_authz listener over its budget: refusing {} (see tollgate_refused_total)",
                 why.what()
             );
-        } else {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -13,11 +13,12 @@ use crate::policy::routes::{Bucket, RouteRef, RouteTable, canonical_method};
 use crate::store::PlanAssignments;
 use crate::store::{BucketRef, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
+use crate::telemetry::throttle::Throttle;
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// At most one store-failure warning per this interval; the others are counted.
@@ -427,50 +428,33 @@ impl Policy {
 /// Logs store failures without flooding: the first at once, then one line per interval with the
 /// count of those not logged, and one line when the store answers again.
 struct FailureLog {
-    started: Instant,
-    /// Milliseconds since `started` of the last warning, plus one (0: never logged).
-    last_logged: AtomicU64,
-    unlogged: AtomicU64,
+    throttle: Throttle,
     failing: AtomicBool,
 }
 
 impl FailureLog {
     fn new() -> Self {
         Self {
-            started: Instant::now(),
-            last_logged: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
+            throttle: Throttle::new(FAILURE_LOG_INTERVAL),
             failing: AtomicBool::new(false),
         }
     }
 
     fn record(&self, error: &StoreError, mode: FailureMode) {
         self.failing.store(true, Ordering::Relaxed);
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_logged.load(Ordering::Relaxed);
-        let due = last == 0 || now >= last + FAILURE_LOG_INTERVAL.as_millis() as u64;
-        if due
-            && self
-                .last_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        if let Some(unlogged) = self.throttle.event() {
             let action = match mode {
                 FailureMode::Allow => "allowing requests without rate-limit headers",
                 FailureMode::Deny => "denying requests with 503",
             };
             tracing::warn!(error = %error, failures_not_logged = unlogged, "rate-limit store unavailable; {action}");
-        } else {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn recovered(&self) {
         if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
-            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
             tracing::info!(
-                failures_not_logged = unlogged,
+                failures_not_logged = self.throttle.take_unlogged(),
                 "rate-limit store answers again"
             );
         }
