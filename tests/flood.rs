@@ -297,3 +297,44 @@ async fn a_stream_flood_keeps_memory_bounded_and_checks_answered() {
         process.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_preface_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let port = free_port();
+    let process = TollgateProcess::start("drain_period: 0s\n", port);
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let opened = Instant::now();
+    // Whatever tollgate sends first (its SETTINGS) is read and dropped, until it closes.
+    let mut buffer = vec![0; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while silent.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent connection still open after 5 s:\n{}",
+        process.log()
+    );
+    let after = opened.elapsed();
+    eprintln!("a silent connection closed after {after:?}");
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed too soon: {after:?}"
+    );
+    // A client that speaks HTTP/2 at once is served as before.
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let answer = check(
+        &mut client,
+        "GET",
+        "/v1/users",
+        Some(&unique_key("preface")),
+    )
+    .await;
+    assert!(
+        answer.headers.contains_key("x-ratelimit-limit"),
+        "{answer:?}"
+    );
+}

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -26,7 +27,17 @@ pub(crate) struct BoundedConnection {
     /// Resolves when the shutdown grace is over; `None` once it has.
     closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _permit: Option<ConnectionPermit>,
+    /// Until the client's HTTP/2 preface has arrived: its deadline, and the bytes still due.
+    preface: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
+
+/// The HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`: every client sends it first.
+const PREFACE_LEN: usize = 24;
+
+/// How long a new connection may take to send its preface. A gRPC client (Envoy included) sends it
+/// as soon as it is connected; a socket that stays silent would hold a share of the connections
+/// budget for nothing, and hyper sets no deadline on its handshake.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl BoundedConnection {
     pub(crate) fn new(
@@ -42,7 +53,33 @@ impl BoundedConnection {
             stream,
             closed: Some(Box::pin(closed)),
             _permit: permit.into(),
+            preface: Some((Box::pin(tokio::time::sleep(PREFACE_TIMEOUT)), PREFACE_LEN)),
         }
+    }
+
+    /// Counts the preface's bytes as they are read, and fails a read still waiting for them past
+    /// [`PREFACE_TIMEOUT`].
+    fn within_preface(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: usize,
+        io: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        let Some((deadline, due)) = &mut self.preface else {
+            return io;
+        };
+        *due = due.saturating_sub(read);
+        if *due == 0 {
+            self.preface = None;
+            return io;
+        }
+        if io.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no HTTP/2 preface within the preface timeout",
+            )));
+        }
+        io
     }
 
     /// `io` as it is, unless it is pending and the shutdown grace is over: then an error. Only
@@ -83,7 +120,10 @@ impl AsyncRead for BoundedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let io = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        let io = self.within_preface(cx, read, io);
         self.unless_closed(cx, io)
     }
 }
