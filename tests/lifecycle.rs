@@ -3,7 +3,7 @@
 mod common;
 
 use common::process::TollgateProcess;
-use common::{Backend, RedisServer, Tollgate, check, unique_key};
+use common::{Backend, RedisServer, Tollgate, check, health, unique_key};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,17 +13,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
-async fn health(channel: tonic::transport::Channel, service: &str) -> ServingStatus {
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .expect("health answers")
-        .into_inner();
-    ServingStatus::try_from(response.status).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_then_not_serving_while_draining() {
     let backend = Backend::memory();
@@ -32,7 +21,7 @@ async fn health_is_serving_then_not_serving_while_draining() {
     let channel = tollgate.channel().await;
     for service in ["", AUTHZ_SERVICE] {
         assert_eq!(
-            health(channel.clone(), service).await,
+            health(&channel, service).await,
             ServingStatus::Serving,
             "{service:?}"
         );
@@ -42,7 +31,7 @@ async fn health_is_serving_then_not_serving_while_draining() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     for service in ["", AUTHZ_SERVICE] {
         assert_eq!(
-            health(channel.clone(), service).await,
+            health(&channel, service).await,
             ServingStatus::NotServing,
             "{service:?}"
         );

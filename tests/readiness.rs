@@ -6,28 +6,14 @@ mod common;
 
 use common::process::TollgateProcess;
 use common::redis_server::{Flavour, RedisServer};
-use common::{check, free_port, unique_key};
+use common::{check, free_port, health, unique_key};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// Both services Envoy and Kubernetes may ask about.
 const SERVICES: [&str; 2] = ["", "envoy.service.auth.v3.Authorization"];
-
-/// The status of `service`.
-async fn health(channel: &Channel, service: &str) -> ServingStatus {
-    let response = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .expect("health answers")
-        .into_inner();
-    ServingStatus::try_from(response.status).unwrap()
-}
 
 /// The binary on a free port with `yaml`, and a channel to it.
 async fn start(yaml: String) -> (TollgateProcess, Channel) {

@@ -178,6 +178,21 @@ pub fn config(yaml: &str) -> Config {
     Config::from_yaml(yaml, "test", &loopback()).expect("test configuration")
 }
 
+/// What `grpc.health.v1` reports for `service` on `channel`.
+pub async fn health(
+    channel: &Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let response = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    tonic_health::pb::health_check_response::ServingStatus::try_from(response.status).unwrap()
+}
+
 /// A client of `tollgate`'s admin API.
 pub async fn admin(tollgate: &Tollgate) -> AdminClient<Channel> {
     AdminClient::connect(format!("http://{}", tollgate.admin_addr))
