@@ -21,11 +21,14 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `settings` added to the built-in configuration.
+    async fn start_with(settings: &str) -> Self {
         let backend = Backend::redis();
-        let tollgate = Tollgate::start(
-            backend.config(&DEFAULT_YAML.replace("drain_period: 5s", "drain_period: 0s")),
-        )
-        .await;
+        let yaml = DEFAULT_YAML.replace("drain_period: 5s", "drain_period: 0s") + settings;
+        let tollgate = Tollgate::start(backend.config(&yaml)).await;
         let upstream = Upstream::start().await;
         let ports = Ports {
             tollgate: tollgate.addr.port(),
@@ -113,6 +116,46 @@ async fn over_the_limit_envoy_answers_429_and_the_upstream_never_sees_it() {
         stack.upstream.received_paths().len(),
         reached_before,
         "the 429 was not forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_endpoint_is_answered_by_tollgate_through_envoy() {
+    let stack = Stack::start_with("\nquota_endpoint: { path: /v1/rate_limit }\n").await;
+    let key = unique_key("e2e-quota");
+    for _ in 0..3 {
+        let counted = stack.get("/v1/campaigns/7", Some(&key)).await;
+        assert_eq!(counted.status, 200);
+    }
+    let reached_before = stack.upstream.received_paths().len();
+    let response = stack.get("/v1/rate_limit", Some(&key)).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.number("x-ratelimit-limit"), 60);
+    assert_eq!(response.number("x-ratelimit-remaining"), 59);
+    assert!(response.number("x-ratelimit-reset") > unix_millis());
+    let body: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+    let campaign = body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bucket"] == "GET /campaigns/:id")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(campaign["windows"][0]["used"], 3);
+    assert_eq!(campaign["windows"][0]["remaining"], 117);
+    // The contract's table, and the shared bucket.
+    assert_eq!(body["buckets"].as_array().unwrap().len(), 11, "{body}");
+    assert_eq!(
+        stack.upstream.received_paths().len(),
+        reached_before,
+        "the quota endpoint's request never reaches the upstream"
+    );
+    let after = stack.get("/v1/campaigns/7", Some(&key)).await;
+    assert_eq!(
+        after.number("x-ratelimit-remaining"),
+        116,
+        "reading counted nothing"
     );
 }
 

@@ -223,7 +223,7 @@ async fn the_route_label_is_bounded_by_the_route_table() {
         .collect();
     assert_eq!(
         routes,
-        BTreeSet::from(["GET /campaigns/:id", "default", "per_path", "none"])
+        BTreeSet::from(["GET /campaigns/:id", "default", "per_path", "quota", "none"])
     );
     assert_eq!(scrape[&checks("GET /campaigns/:id", "allowed")], 2.0);
     assert_eq!(scrape[&checks("GET /campaigns/:id", "denied")], 98.0);

@@ -5,7 +5,7 @@ use crate::check::deny_cache::{DenyCache, Lookup};
 use crate::check::request::{HttpCheck, RequestError};
 use crate::check::response::render;
 use crate::check::verdict::{Quota, Subject, Verdict};
-use crate::config::{Config, FailureMode};
+use crate::config::{Config, FailureMode, QUOTA_BUCKET, QuotaEndpoint};
 use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::{Mode, Rule};
 use crate::policy::path::normalize;
@@ -40,6 +40,7 @@ pub struct Policy {
     header_style: HeaderStyle,
     decision_metadata: bool,
     failure_mode: FailureMode,
+    quota_endpoint: Option<QuotaEndpoint>,
 }
 
 /// A route table and the metric handles of its routes.
@@ -72,6 +73,7 @@ impl Policy {
             header_style: config.rate_limit_headers,
             decision_metadata: config.decision_metadata,
             failure_mode: config.failure_mode,
+            quota_endpoint: config.quota_endpoint.clone(),
         }
     }
 
@@ -148,9 +150,11 @@ impl<S: QuotaStore> RateLimiter<S> {
         self.policy.store(policy.clone());
         // A bucket name may be in several tables; an entry whose rule is in none is useless.
         self.deny_cache.retain(|name, rule| {
+            let quota = policy.quota_endpoint.as_ref();
             std::iter::once(&policy.base)
                 .chain(policy.plans.values())
                 .any(|table| table.routes.rule_of(name) == Some(rule))
+                || (name == QUOTA_BUCKET && quota.is_some_and(|q| q.rule == *rule))
         });
     }
 
@@ -288,6 +292,9 @@ impl<S: QuotaStore> RateLimiter<S> {
         };
         let key = if by_assignment { early_key } else { digest() };
         let verdict = match (check.api_key, key) {
+            (_, Some(key)) if route == RouteRef::Quota => {
+                self.report(policy, table, plan, &key, rule).await
+            }
             (_, Some(key)) => self.admit(policy, &key, &name, rule).await,
             (ApiKey::Several, None) => Verdict::AmbiguousKey,
             (ApiKey::Invalid, None) => Verdict::BadRequest(RequestError::InvalidApiKey),
@@ -402,7 +409,7 @@ impl Policy {
     }
 
     fn bucket_in<'t>(
-        &self,
+        &'t self,
         table: &'t Table,
         method: &str,
         path: &str,
@@ -416,6 +423,16 @@ impl Policy {
             method => method,
         };
         let path = normalize(path).map_err(|_| RequestError::PathNotAbsolute)?;
+        if let Some(endpoint) = &self.quota_endpoint
+            && method == "GET"
+            && endpoint.path == path
+        {
+            return Ok(Some(Bucket {
+                name: QUOTA_BUCKET.into(),
+                rule: &endpoint.rule,
+                route: RouteRef::Quota,
+            }));
+        }
         Ok(table.routes.bucket(method, &path))
     }
 
@@ -424,6 +441,8 @@ impl Policy {
         &self.table(plan).0.routes
     }
 }
+
+mod quota;
 
 /// Logs store failures without flooding: the first at once, then one line per interval with the
 /// count of those not logged, and one line when the store answers again.

@@ -9,5 +9,6 @@ pub mod authz;
 pub mod deny_cache;
 
 pub mod metadata;
+pub mod report;
 pub mod response;
 pub mod verdict;

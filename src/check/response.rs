@@ -2,6 +2,7 @@
 //! log the decision (its dynamic metadata).
 
 use crate::check::metadata::decision_metadata;
+use crate::check::report::QuotaReport;
 use crate::check::verdict::{Quota, Subject, Verdict};
 use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::window_name;
@@ -15,6 +16,7 @@ use std::fmt::Write;
 /// gRPC status codes carried in `CheckResponse.status`; Envoy only distinguishes zero from not.
 mod code {
     pub const OK: i32 = 0;
+    pub const PERMISSION_DENIED: i32 = 7;
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     pub const UNAVAILABLE: i32 = 14;
@@ -82,6 +84,7 @@ fn answer(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckR
                 error.client_message()
             ),
         ),
+        Verdict::Reported(report) => reported(report, style),
         Verdict::FailedClosed => denied(
             code::UNAVAILABLE,
             HttpStatusCode::ServiceUnavailable,
@@ -89,6 +92,19 @@ fn answer(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckR
             r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#.to_owned(),
         ),
     }
+}
+
+/// The quota endpoint's 200. Envoy answers the request itself for any non-zero code, whatever
+/// the HTTP status, so it never reaches the upstream (Envoy counts it as a denial).
+fn reported(report: &QuotaReport, style: HeaderStyle) -> CheckResponse {
+    let mut headers = rate_limit_headers(&report.own, style, false);
+    headers.push(header("cache-control", "no-store".to_owned()));
+    denied(
+        code::PERMISSION_DENIED,
+        HttpStatusCode::Ok,
+        headers,
+        report.body(),
+    )
 }
 
 fn ok(response_headers_to_add: Vec<HeaderValueOption>) -> CheckResponse {

@@ -1,6 +1,7 @@
 //! What tollgate decided about one request, before it is rendered for Envoy.
 
 use crate::api_key::KeyDigest;
+use crate::check::report::QuotaReport;
 use crate::check::request::RequestError;
 use crate::policy::limit::{Limit, Mode, Rule};
 use crate::store::Outcome;
@@ -123,6 +124,9 @@ pub enum Verdict {
     FailedOpen,
     /// The store failed and `failure_mode` is `deny`: 503.
     FailedClosed,
+    /// A request of the quota endpoint, admitted by its own limit: answered by tollgate with
+    /// 200 and the key's quotas (boxed: far larger than the other answers, and rare).
+    Reported(Box<QuotaReport>),
 }
 
 impl Verdict {
@@ -137,15 +141,18 @@ impl Verdict {
             Verdict::AmbiguousKey | Verdict::BadRequest(_) => CheckResult::BadRequest,
             Verdict::FailedOpen => CheckResult::FailedOpen,
             Verdict::FailedClosed => CheckResult::FailedClosed,
+            Verdict::Reported(_) => CheckResult::Reported,
         }
     }
 
-    /// The quota the answer reports: after a counted request or a denial.
+    /// The quota the answer reports: after a counted request or a denial (the quota endpoint's
+    /// own, for its answer).
     pub fn quota(&self) -> Option<&Quota> {
         match self {
             Verdict::Allowed(quota) | Verdict::Denied(quota) | Verdict::ShadowDenied(quota) => {
                 Some(quota)
             }
+            Verdict::Reported(report) => Some(&report.own),
             _ => None,
         }
     }

@@ -5,6 +5,7 @@ mod admin;
 mod limit;
 mod metrics;
 mod parse;
+mod quota;
 mod raw;
 mod redis;
 pub mod reload;
@@ -12,6 +13,7 @@ mod table;
 mod token;
 
 pub use admin::{AdminSettings, DEFAULT_LISTEN as DEFAULT_ADMIN_LISTEN};
+pub use quota::{DEFAULT_QUOTA_LIMIT, QUOTA_BUCKET, QuotaEndpoint};
 pub use redis::{RedisSettings, TlsCa, Topology};
 pub use token::{AdminToken, TokenError};
 
@@ -86,6 +88,8 @@ pub struct Config {
     pub decision_metadata: bool,
     /// Normalised path prefix under which limits apply; `/` for all paths.
     pub path_prefix: String,
+    /// A path tollgate answers itself with the caller's quotas (`None`: off, the default).
+    pub quota_endpoint: Option<QuotaEndpoint>,
     /// Routes, default rule and default bucketing: the table of keys on no plan.
     pub routes: RouteTable,
     /// The route table of each plan, by name: the top-level table with the plan's overrides. Every

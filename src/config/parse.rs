@@ -3,6 +3,7 @@
 
 use super::admin::parse_admin;
 use super::metrics::{overlap, parse_metrics};
+use super::quota::{parse_quota_endpoint, refuse_shadowed_route};
 use super::raw::{Checked, Problems, RawConfig, RawTable, Setting};
 use super::redis::parse_redis;
 use super::table::Tables;
@@ -30,7 +31,11 @@ pub(super) fn parse(text: &str, overrides: &Overrides) -> Result<Config, Vec<Str
         raw
     };
     apply_overrides(&mut raw, overrides);
-    match validate(raw, &mut problems) {
+    let config = validate(raw, &mut problems);
+    if let Some(config) = &config {
+        refuse_shadowed_route(config, &mut problems);
+    }
+    match config {
         Some(config) if problems.0.is_empty() => Ok(config),
         _ => Err(problems.0),
     }
@@ -125,7 +130,8 @@ pub(super) fn whole_number(
     }
 }
 
-fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
+fn validate(mut raw: RawConfig, problems: &mut Problems) -> Option<Config> {
+    let sizes = Sizes::read(&mut raw, problems);
     let listen = parse_listen(raw.listen, problems);
     let api_key_header = parse_api_key_header(raw.api_key_header, problems);
     let path_prefix = parse_path_prefix(raw.path_prefix, problems);
@@ -134,18 +140,14 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
     let rate_limit_headers = chosen(raw.rate_limit_headers, "rate_limit_headers", problems);
     let metadata = value_or(raw.decision_metadata, "decision_metadata", true, problems);
     let drain_period = duration(raw.drain_period, "drain_period", DRAIN_PERIOD, problems);
-    let shutdown_grace = duration(
+    let grace = duration(
         raw.shutdown_grace,
         "shutdown_grace",
         SHUTDOWN_GRACE,
         problems,
     );
-    let sizes = Sizes::read(
-        raw.deny_cache_entries,
-        raw.max_request_bytes,
-        raw.memory_store_entries,
-        problems,
-    );
+    let quota_endpoint = parse_quota_endpoint(raw.quota_endpoint, problems);
+
     let metrics_listen = parse_metrics(raw.metrics, problems);
     own_port("metrics.listen", metrics_listen.flatten(), listen, problems);
     let store = parse_redis(raw.redis, sizes.memory_store_entries, problems);
@@ -174,10 +176,11 @@ fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Config> {
         plans,
         plan_header,
         path_prefix,
+        quota_endpoint: quota_endpoint?,
         store: store?,
         failure_mode: failure_mode?,
         drain_period: drain_period?,
-        shutdown_grace: shutdown_grace?,
+        shutdown_grace: grace?,
         deny_cache_entries: sizes.deny_cache_entries?,
         max_request_bytes: sizes.max_request_bytes?,
         source: None,
@@ -283,30 +286,26 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn read(
-        deny_cache_entries: Setting<u64>,
-        max_request_bytes: Setting<u64>,
-        memory_store_entries: Setting<u64>,
-        problems: &mut Problems,
-    ) -> Self {
+    /// The sizes `raw` sets, taken out of it.
+    fn read(raw: &mut RawConfig, problems: &mut Problems) -> Self {
         let mut size = |setting, name, range, default| {
             whole_number(setting, name, range, default, problems).map(|n| n as usize)
         };
         Self {
             deny_cache_entries: size(
-                deny_cache_entries,
+                raw.deny_cache_entries.take(),
                 "deny_cache_entries",
                 0..=10_000_000,
                 100_000,
             ),
             max_request_bytes: size(
-                max_request_bytes,
+                raw.max_request_bytes.take(),
                 "max_request_bytes",
                 4096..=16 << 20,
                 256 << 10,
             ),
             memory_store_entries: size(
-                memory_store_entries,
+                raw.memory_store_entries.take(),
                 "memory_store_entries",
                 1..=100_000_000,
                 200_000,

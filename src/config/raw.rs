@@ -86,6 +86,7 @@ pub(super) struct RawConfig {
     pub default_bucket: Setting<String>,
     pub rate_limit_headers: Setting<String>,
     pub decision_metadata: Setting<bool>,
+    pub quota_endpoint: Setting<RawQuotaEndpoint>,
     pub plans: Setting<BTreeMap<String, Checked<RawTable>>>,
     pub plan_header: Setting<String>,
     pub redis: Setting<RawRedis>,
@@ -141,6 +142,14 @@ pub(super) struct RawRedis {
     pub key_prefix: Setting<String>,
     pub tls_ca_file: Setting<String>,
     pub cluster: Setting<bool>,
+}
+
+/// The `quota_endpoint` section.
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping with keys from: path, limit")]
+pub(super) struct RawQuotaEndpoint {
+    pub path: Setting<String>,
+    pub limit: Setting<RawLimit>,
 }
 
 /// The `admin` section.

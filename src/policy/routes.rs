@@ -179,6 +179,9 @@ pub enum RouteRef {
     Default,
     /// One of the per-path buckets of undeclared requests (`default_bucket: per_path`).
     PerPath,
+    /// The quota endpoint's own bucket (`quota_endpoint`), which the configuration adds beside
+    /// the table.
+    Quota,
 }
 
 /// The bucket a request is counted in, and its rule.

@@ -1,4 +1,5 @@
--- One check of a bucket against all its windows, atomically (appended to ring.lua).
+-- One check of a bucket against all its windows, atomically (appended to ring.lua and
+-- admit.lua).
 --
 -- KEYS[1]  the bucket's ring
 -- ARGV[1]  cost: slots one request takes in every window
@@ -7,66 +8,13 @@
 -- ARGV[4]  retain: how long in µs the bucket keeps a time (the longest window of those rules)
 -- ARGV[5..] pairs of requests admitted per window and window length in µs, shortest window first
 --
--- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}. After a counted request,
--- reset is when the window frees one more slot; after a denied one, when the window has room for
--- this request (now if it has room already). A denied request is not counted (in shadow mode it
--- is), so it consumes no quota in any window.
-local key = KEYS[1]
-local cost = tonumber(ARGV[1])
-local record_denied = ARGV[2] == '1'
-local capacity, retain = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}, as admit() tells.
 local limits, windows = {}, {}
 for i = 5, #ARGV, 2 do
   limits[#limits + 1], windows[#windows + 1] = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
 end
-
 local now = clock()
-local ring = open(key)
-
--- The ring only ever grows: the capacity covers every plan's rule for the route, and a reload
--- that lowers it must not drop times. A larger one (a new bucket, or a reload that raised it)
--- lays the times out again, oldest first, from one read of the whole string.
-if ring.cap < capacity then
-  local whole = ring.len > 0 and redis.call('GET', key) or ''
-  local slots = {}
-  for k = ring.len - 1, 0, -1 do
-    local offset = HEADER + ((ring.next - 1 - k) % ring.cap) * 8
-    slots[#slots + 1] = string.sub(whole, offset + 1, offset + 8)
-  end
-  local len = ring.len
-  replace(ring, struct.pack('>I4I4I4', capacity, len, len % capacity) .. table.concat(slots), retain)
-  ring.cap, ring.next = capacity, len % capacity
-end
-
-local allowed = 1
-local room_at = {}
-for i = 1, #limits do
-  local blocking = recent(ring, limits[i] - cost)
-  if blocking and blocking + windows[i] > now then
-    allowed = 0
-    room_at[i] = blocking + windows[i]
-  else
-    room_at[i] = now
-  end
-end
-
-local counted = allowed == 1 or record_denied
-if counted then
-  -- Never before the newest time, so the ring stays in order if the server's clock steps back.
-  push(ring, math.max(now, recent(ring, 0) or now), cost)
-  -- Lengthened only: a reload that shortened the windows never cuts the life of times counted
-  -- before it.
-  prolong(ring, retain)
-end
-
-local reply = {allowed, now}
-for i = 1, #limits do
-  local count = used(ring, windows[i], now)
-  reply[#reply + 1] = math.max(0, limits[i] - count)
-  if counted then
-    reply[#reply + 1] = next_free(ring, limits[i], windows[i], count, now)
-  else
-    reply[#reply + 1] = room_at[i]
-  end
-end
+local reply = {0, now}
+reply[1] = admit(KEYS[1], tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]),
+  tonumber(ARGV[4]), limits, windows, now, reply)
 return reply

@@ -2,7 +2,8 @@
 //! memory.
 
 use super::{
-    BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
+    BucketRef, Outcome, PlanAssignments, QuotaRead, QuotaStore, StoreError, Usage, WindowOutcome,
+    WindowUsage,
 };
 use crate::api_key::KeyDigest;
 use crate::clock::{Clock, SystemClock};
@@ -317,6 +318,24 @@ impl QuotaStore for MemoryStore {
 
     async fn peek(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Usage, StoreError> {
         Ok(self.peek_now(bucket, rule))
+    }
+
+    async fn read_quotas(
+        &self,
+        own: BucketRef<'_>,
+        own_rule: &Rule,
+        buckets: &[(&str, &Rule)],
+    ) -> Result<QuotaRead, StoreError> {
+        let admitted = self.check_now(own, own_rule)?;
+        let buckets = if admitted.allowed {
+            buckets
+                .iter()
+                .map(|&(name, rule)| self.peek_now(BucketRef { key: own.key, name }, rule))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(QuotaRead { admitted, buckets })
     }
 
     async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {

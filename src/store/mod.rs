@@ -17,6 +17,7 @@ mod connections;
 mod memory;
 mod readiness;
 mod redis;
+mod script;
 pub mod version;
 
 pub use memory::MemoryStore;
@@ -131,6 +132,16 @@ pub struct WindowUsage {
     pub reset_micros: u64,
 }
 
+/// The quota endpoint's read of one API key: its own request counted, and when admitted, every
+/// bucket asked for as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRead {
+    /// The endpoint's own request, checked against its own limit (cost 1, enforced).
+    pub admitted: Outcome,
+    /// One entry per bucket asked for, in their order; empty when the request was not admitted.
+    pub buckets: Vec<Usage>,
+}
+
 /// Which plan each API key is on, as of one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanAssignments {
@@ -156,6 +167,16 @@ pub trait QuotaStore: Send + Sync + 'static {
         bucket: BucketRef<'_>,
         rule: &Rule,
     ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
+
+    /// The quota endpoint's call, one store call however many buckets: counts one request in
+    /// `own` under `own_rule`, and when that admits it reads every bucket of `key` in `buckets`
+    /// (name and rule) as [`QuotaStore::peek`] would, without counting.
+    fn read_quotas(
+        &self,
+        own: BucketRef<'_>,
+        own_rule: &Rule,
+        buckets: &[(&str, &Rule)],
+    ) -> impl Future<Output = Result<QuotaRead, StoreError>> + Send;
 
     /// Forgets every request counted in `bucket`; returns how many slots of them lay in the
     /// rule's retention (its longest window, or a longer one of another plan's rule).

@@ -5,8 +5,10 @@ use super::call::{Request, within_timeout};
 use super::cluster::{self, Cluster};
 use super::connections::{self, Connections};
 use super::readiness::{Readiness, Reporter};
+use super::script::{quota_read, reply_of, window_args};
 use super::{
-    BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError, Usage, WindowOutcome, WindowUsage,
+    BucketRef, Outcome, PlanAssignments, QuotaRead, QuotaStore, StoreError, Usage, WindowOutcome,
+    WindowUsage,
 };
 use crate::api_key::KeyDigest;
 use crate::config::{RedisSettings, Topology};
@@ -20,7 +22,19 @@ use std::time::{Duration, Instant};
 
 /// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
-const SCRIPT: &str = concat!(include_str!("ring.lua"), include_str!("check.lua"));
+const SCRIPT: &str = concat!(
+    include_str!("ring.lua"),
+    include_str!("admit.lua"),
+    include_str!("check.lua")
+);
+
+/// The quota endpoint's script: its own request counted, then every bucket of the key read, in
+/// one call; loaded on first use.
+const QUOTA_SCRIPT: &str = concat!(
+    include_str!("ring.lua"),
+    include_str!("admit.lua"),
+    include_str!("quota.lua")
+);
 
 /// The read-only script of the admin API's `GetQuota`; loaded on first use, like the others after
 /// a `NOSCRIPT`.
@@ -69,6 +83,7 @@ pub struct RedisStore {
     backend: Backend,
     script: redis::Script,
     peek_script: redis::Script,
+    quota_script: redis::Script,
     reset_script: redis::Script,
     plans_script: redis::Script,
     restore_plans_script: redis::Script,
@@ -96,6 +111,7 @@ impl RedisStore {
             backend,
             script,
             peek_script: redis::Script::new(PEEK_SCRIPT),
+            quota_script: redis::Script::new(QUOTA_SCRIPT),
             reset_script: redis::Script::new(RESET_SCRIPT),
             plans_script: redis::Script::new(PLANS_SCRIPT),
             restore_plans_script: redis::Script::new(RESTORE_PLANS_SCRIPT),
@@ -261,34 +277,6 @@ fn certificates(settings: &RedisSettings) -> Option<redis::TlsCertificates> {
     })
 }
 
-/// Appends each window's requests and length in µs, the scripts' window arguments.
-fn window_args(invocation: &mut redis::ScriptInvocation<'_>, rule: &Rule) {
-    for limit in rule.limits() {
-        invocation
-            .arg(limit.requests.get())
-            .arg(limit.window_micros());
-    }
-}
-
-/// A script reply of integers, `head` of them first, then `per_window` per window of `rule`;
-/// anything else is a store error, not a panic.
-fn reply_of(
-    reply: Vec<u64>,
-    head: usize,
-    per_window: usize,
-    rule: &Rule,
-) -> Result<Vec<u64>, StoreError> {
-    if reply.len() == head + per_window * rule.limits().len() {
-        Ok(reply)
-    } else {
-        Err(StoreError::Redis(redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "unexpected script reply",
-            format!("{} values for {} windows", reply.len(), rule.limits().len()),
-        ))))
-    }
-}
-
 impl QuotaStore for RedisStore {
     async fn check(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let key = self.key_name(bucket);
@@ -339,6 +327,29 @@ impl QuotaStore for RedisStore {
                 })
                 .collect(),
         })
+    }
+
+    async fn read_quotas(
+        &self,
+        own: BucketRef<'_>,
+        own_rule: &Rule,
+        buckets: &[(&str, &Rule)],
+    ) -> Result<QuotaRead, StoreError> {
+        let own_key = self.key_name(own);
+        let mut invocation = self.quota_script.key(&own_key);
+        let limit = own_rule.limits()[0];
+        invocation
+            .arg(own_rule.capacity())
+            .arg(own_rule.retain().as_micros() as u64)
+            .arg(limit.requests.get())
+            .arg(limit.window_micros());
+        for &(name, rule) in buckets {
+            invocation.key(self.key_name(BucketRef { key: own.key, name }));
+            invocation.arg(rule.limits().len());
+            window_args(&mut invocation, rule);
+        }
+        let reply: Vec<u64> = self.call(&own_key, Request::Script(&invocation)).await?;
+        quota_read(reply, buckets)
     }
 
     async fn reset(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<u32, StoreError> {

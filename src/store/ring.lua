@@ -115,3 +115,12 @@ local function next_free(ring, limit, window, count, now)
   end
   return recent(ring, math.min(count, limit) - 1) + window
 end
+
+-- Appends one window's state to `reply` without counting anything: the slots counted in the
+-- trailing window, those still free and the moment one more is free (now when none is used).
+local function usage(ring, limit, window, now, reply)
+  local count = used(ring, window, now)
+  reply[#reply + 1] = count
+  reply[#reply + 1] = math.max(0, limit - count)
+  reply[#reply + 1] = next_free(ring, limit, window, count, now)
+end

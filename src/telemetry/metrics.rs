@@ -41,11 +41,13 @@ pub enum CheckResult {
     FailedOpen,
     /// The store failed and the check was answered 503 (`failure_mode: deny`).
     FailedClosed,
+    /// Answered by the quota endpoint with the key's quotas (200), counted in its own bucket.
+    Reported,
 }
 
 impl CheckResult {
     /// Every result, in the order of [`CheckResult::index`].
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Allowed,
         Self::Denied,
         Self::ShadowDenied,
@@ -54,6 +56,7 @@ impl CheckResult {
         Self::NotLimited,
         Self::FailedOpen,
         Self::FailedClosed,
+        Self::Reported,
     ];
 
     /// The label value.
@@ -67,6 +70,7 @@ impl CheckResult {
             Self::NotLimited => "not_limited",
             Self::FailedOpen => "failed_open",
             Self::FailedClosed => "failed_closed",
+            Self::Reported => "reported",
         }
     }
 
@@ -231,6 +235,7 @@ impl Metrics {
             declared,
             default: row("default"),
             per_path: row("per_path"),
+            quota: row("quota"),
             none: row("none"),
             check_duration: self.check_duration.clone(),
             store_duration: self.store_duration.clone(),
@@ -329,6 +334,8 @@ pub struct CheckMetrics {
     declared: Vec<[IntCounter; CheckResult::ALL.len()]>,
     default: [IntCounter; CheckResult::ALL.len()],
     per_path: [IntCounter; CheckResult::ALL.len()],
+    /// Requests of the quota endpoint (`quota_endpoint`).
+    quota: [IntCounter; CheckResult::ALL.len()],
     /// Checks that reached no route: outside the prefix, preflights, unreadable requests.
     none: [IntCounter; CheckResult::ALL.len()],
     check_duration: Histogram,
@@ -344,6 +351,7 @@ impl CheckMetrics {
             Some(RouteRef::Declared(index)) => &self.declared[index],
             Some(RouteRef::Default) => &self.default,
             Some(RouteRef::PerPath) => &self.per_path,
+            Some(RouteRef::Quota) => &self.quota,
             None => &self.none,
         };
         row[result.index()].inc();

@@ -161,3 +161,56 @@ fn the_shutdown_durations_may_be_zero_and_are_checked_together() {
     assert!(problems[0].starts_with("drain_period"), "{problems:#?}");
     assert!(problems[1].starts_with("shutdown_grace"), "{problems:#?}");
 }
+
+#[test]
+fn the_quota_endpoint_is_off_by_default_and_its_problems_are_named() {
+    assert_eq!(
+        parse("{}", &Overrides::default()).unwrap().quota_endpoint,
+        None
+    );
+    let on = parse(
+        "quota_endpoint: { path: /v1/rate_limit }",
+        &Overrides::default(),
+    )
+    .unwrap()
+    .quota_endpoint
+    .unwrap();
+    assert_eq!(on.path, "/v1/rate_limit");
+    assert_eq!(on.rule.to_string(), "60 requests / 60s");
+    let problems = |yaml: &str| parse(yaml, &Overrides::default()).unwrap_err();
+    let missing = problems("quota_endpoint: { limit: { requests: 0, window: 1m } }");
+    assert!(
+        missing
+            .iter()
+            .any(|p| p == "quota_endpoint: path is missing"),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|p| p.starts_with("quota_endpoint.limit: requests is 0")),
+        "every problem at once: {missing:?}"
+    );
+    for path in [
+        "/v1/rate_limit/",
+        "/v1/../rate",
+        "v1/rate",
+        "/",
+        "/v1/rate?x=1",
+    ] {
+        let refused = problems(&format!("quota_endpoint: {{ path: {path:?} }}"));
+        assert!(
+            refused[0].starts_with("quota_endpoint.path: "),
+            "{path}: {refused:?}"
+        );
+    }
+    let shadowed = problems(
+        "quota_endpoint: { path: /v1/limits }\nroutes:\n  - { method: GET, path: /:what, limit: { requests: 1, window: 1s } }",
+    );
+    assert_eq!(
+        shadowed,
+        [
+            "quota_endpoint.path: /v1/limits is also matched by route \"GET /:id\": give the endpoint a path no route declares"
+        ]
+    );
+}

@@ -50,7 +50,8 @@ fn every_route_and_result_exists_at_zero_and_counts_in_its_own_cell() {
         .count();
     assert_eq!(
         series,
-        (config.routes.routes().len() + 3) * CheckResult::ALL.len(),
+        // default, per_path, quota and none besides the declared routes.
+        (config.routes.routes().len() + 4) * CheckResult::ALL.len(),
         "{text}"
     );
     let index = config

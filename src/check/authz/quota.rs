@@ -1,0 +1,85 @@
+//! The quota endpoint's side of the limiter: its own request counted, and every bucket of the
+//! caller's key read, in one store call.
+
+use super::{Policy, RateLimiter, Table};
+use crate::api_key::KeyDigest;
+use crate::check::deny_cache::Lookup;
+use crate::check::report::{BucketReport, QuotaReport};
+use crate::check::verdict::{Quota, Verdict};
+use crate::config::{FailureMode, QUOTA_BUCKET};
+use crate::policy::limit::Rule;
+use crate::policy::routes::{DefaultBucket, RouteTable};
+use crate::store::{BucketRef, QuotaStore};
+use std::time::Instant;
+
+impl<S: QuotaStore> RateLimiter<S> {
+    /// The answer to a request of the quota endpoint by `key`, whose plan's table is `table`:
+    /// 200 with every bucket, or 429 past the endpoint's own limit `rule`, or 503 when the store
+    /// cannot answer, whatever `failure_mode` says (the endpoint has no upstream to fail open to).
+    pub(super) async fn report(
+        &self,
+        policy: &Policy,
+        table: &Table,
+        plan: Option<&str>,
+        key: &KeyDigest,
+        rule: &Rule,
+    ) -> Verdict {
+        let own = BucketRef {
+            key,
+            name: QUOTA_BUCKET,
+        };
+        let asked_at = Instant::now();
+        let cached = self.deny_cache.lookup(own, rule, asked_at);
+        if let Lookup::Deny(quota) = cached {
+            policy.base.metrics.deny_cache_hit();
+            return Verdict::Denied(quota);
+        }
+        let asked = self.deny_cache.asking(asked_at);
+        let buckets = listed(&table.routes);
+        let result = self.store.read_quotas(own, rule, &buckets).await;
+        policy
+            .base
+            .metrics
+            .store_call(asked_at.elapsed(), result.as_ref().err());
+        let read = match result {
+            Ok(read) => read,
+            Err(e) => {
+                self.failures.record(&e, FailureMode::Deny);
+                return Verdict::FailedClosed;
+            }
+        };
+        self.failures.recovered();
+        let admitted = read.admitted.allowed;
+        let own_quota = Quota::new(rule, &read.admitted, admitted);
+        if !admitted {
+            self.deny_cache.insert(own, rule, &own_quota, asked);
+            return Verdict::Denied(own_quota);
+        }
+        if cached == Lookup::Recheck {
+            self.deny_cache.forget(own);
+        }
+        Verdict::Reported(Box::new(QuotaReport {
+            own: own_quota,
+            plan: plan.map(str::to_owned),
+            path_prefix: table.routes.prefix().to_owned(),
+            buckets: buckets
+                .iter()
+                .zip(read.buckets)
+                .map(|(&(name, rule), usage)| BucketReport::new(name, rule, usage))
+                .collect(),
+        }))
+    }
+}
+
+/// The buckets a key has in `routes` that can be listed: every declared route, then the shared
+/// bucket of undeclared requests. With `default_bucket: per_path` there is one bucket per path
+/// the key has used, which no table lists: those are left out.
+fn listed(routes: &RouteTable) -> Vec<(&str, &Rule)> {
+    let declared = routes
+        .routes()
+        .iter()
+        .map(|route| (&*route.id, &route.rule));
+    let shared = (routes.default_bucket() == DefaultBucket::Shared)
+        .then_some(("default", routes.default_rule()));
+    declared.chain(shared).collect()
+}

@@ -1,0 +1,79 @@
+//! The Lua scripts' arguments and replies, as the Redis store sends and reads them: a reply of the
+//! wrong shape is a store error, never a panic.
+
+use super::{Outcome, QuotaRead, StoreError, Usage, WindowOutcome, WindowUsage};
+use crate::policy::limit::Rule;
+
+/// Appends each window's requests and length in µs, the scripts' window arguments.
+pub(super) fn window_args(invocation: &mut redis::ScriptInvocation<'_>, rule: &Rule) {
+    for limit in rule.limits() {
+        invocation
+            .arg(limit.requests.get())
+            .arg(limit.window_micros());
+    }
+}
+
+/// A script reply of integers, `head` of them first, then `per_window` per window of `rule`;
+/// anything else is a store error, not a panic.
+pub(super) fn reply_of(
+    reply: Vec<u64>,
+    head: usize,
+    per_window: usize,
+    rule: &Rule,
+) -> Result<Vec<u64>, StoreError> {
+    if reply.len() == head + per_window * rule.limits().len() {
+        Ok(reply)
+    } else {
+        Err(unexpected_reply(reply.len(), rule.limits().len()))
+    }
+}
+
+/// A script reply of the wrong length: a store error, not a panic.
+fn unexpected_reply(values: usize, windows: usize) -> StoreError {
+    StoreError::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected script reply",
+        format!("{values} values for {windows} windows"),
+    )))
+}
+
+/// The quota script's reply: the own request's outcome, then when it was admitted three values per
+/// window of each of `buckets`.
+pub(super) fn quota_read(
+    reply: Vec<u64>,
+    buckets: &[(&str, &Rule)],
+) -> Result<QuotaRead, StoreError> {
+    let windows: usize = buckets.iter().map(|(_, rule)| rule.limits().len()).sum();
+    let admitted = reply.first() == Some(&1);
+    if reply.len() != 4 + if admitted { 3 * windows } else { 0 } {
+        return Err(unexpected_reply(reply.len(), windows));
+    }
+    let now_micros = reply[1];
+    let mut values = reply[4..].chunks_exact(3).map(|w| WindowUsage {
+        used: w[0] as u32,
+        remaining: w[1] as u32,
+        reset_micros: w[2],
+    });
+    let read = |rule: &Rule, values: &mut dyn Iterator<Item = WindowUsage>| Usage {
+        now_micros,
+        windows: values.take(rule.limits().len()).collect(),
+    };
+    Ok(QuotaRead {
+        admitted: Outcome {
+            allowed: admitted,
+            now_micros,
+            windows: vec![WindowOutcome {
+                remaining: reply[2] as u32,
+                reset_micros: reply[3],
+            }],
+        },
+        buckets: if admitted {
+            buckets
+                .iter()
+                .map(|(_, rule)| read(rule, &mut values))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    })
+}
