@@ -120,6 +120,7 @@ fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count
         mode: Some(Mode::Enforce),
         plan: None,
         key: Some(KeyDigest::of("bounded")),
+        ..Subject::default()
     };
     let (metadata, _) = allocated_by(|| decision_metadata(&verdict, &subject));
     let off = Config::from_yaml(

@@ -1,7 +1,7 @@
 //! The ext_authz service: request → bucket → quota check → verdict → `CheckResponse`.
 
 use crate::api_key::{ApiKey, KeyDigest};
-use crate::check::deny_cache::{DenyCache, Lookup};
+use crate::check::deny_cache::{Asked, DenyCache, Lookup};
 use crate::check::request::{HttpCheck, RequestError};
 use crate::check::response::render;
 use crate::check::verdict::{Quota, Subject, Verdict};
@@ -10,16 +10,16 @@ use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::{Mode, Rule};
 use crate::policy::path::normalize;
 use crate::policy::routes::{Bucket, RouteRef, RouteTable, canonical_method};
-use crate::store::PlanAssignments;
-use crate::store::{BucketRef, QuotaStore, StoreError};
+use crate::store::{BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
 use crate::telemetry::throttle::Throttle;
+use crate::telemetry::traces::{CheckSpan, StoreCall, Traces};
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// At most one store-failure warning per this interval; the others are counted.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -127,6 +127,8 @@ pub struct RateLimiter<S> {
     deny_cache: Arc<DenyCache>,
     failures: FailureLog,
     metrics: Arc<Metrics>,
+    /// Where sampled checks' spans go; `None` when traces are off.
+    traces: Option<Traces>,
 }
 
 impl<S: QuotaStore> RateLimiter<S> {
@@ -139,7 +141,14 @@ impl<S: QuotaStore> RateLimiter<S> {
             deny_cache: Arc::new(DenyCache::new(config.deny_cache_entries)),
             failures: FailureLog::new(),
             metrics,
+            traces: None,
         }
+    }
+
+    /// The limiter, recording sampled checks in `traces`.
+    pub fn with_traces(mut self, traces: Option<Traces>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Replaces the policy with `config`'s: checks that start from now on use it, checks in flight
@@ -213,6 +222,8 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// [`RequestError::fails_closed`]).
     pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
         let started = Instant::now();
+        // Read only when traces are on: the wall clock is a system call on some hosts.
+        let started_at = self.traces.as_ref().map(|_| SystemTime::now());
         let policy = self.policy.load_full();
         let (verdict, subject) = match message {
             Ok(message) => self.decide_under(&policy, message).await,
@@ -234,7 +245,11 @@ impl<S: QuotaStore> RateLimiter<S> {
             &policy.api_key_header,
             policy.header_style,
         );
-        policy.base.metrics.check_took(started.elapsed());
+        let took = started.elapsed();
+        policy.base.metrics.check_took(took);
+        if let (Some(traces), Some(at)) = (&self.traces, started_at) {
+            traces.record(&check_span(&verdict, &subject, (at, started), took));
+        }
         response
     }
 
@@ -244,7 +259,11 @@ impl<S: QuotaStore> RateLimiter<S> {
         self.decide_under(&self.policy.load_full(), message).await.0
     }
 
-    async fn decide_under<'p>(&self, policy: &'p Policy, message: &[u8]) -> (Verdict, Subject<'p>) {
+    async fn decide_under<'p>(
+        &self,
+        policy: &'p Policy,
+        message: &'p [u8],
+    ) -> (Verdict, Subject<'p>) {
         let (verdict, subject, route, metrics) = self.verdict_of(policy, message).await;
         metrics.count(route, verdict.result());
         (verdict, subject)
@@ -255,13 +274,14 @@ impl<S: QuotaStore> RateLimiter<S> {
     async fn verdict_of<'p>(
         &self,
         policy: &'p Policy,
-        message: &[u8],
+        message: &'p [u8],
     ) -> (Verdict, Subject<'p>, Option<RouteRef>, &'p CheckMetrics) {
         let base = &policy.base.metrics;
-        let check = match HttpCheck::parse_with_plan(
+        let check = match HttpCheck::parse_traced(
             message,
             &policy.api_key_header,
             policy.plan_header.as_deref(),
+            self.traces.is_some(),
         ) {
             Ok(check) => check,
             Err(e) => return (Verdict::BadRequest(e), Subject::default(), None, base),
@@ -282,6 +302,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         let bucket = policy.bucket_in(table, check.method, check.path, check.preflight);
         let no_bucket = Subject {
             plan,
+            traceparent: check.traceparent,
             ..Subject::default()
         };
         let Some(Bucket { name, rule, route }) = (match bucket {
@@ -291,74 +312,67 @@ impl<S: QuotaStore> RateLimiter<S> {
             return (Verdict::NotLimited, no_bucket, None, &table.metrics);
         };
         let key = if by_assignment { early_key } else { digest() };
-        let verdict = match (check.api_key, key) {
+        let (verdict, store) = match (check.api_key, key) {
             (_, Some(key)) if route == RouteRef::Quota => {
                 self.report(policy, table, plan, &key, rule).await
             }
             (_, Some(key)) => self.admit(policy, &key, &name, rule).await,
-            (ApiKey::Several, None) => Verdict::AmbiguousKey,
-            (ApiKey::Invalid, None) => Verdict::BadRequest(RequestError::InvalidApiKey),
-            (ApiKey::Missing | ApiKey::One(_), None) => Verdict::Unauthenticated,
+            (ApiKey::Several, None) => (Verdict::AmbiguousKey, None),
+            (ApiKey::Invalid, None) => (Verdict::BadRequest(RequestError::InvalidApiKey), None),
+            (ApiKey::Missing | ApiKey::One(_), None) => (Verdict::Unauthenticated, None),
         };
         let subject = Subject {
             bucket: Some(name),
             mode: Some(rule.mode()),
             plan,
             key,
+            cost: Some(rule.cost()),
+            store,
+            traceparent: check.traceparent,
         };
         (verdict, subject, Some(route), &table.metrics)
     }
 
     /// Whether bucket `name` of `key` admits one more request: the over-limit cache asked first,
-    /// then the store, which counts it.
-    async fn admit(&self, policy: &Policy, key: &KeyDigest, name: &str, rule: &Rule) -> Verdict {
+    /// then the store, which counts it. With the store call, when one was made.
+    async fn admit(
+        &self,
+        policy: &Policy,
+        key: &KeyDigest,
+        name: &str,
+        rule: &Rule,
+    ) -> (Verdict, Option<StoreCall>) {
         let bucket = BucketRef { key, name };
         let asked_at = Instant::now();
         // In shadow mode every request is counted, so none may be answered without the store.
-        let enforce = rule.mode() == Mode::Enforce;
-        let cached = if enforce {
+        let cached = if rule.mode() == Mode::Enforce {
             self.deny_cache.lookup(bucket, rule, asked_at)
         } else {
             Lookup::Miss
         };
         if let Lookup::Deny(quota) = cached {
             policy.base.metrics.deny_cache_hit();
-            return Verdict::Denied(quota);
+            return (Verdict::Denied(quota), None);
         }
         // Taken before the store is asked, so a reset served meanwhile keeps its answer out of
         // the cache.
         let asked = self.deny_cache.asking(asked_at);
         let result = self.store.check(bucket, rule).await;
         // Timed from before the cache lookup (well under a microsecond): one clock read less.
-        policy
-            .base
-            .metrics
-            .store_call(asked_at.elapsed(), result.as_ref().err());
-        match result {
-            Ok(outcome) => {
-                self.failures.recovered();
-                let quota = Quota::new(rule, &outcome, outcome.allowed || !enforce);
-                if outcome.allowed {
-                    if cached == Lookup::Recheck {
-                        // Reset since: the entry must not answer for the bucket in an outage.
-                        self.deny_cache.forget(bucket);
-                    }
-                    Verdict::Allowed(quota)
-                } else if !enforce {
-                    tracing::debug!(key = %key, bucket = name, limit = %quota.limit, "would be rate limited (shadow mode): allowed and counted");
-                    Verdict::ShadowDenied(quota)
-                } else {
-                    self.deny_cache.insert(bucket, rule, &quota, asked);
-                    tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs(), "rate limited");
-                    Verdict::Denied(quota)
-                }
-            }
+        let took = asked_at.elapsed();
+        policy.base.metrics.store_call(took, result.as_ref().err());
+        let call = StoreCall {
+            started: asked_at,
+            took,
+        };
+        let verdict = match result {
+            Ok(outcome) => self.counted(bucket, rule, &outcome, cached, asked),
             Err(e) if e.fails_closed() => Verdict::FailedClosed,
             Err(e) => {
                 if cached == Lookup::Recheck
                     && let Some(quota) = self.deny_cache.stale_denial(bucket, rule, Instant::now())
                 {
-                    return Verdict::Denied(quota);
+                    return (Verdict::Denied(quota), Some(call));
                 }
                 self.failures.record(&e, policy.failure_mode);
                 match policy.failure_mode {
@@ -366,6 +380,37 @@ impl<S: QuotaStore> RateLimiter<S> {
                     FailureMode::Deny => Verdict::FailedClosed,
                 }
             }
+        };
+        (verdict, Some(call))
+    }
+
+    /// The verdict on the store's `outcome` for `bucket`, kept in the over-limit cache when it is
+    /// a denial; `cached` and `asked` are what the cache said before the store was asked.
+    fn counted(
+        &self,
+        bucket: BucketRef<'_>,
+        rule: &Rule,
+        outcome: &Outcome,
+        cached: Lookup,
+        asked: Asked,
+    ) -> Verdict {
+        self.failures.recovered();
+        let enforce = rule.mode() == Mode::Enforce;
+        let quota = Quota::new(rule, outcome, outcome.allowed || !enforce);
+        let (key, name) = (bucket.key, bucket.name);
+        if outcome.allowed {
+            if cached == Lookup::Recheck {
+                // Reset since: the entry must not answer for the bucket in an outage.
+                self.deny_cache.forget(bucket);
+            }
+            Verdict::Allowed(quota)
+        } else if !enforce {
+            tracing::debug!(key = %key, bucket = name, limit = %quota.limit, "would be rate limited (shadow mode): allowed and counted");
+            Verdict::ShadowDenied(quota)
+        } else {
+            self.deny_cache.insert(bucket, rule, &quota, asked);
+            tracing::debug!(key = %key, bucket = name, retry_after = quota.retry_after_secs(), "rate limited");
+            Verdict::Denied(quota)
         }
     }
 }
@@ -443,6 +488,26 @@ impl Policy {
 }
 
 mod quota;
+
+/// What `verdict` and `subject` tell a check's span; `started` on the wall and monotonic clocks.
+fn check_span<'a>(
+    verdict: &Verdict,
+    subject: &'a Subject<'a>,
+    started: (SystemTime, Instant),
+    took: Duration,
+) -> CheckSpan<'a> {
+    CheckSpan {
+        traceparent: subject.traceparent,
+        started,
+        took,
+        store: subject.store,
+        bucket: subject.bucket.as_deref(),
+        decision: verdict.result().label(),
+        plan: subject.plan,
+        cost: subject.cost,
+        window: verdict.quota().map(|quota| quota.limit.to_string()),
+    }
+}
 
 /// Logs store failures without flooding: the first at once, then one line per interval with the
 /// count of those not logged, and one line when the store answers again.

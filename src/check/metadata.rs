@@ -123,6 +123,7 @@ mod tests {
             mode: Some(Mode::Shadow),
             plan: Some("pro"),
             key: Some(KeyDigest::of("secret-key-123")),
+            ..Subject::default()
         }
     }
 

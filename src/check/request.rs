@@ -32,6 +32,9 @@ pub struct HttpCheck<'a> {
     pub preflight: bool,
     /// The plan header's value when it is given once, as printable ASCII.
     pub plan: Option<&'a str>,
+    /// W3C `traceparent` when it is given once and was asked for (traces are on); its syntax is
+    /// checked by whoever reads it.
+    pub traceparent: Option<&'a [u8]>,
 }
 
 /// Why a `CheckRequest` cannot be evaluated: answered 400 with [`RequestError::client_message`],
@@ -115,10 +118,21 @@ impl<'a> HttpCheck<'a> {
         api_key_header: &str,
         plan_header: Option<&str>,
     ) -> Result<Self, RequestError> {
+        Self::parse_traced(message, api_key_header, plan_header, false)
+    }
+
+    /// As [`HttpCheck::parse_with_plan`], and `traceparent` too when `traced`.
+    pub fn parse_traced(
+        message: &'a [u8],
+        api_key_header: &str,
+        plan_header: Option<&str>,
+        traced: bool,
+    ) -> Result<Self, RequestError> {
         let mut seen = Seen::default();
         let names = Names {
             key: api_key_header.as_bytes(),
             plan: plan_header.map(str::as_bytes),
+            trace: traced.then_some(TRACEPARENT),
         };
         for_each(message, ATTRIBUTES, |attributes| {
             for_each(attributes, REQUEST, |request| {
@@ -152,12 +166,17 @@ impl<'a> HttpCheck<'a> {
             }
             _ => None,
         };
+        let traceparent = match seen.traceparent {
+            Occurrences::One(value) => Some(value),
+            _ => None,
+        };
         Ok(Self {
             method: text(method)?,
             path: text(path)?,
             api_key,
             preflight: seen.preflight,
             plan,
+            traceparent,
         })
     }
 }
@@ -173,6 +192,9 @@ const HTTP_HEADER_MAP: u32 = 13;
 /// The header that makes an `OPTIONS` request a CORS preflight.
 const PREFLIGHT: &[u8] = b"access-control-request-method";
 
+/// The W3C trace context header.
+const TRACEPARENT: &[u8] = b"traceparent";
+
 /// What the walk has found so far; slices of the message.
 #[derive(Default)]
 struct Seen<'a> {
@@ -184,12 +206,14 @@ struct Seen<'a> {
     api_key: Occurrences<'a>,
     preflight: bool,
     plan: Occurrences<'a>,
+    traceparent: Occurrences<'a>,
 }
 
 /// The header names the walk looks for, lower-case.
 struct Names<'n> {
     key: &'n [u8],
     plan: Option<&'n [u8]>,
+    trace: Option<&'n [u8]>,
 }
 
 /// A pseudo-header, the fallback when `method` or `path` is empty. The `headers` map wins over
@@ -267,6 +291,8 @@ fn read_header<'a>(
         seen.pseudo_path.from_headers = Some(text);
     } else if name == PREFLIGHT {
         seen.preflight = true;
+    } else if names.trace == Some(name) {
+        seen.traceparent.add(text);
     }
     Ok(())
 }
@@ -301,6 +327,11 @@ fn read_header_map_entry<'a>(
         seen.pseudo_path.from_header_map.get_or_insert(text);
     } else if name.eq_ignore_ascii_case(PREFLIGHT) {
         seen.preflight = true;
+    } else if names
+        .trace
+        .is_some_and(|trace| name.eq_ignore_ascii_case(trace))
+    {
+        seen.traceparent.add(text);
     }
     Ok(())
 }

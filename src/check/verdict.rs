@@ -6,6 +6,7 @@ use crate::check::request::RequestError;
 use crate::policy::limit::{Limit, Mode, Rule};
 use crate::store::Outcome;
 use crate::telemetry::metrics::CheckResult;
+use crate::telemetry::traces::StoreCall;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -173,6 +174,12 @@ pub struct Subject<'p> {
     pub plan: Option<&'p str>,
     /// The digest of the one API key the request carried.
     pub key: Option<KeyDigest>,
+    /// The slots the request takes in its bucket.
+    pub cost: Option<u32>,
+    /// The check's store call, if it made one (for its trace).
+    pub store: Option<StoreCall>,
+    /// The request's `traceparent`, when traces are on and it carried one.
+    pub traceparent: Option<&'p [u8]>,
 }
 
 #[cfg(test)]

@@ -11,11 +11,13 @@ mod redis;
 pub mod reload;
 mod table;
 mod token;
+mod tracing;
 
 pub use admin::{AdminSettings, DEFAULT_LISTEN as DEFAULT_ADMIN_LISTEN};
 pub use quota::{DEFAULT_QUOTA_LIMIT, QUOTA_BUCKET, QuotaEndpoint};
 pub use redis::{RedisSettings, TlsCa, Topology};
 pub use token::{AdminToken, TokenError};
+pub use tracing::TracingSettings;
 
 use crate::policy::headers::HeaderStyle;
 use crate::policy::routes::{DefaultBucket, RouteTable};
@@ -90,6 +92,8 @@ pub struct Config {
     pub path_prefix: String,
     /// A path tollgate answers itself with the caller's quotas (`None`: off, the default).
     pub quota_endpoint: Option<QuotaEndpoint>,
+    /// Where checks' spans go (`None`: no traces, the default).
+    pub tracing: Option<TracingSettings>,
     /// Routes, default rule and default bucketing: the table of keys on no plan.
     pub routes: RouteTable,
     /// The route table of each plan, by name: the top-level table with the plan's overrides. Every
@@ -229,6 +233,7 @@ impl Config {
         compare("listen", self.listen != new.listen);
         compare("admin", self.admin != new.admin);
         compare("metrics", self.metrics_listen != new.metrics_listen);
+        compare("tracing", self.tracing != new.tracing);
         let store = match (&self.store, &new.store) {
             (StoreSettings::Memory { .. }, StoreSettings::Memory { .. }) => "memory_store_entries",
             _ => "redis",

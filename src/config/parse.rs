@@ -7,6 +7,7 @@ use super::quota::{parse_quota_endpoint, refuse_shadowed_route};
 use super::raw::{Checked, Problems, RawConfig, RawTable, Setting};
 use super::redis::parse_redis;
 use super::table::Tables;
+use super::tracing::parse_tracing;
 use super::{Config, Overrides};
 use crate::policy::limit::{WindowError, parse_window};
 use crate::policy::path::normalize;
@@ -139,15 +140,9 @@ fn validate(mut raw: RawConfig, problems: &mut Problems) -> Option<Config> {
     let failure_mode = chosen(raw.failure_mode, "failure_mode", problems);
     let rate_limit_headers = chosen(raw.rate_limit_headers, "rate_limit_headers", problems);
     let metadata = value_or(raw.decision_metadata, "decision_metadata", true, problems);
-    let drain_period = duration(raw.drain_period, "drain_period", DRAIN_PERIOD, problems);
-    let grace = duration(
-        raw.shutdown_grace,
-        "shutdown_grace",
-        SHUTDOWN_GRACE,
-        problems,
-    );
+    let (drain_period, grace) = timings(raw.drain_period, raw.shutdown_grace, problems);
     let quota_endpoint = parse_quota_endpoint(raw.quota_endpoint, problems);
-
+    let tracing = parse_tracing(raw.tracing, problems);
     let metrics_listen = parse_metrics(raw.metrics, problems);
     own_port("metrics.listen", metrics_listen.flatten(), listen, problems);
     let store = parse_redis(raw.redis, sizes.memory_store_entries, problems);
@@ -177,6 +172,7 @@ fn validate(mut raw: RawConfig, problems: &mut Problems) -> Option<Config> {
         plan_header,
         path_prefix,
         quota_endpoint: quota_endpoint?,
+        tracing: tracing?,
         store: store?,
         failure_mode: failure_mode?,
         drain_period: drain_period?,
@@ -326,6 +322,18 @@ fn header_name(name: &str, at: &str, problems: &mut Problems) -> Option<String> 
         return None;
     }
     Some(name)
+}
+
+/// `drain_period` and `shutdown_grace`.
+fn timings(
+    drain_period: Setting<String>,
+    shutdown_grace: Setting<String>,
+    problems: &mut Problems,
+) -> (Option<Duration>, Option<Duration>) {
+    (
+        duration(drain_period, "drain_period", DRAIN_PERIOD, problems),
+        duration(shutdown_grace, "shutdown_grace", SHUTDOWN_GRACE, problems),
+    )
 }
 
 /// A top-level duration that may be zero, `default` when absent.

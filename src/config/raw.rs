@@ -87,6 +87,7 @@ pub(super) struct RawConfig {
     pub rate_limit_headers: Setting<String>,
     pub decision_metadata: Setting<bool>,
     pub quota_endpoint: Setting<RawQuotaEndpoint>,
+    pub tracing: Setting<RawTracing>,
     pub plans: Setting<BTreeMap<String, Checked<RawTable>>>,
     pub plan_header: Setting<String>,
     pub redis: Setting<RawRedis>,
@@ -150,6 +151,14 @@ pub(super) struct RawRedis {
 pub(super) struct RawQuotaEndpoint {
     pub path: Setting<String>,
     pub limit: Setting<RawLimit>,
+}
+
+/// The `tracing` section.
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping with keys from: otlp_endpoint, sampling_ratio")]
+pub(super) struct RawTracing {
+    pub otlp_endpoint: Setting<String>,
+    pub sampling_ratio: Setting<f64>,
 }
 
 /// The `admin` section.

@@ -15,6 +15,7 @@ use crate::config::{AdminSettings, Config, Source, StoreSettings, Topology};
 use crate::store::{MemoryStore, QuotaStore, Readiness, RedisStore, StoreError};
 use crate::telemetry::http::{self, METRICS_PATH};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::Traces;
 use accept::BoundedConnection;
 use std::future::Future;
 use std::io;
@@ -66,6 +67,9 @@ pub enum ServerError {
     /// The admin API's server failed.
     #[error("admin gRPC server failed: {0}")]
     Admin(#[source] tonic::transport::Error),
+    /// The OTLP trace exporter could not be set up.
+    #[error("cannot set up the trace exporter: {0}")]
+    Traces(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// The sockets tollgate serves on, bound before anything else so that a taken port stops the
@@ -138,7 +142,11 @@ async fn serve<S: QuotaStore>(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let readiness = store.readiness();
-    let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()));
+    let traces = match &config.tracing {
+        Some(settings) => Some(Traces::start(settings, metrics.clone())?),
+        None => None,
+    };
+    let limiter = Arc::new(RateLimiter::new(config, store, metrics.clone()).with_traces(traces));
     let admission = Arc::new(Admission::new(config.max_request_bytes, metrics.clone()));
     read_plans_before_the_first_check(&limiter).await;
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -160,6 +160,20 @@ pub struct Metrics {
     /// By [`Refusal::index`].
     refusals: [IntCounter; Refusal::ALL.len()],
     plans_restored: IntCounter,
+    /// Spans exported, then spans dropped because the queue was full, then spans whose export
+    /// failed.
+    spans: [IntCounter; 3],
+}
+
+/// What became of a finished span: the `result` label of `tollgate_trace_spans_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanFate {
+    /// Sent to the collector, which accepted it.
+    Exported,
+    /// Dropped at once: the export queue was full (a slow or unreachable collector).
+    QueueFull,
+    /// Sent, and the export failed or timed out.
+    ExportFailed,
 }
 
 impl Metrics {
@@ -188,8 +202,15 @@ impl Metrics {
             "Configuration reloads, by result.",
             &["result"],
         );
+        let spans = family.counters(
+            "tollgate_trace_spans_total",
+            "Spans of sampled checks, by what became of them: exported, queue_full (dropped without waiting), export_failed.",
+            &["result"],
+        );
         family.build_info();
         Self {
+            spans: ["exported", "queue_full", "export_failed"]
+                .map(|r| spans.with_label_values(&[r])),
             checks,
             check_duration: family.latency(
                 "tollgate_check_duration_seconds",
@@ -254,6 +275,11 @@ impl Metrics {
     /// Counts one restore of the plan assignments from this replica's copy.
     pub fn plans_restored(&self) {
         self.plans_restored.inc();
+    }
+
+    /// Counts `count` spans that met `fate`.
+    pub fn spans(&self, fate: SpanFate, count: u64) {
+        self.spans[fate as usize].inc_by(count);
     }
 
     /// Counts work the ext_authz listener refused.

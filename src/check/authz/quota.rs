@@ -10,6 +10,7 @@ use crate::config::{FailureMode, QUOTA_BUCKET};
 use crate::policy::limit::Rule;
 use crate::policy::routes::{DefaultBucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore};
+use crate::telemetry::traces::StoreCall;
 use std::time::Instant;
 
 impl<S: QuotaStore> RateLimiter<S> {
@@ -23,7 +24,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         plan: Option<&str>,
         key: &KeyDigest,
         rule: &Rule,
-    ) -> Verdict {
+    ) -> (Verdict, Option<StoreCall>) {
         let own = BucketRef {
             key,
             name: QUOTA_BUCKET,
@@ -32,20 +33,22 @@ impl<S: QuotaStore> RateLimiter<S> {
         let cached = self.deny_cache.lookup(own, rule, asked_at);
         if let Lookup::Deny(quota) = cached {
             policy.base.metrics.deny_cache_hit();
-            return Verdict::Denied(quota);
+            return (Verdict::Denied(quota), None);
         }
         let asked = self.deny_cache.asking(asked_at);
         let buckets = listed(&table.routes);
         let result = self.store.read_quotas(own, rule, &buckets).await;
-        policy
-            .base
-            .metrics
-            .store_call(asked_at.elapsed(), result.as_ref().err());
+        let took = asked_at.elapsed();
+        policy.base.metrics.store_call(took, result.as_ref().err());
+        let call = Some(StoreCall {
+            started: asked_at,
+            took,
+        });
         let read = match result {
             Ok(read) => read,
             Err(e) => {
                 self.failures.record(&e, FailureMode::Deny);
-                return Verdict::FailedClosed;
+                return (Verdict::FailedClosed, call);
             }
         };
         self.failures.recovered();
@@ -53,12 +56,12 @@ impl<S: QuotaStore> RateLimiter<S> {
         let own_quota = Quota::new(rule, &read.admitted, admitted);
         if !admitted {
             self.deny_cache.insert(own, rule, &own_quota, asked);
-            return Verdict::Denied(own_quota);
+            return (Verdict::Denied(own_quota), call);
         }
         if cached == Lookup::Recheck {
             self.deny_cache.forget(own);
         }
-        Verdict::Reported(Box::new(QuotaReport {
+        let report = Verdict::Reported(Box::new(QuotaReport {
             own: own_quota,
             plan: plan.map(str::to_owned),
             path_prefix: table.routes.prefix().to_owned(),
@@ -67,7 +70,8 @@ impl<S: QuotaStore> RateLimiter<S> {
                 .zip(read.buckets)
                 .map(|(&(name, rule), usage)| BucketReport::new(name, rule, usage))
                 .collect(),
-        }))
+        }));
+        (report, call)
     }
 }
 

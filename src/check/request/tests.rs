@@ -89,6 +89,7 @@ fn reads_the_fields_envoy_fills_and_skips_the_rest() {
             api_key: ApiKey::One("k1"),
             preflight: false,
             plan: None,
+            traceparent: None,
         }
     );
 }
@@ -107,6 +108,7 @@ fn falls_back_to_pseudo_headers_and_raw_header_map() {
             api_key: ApiKey::Missing,
             preflight: false,
             plan: None,
+            traceparent: None,
         }
     );
     let req = wire(HttpRequest {
@@ -127,6 +129,7 @@ fn falls_back_to_pseudo_headers_and_raw_header_map() {
             api_key: ApiKey::One("k2"),
             preflight: false,
             plan: None,
+            traceparent: None,
         }
     );
 }
@@ -303,6 +306,7 @@ fn singular_messages_sent_twice_are_merged_as_protobuf_does() {
             api_key: ApiKey::One("k"),
             preflight: false,
             plan: None,
+            traceparent: None,
         }
     );
 }
@@ -331,4 +335,26 @@ fn broken_wire_format_is_malformed() {
     ] {
         assert_eq!(parse(garbage), Err(RequestError::Malformed), "{garbage:?}");
     }
+}
+
+#[test]
+fn traceparent_is_read_only_when_traces_are_on_and_given_once() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let once = get("/v1/x", vec![raw("Traceparent", traceparent.as_bytes())]);
+    let on = HttpCheck::parse_traced(&once, "x-api-key", None, true).unwrap();
+    assert_eq!(on.traceparent, Some(traceparent.as_bytes()));
+    let off = HttpCheck::parse_traced(&once, "x-api-key", None, false).unwrap();
+    assert_eq!(off.traceparent, None);
+    let twice = get(
+        "/v1/x",
+        vec![
+            raw("traceparent", traceparent.as_bytes()),
+            raw("traceparent", traceparent.as_bytes()),
+        ],
+    );
+    let both = HttpCheck::parse_traced(&twice, "x-api-key", None, true).unwrap();
+    assert_eq!(
+        both.traceparent, None,
+        "two trace contexts: neither is trusted"
+    );
 }
