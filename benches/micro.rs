@@ -130,6 +130,7 @@ fn main() {
         mode: Some(tollgate::policy::limit::Mode::Enforce),
         plan: None,
         key: Some(KeyDigest::of(&keys[0])),
+        ..Subject::default()
     };
     bench(
         "decision metadata of an allowed response",
