@@ -221,6 +221,23 @@ impl<S: QuotaStore> RateLimiter<S> {
     /// The answer to one check message, or to a call whose message could not be read (400, or 503 when
     /// [`RequestError::fails_closed`]).
     pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+        self.answer_traced(message, None).await
+    }
+
+    /// Whether checks are traced: then the call's `traceparent` is worth reading.
+    pub fn traced(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// [`RateLimiter::answer`], with the `traceparent` of the gRPC call itself when it has one.
+    /// Envoy puts its ext_authz client span's context there when it traces: the check's span is
+    /// then that span's child. Without one, the request's own `traceparent` (a header of the
+    /// `CheckRequest`, as the client sent it) is the parent.
+    pub async fn answer_traced(
+        &self,
+        message: Result<&[u8], &RequestError>,
+        call_context: Option<&[u8]>,
+    ) -> CheckResponse {
         let started = Instant::now();
         // Read only when traces are on: the wall clock is a system call on some hosts.
         let started_at = self.traces.as_ref().map(|_| SystemTime::now());
@@ -248,7 +265,9 @@ impl<S: QuotaStore> RateLimiter<S> {
         let took = started.elapsed();
         policy.base.metrics.check_took(took);
         if let (Some(traces), Some(at)) = (&self.traces, started_at) {
-            traces.record(&check_span(&verdict, &subject, (at, started), took));
+            let mut span = check_span(&verdict, &subject, (at, started), took);
+            span.traceparent = call_context.or(span.traceparent);
+            traces.record(&span);
         }
         response
     }

@@ -39,6 +39,9 @@ use tonic::server::NamedService;
 pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
+/// The W3C trace context of the call itself: Envoy puts its ext_authz client span's there.
+const TRACEPARENT: &str = "traceparent";
+
 /// The gRPC length prefix: a compression flag and a big-endian `u32` length.
 const PREFIX_LEN: usize = 5;
 
@@ -102,8 +105,13 @@ where
         let limiter = self.limiter.clone();
         let limit = self.max_request_bytes;
         let admission = self.admission.clone();
+        // Envoy's ext_authz client span, when Envoy traces: the check's parent.
+        let traceparent = limiter
+            .traced()
+            .then(|| request.headers().get(TRACEPARENT).cloned())
+            .flatten();
         // The headers and extensions are dropped now: a call waiting for its message holds only
-        // its body.
+        // its body (and a trace context of 55 bytes).
         let body = request.into_body();
         Box::pin(async move {
             let message = match read_message(body, limit, &admission, opened).await {
@@ -127,7 +135,8 @@ where
                 return Ok(status.into_http());
             };
             // Boxed: a call waiting for its message then holds only the small future above.
-            let answer = Box::pin(limiter.answer(message.as_deref())).await;
+            let call_context = traceparent.as_ref().map(http::HeaderValue::as_bytes);
+            let answer = Box::pin(limiter.answer_traced(message.as_deref(), call_context)).await;
             // The call's share ends with its answer handed to HTTP/2: held until the answer is
             // written, a client that never reads (or opens no window) would keep it for good, and
             // 64 such connections would take the whole budget. What unsent answers hold is bounded

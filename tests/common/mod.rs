@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod fault_proxy;
 pub mod fuzz_bodies;
 pub mod http;
+pub mod otlp;
 pub mod poll;
 pub mod process;
 pub mod redis_cluster;
