@@ -31,7 +31,7 @@ pub async fn drive_tollgate(
     // share of the shared CPU on the calls, not on building requests.
     let messages: Arc<Vec<Bytes>> = Arc::new(
         (0..shape.keys)
-            .map(|key| grpc_message(&check_request(key, shape.unlimited)))
+            .map(|key| grpc_message(&check_request(key, shape.unlimited, o.sampled())))
             .collect(),
     );
     let allowed_total = Arc::new(AtomicU64::new(0));
@@ -155,12 +155,29 @@ pub fn grpc_message(request: &CheckRequest) -> Bytes {
     frame.freeze()
 }
 
-/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix.
-pub fn check_request(key: u64, unlimited: bool) -> CheckRequest {
+/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix. Its
+/// `traceparent` is sampled for a share `sampled` of the keys (Envoy's sampling decision), not
+/// for the others; the same number of bytes either way.
+pub fn check_request(key: u64, unlimited: bool, sampled: f64) -> CheckRequest {
     let prefix = if unlimited { "/outside" } else { "/v1" };
-    envoy_request(
+    let mut request = envoy_request(
         "GET",
         &format!("{prefix}/bench/{}", key % 1000),
         Some(&format!("bench-key-{key}")),
-    )
+    );
+    let flags = if ((key % 10_000) as f64) < sampled * 10_000.0 {
+        "01"
+    } else {
+        "00"
+    };
+    if let Some(traceparent) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .and_then(|http| http.headers.get_mut("traceparent"))
+    {
+        traceparent.replace_range(traceparent.len() - 2.., flags);
+    }
+    request
 }

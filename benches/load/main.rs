@@ -5,7 +5,11 @@
 //!     cargo bench --bench load -- [--scenario allowed|hot|light|all] [--runs 3]
 //!         [--duration 10] [--warmup 2] [--callers N] [--connections N] [--keys N]
 //!         [--no-deny-cache] [--no-metrics] [--compare-pool] [--redis-connections N]
-//!         [--rate CHECKS_PER_S] [--second-window]
+//!         [--rate CHECKS_PER_S] [--second-window] [--tracing RATIO]
+//!
+//! `--tracing RATIO` turns tollgate's traces on, exported to an OTLP receiver in the load tool,
+//! and marks the `traceparent` of that share of the checks sampled, as Envoy would when it samples
+//! that share of its requests (without it the messages keep the same size, none sampled).
 //!
 //! `--second-window` gives the route a second window of 1 000 requests per hour beside its 60 s
 //! one (the A/B of one window against two; the Redis ceiling stays the one-window script).
@@ -27,6 +31,9 @@ mod measure;
 mod processes;
 mod redis_direct;
 // The tests' launcher; the load tool needs neither TLS nor restarts.
+#[allow(dead_code)] // only the receiver itself
+#[path = "../../tests/common/otlp.rs"]
+mod otlp;
 #[allow(dead_code)]
 #[path = "../../tests/common/redis_server.rs"]
 mod redis_server;
@@ -60,6 +67,16 @@ struct Options {
     /// The route also has a second window (1 000 requests per hour), for the A/B of one window
     /// against two.
     second_window: bool,
+    /// Traces on, with this share of the checks sampled by their `traceparent`, exported to
+    /// the receiver at this endpoint (set once the receiver runs).
+    tracing: Option<(f64, String)>,
+}
+
+impl Options {
+    /// The share of checks whose `traceparent` is sampled.
+    fn sampled(&self) -> f64 {
+        self.tracing.as_ref().map_or(0.0, |(ratio, _)| *ratio)
+    }
 }
 
 fn options() -> Options {
@@ -77,6 +94,7 @@ fn options() -> Options {
         redis_connections: 4,
         rate: 0.0,
         second_window: false,
+        tracing: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -96,6 +114,7 @@ fn options() -> Options {
             "--redis-connections" => o.redis_connections = value().parse().unwrap(),
             "--rate" => o.rate = value().parse().unwrap(),
             "--second-window" => o.second_window = true,
+            "--tracing" => o.tracing = Some((value().parse().unwrap(), String::new())),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -155,7 +174,16 @@ fn shape(name: &str, o: &Options) -> Shape {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let o = options();
+    let mut o = options();
+    // Kept for the whole run: every tollgate exports to it.
+    let _receiver = match &mut o.tracing {
+        Some((_, endpoint)) => {
+            let receiver = otlp::Receiver::start().await;
+            *endpoint = receiver.endpoint();
+            Some(receiver)
+        }
+        None => None,
+    };
     let scenarios: Vec<&str> = match o.scenario.as_str() {
         "all" => vec!["allowed", "hot", "light"],
         one => vec![one],
@@ -170,7 +198,7 @@ async fn main() {
     for name in scenarios {
         let shape = shape(name, &o);
         println!(
-            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s{}, deny cache {}, metrics {}, {} Redis connection(s) in tollgate, {}",
+            "\n## {name}: {} callers over {} connection(s), {} key(s), limit {}/60s{}, deny cache {}, metrics {}, traces {}, {} Redis connection(s) in tollgate, {}",
             shape.callers,
             shape.connections,
             shape.keys,
@@ -178,6 +206,10 @@ async fn main() {
             if o.second_window { " + 1000/1h" } else { "" },
             if o.deny_cache { "on" } else { "off" },
             if o.metrics { "on" } else { "off" },
+            match &o.tracing {
+                Some((ratio, _)) => format!("on ({ratio} sampled)"),
+                None => "off".to_owned(),
+            },
             o.redis_connections,
             if o.rate > 0.0 {
                 format!("paced at {} checks/s", o.rate)

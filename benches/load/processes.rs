@@ -27,7 +27,7 @@ impl TollgateProcess {
     pub fn start(redis: &RedisServer, shape: Shape, o: &Options) -> Self {
         let port = free_port();
         let config = yaml_file(&format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:0 }}\nmetrics: {}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limits: [{{ requests: {}, window: 60s }}{}] }}\n",
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:0 }}\nmetrics: {}\ndrain_period: 0s\ndeny_cache_entries: {}\nredis: {{ url: \"{}\", connections: {} }}\nroutes:\n  - {{ method: GET, path: /bench/:id, limits: [{{ requests: {}, window: 60s }}{}] }}\n{}",
             if o.metrics {
                 "{ listen: 127.0.0.1:0 }"
             } else {
@@ -41,6 +41,10 @@ impl TollgateProcess {
                 ", { requests: 1000, window: 1h }"
             } else {
                 ""
+            },
+            match &o.tracing {
+                Some((_, endpoint)) => format!("tracing: {{ otlp_endpoint: \"{endpoint}\" }}\n"),
+                None => String::new(),
             }
         ));
         let binary = std::env::var_os("TOLLGATE_BENCH_BIN")
