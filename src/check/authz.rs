@@ -5,102 +5,23 @@ use crate::check::deny_cache::{Asked, DenyCache, Lookup};
 use crate::check::request::{HttpCheck, RequestError};
 use crate::check::response::render;
 use crate::check::verdict::{Quota, Subject, Verdict};
-use crate::config::{Config, FailureMode, QUOTA_BUCKET, QuotaEndpoint};
-use crate::policy::headers::HeaderStyle;
+use crate::config::{Config, FailureMode, QUOTA_BUCKET};
 use crate::policy::limit::{Mode, Rule};
-use crate::policy::path::normalize;
-use crate::policy::routes::{Bucket, RouteRef, RouteTable, canonical_method};
+use crate::policy::routes::{Bucket, RouteRef};
 use crate::store::{BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
-use crate::telemetry::throttle::Throttle;
 use crate::telemetry::traces::{CheckSpan, StoreCall, Traces};
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
-use std::collections::HashMap;
+use failures::FailureLog;
+use policy::Table;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-
-/// At most one store-failure warning per this interval; the others are counted.
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often every replica asks the store whether plan assignments changed: the bound on how
 /// long a replica other than the one that served `SetPlan` keeps a key's old plan (plus one store
 /// round trip). One small script call per interval per replica; none per check.
 pub const PLAN_REFRESH: Duration = Duration::from_secs(1);
-
-/// The settings a check is decided by, which a configuration reload may replace, with the
-/// metric handles of its route tables.
-pub struct Policy {
-    /// The table of keys on no plan, or on a plan the configuration does not know.
-    base: Table,
-    plans: HashMap<Box<str>, Table>,
-    plan_header: Option<String>,
-    api_key_header: String,
-    header_style: HeaderStyle,
-    decision_metadata: bool,
-    failure_mode: FailureMode,
-    quota_endpoint: Option<QuotaEndpoint>,
-}
-
-/// A route table and the metric handles of its routes.
-struct Table {
-    routes: RouteTable,
-    metrics: CheckMetrics,
-}
-
-impl Table {
-    fn of(routes: &RouteTable, metrics: &Metrics) -> Self {
-        Self {
-            routes: routes.clone(),
-            metrics: metrics.for_routes(routes),
-        }
-    }
-}
-
-impl Policy {
-    /// The live part of `config`, counting into `metrics`.
-    pub fn of(config: &Config, metrics: &Metrics) -> Self {
-        Self {
-            base: Table::of(&config.routes, metrics),
-            plans: config
-                .plans
-                .iter()
-                .map(|(name, routes)| (name.as_str().into(), Table::of(routes, metrics)))
-                .collect(),
-            plan_header: config.plan_header.clone(),
-            api_key_header: config.api_key_header.clone(),
-            header_style: config.rate_limit_headers,
-            decision_metadata: config.decision_metadata,
-            failure_mode: config.failure_mode,
-            quota_endpoint: config.quota_endpoint.clone(),
-        }
-    }
-
-    /// The table of `plan`, and the plan's name when the configuration knows it.
-    fn table(&self, plan: Option<&str>) -> (&Table, Option<&str>) {
-        match plan.and_then(|plan| self.plans.get_key_value(plan)) {
-            Some((name, table)) => (table, Some(name)),
-            None => (&self.base, None),
-        }
-    }
-
-    /// Whether the configuration names `plan`.
-    pub fn knows_plan(&self, plan: &str) -> bool {
-        self.plans.contains_key(plan)
-    }
-
-    /// Whether plans come from a trusted request header rather than the admin API.
-    pub fn plans_from_header(&self) -> bool {
-        self.plan_header.is_some()
-    }
-
-    /// Whether checks read the plan assignments of the admin API: plans are declared and no
-    /// header names them.
-    pub fn uses_assignments(&self) -> bool {
-        self.plan_header.is_none() && !self.plans.is_empty()
-    }
-}
 
 /// Which plan each API key is on, as last read from the store.
 #[derive(Default)]
@@ -343,11 +264,10 @@ impl<S: QuotaStore> RateLimiter<S> {
         let subject = Subject {
             bucket: Some(name),
             mode: Some(rule.mode()),
-            plan,
             key,
             cost: Some(rule.cost()),
             store,
-            traceparent: check.traceparent,
+            ..no_bucket
         };
         (verdict, subject, Some(route), &table.metrics)
     }
@@ -451,62 +371,11 @@ impl<S> RateLimiter<S> {
     }
 }
 
-impl Policy {
-    /// The bucket a request with this method and path (as the client sent them) is counted in
-    /// for a key on `plan`, or `None` when it is not rate limited (a CORS preflight, a path
-    /// outside the prefix). `preflight`: the request carries `access-control-request-method`.
-    /// Checks and the admin API both resolve requests here, so they always agree.
-    pub fn bucket(
-        &self,
-        plan: Option<&str>,
-        method: &str,
-        path: &str,
-        preflight: bool,
-    ) -> Result<Option<Bucket<'_>>, RequestError> {
-        self.bucket_in(self.table(plan).0, method, path, preflight)
-    }
-
-    /// The name of the plan whose table applies to a key on `plan`: `None` for the top-level
-    /// table (no plan, or one the configuration does not know).
-    pub fn applied_plan<'a>(&'a self, plan: Option<&str>) -> Option<&'a str> {
-        self.table(plan).1
-    }
-
-    fn bucket_in<'t>(
-        &'t self,
-        table: &'t Table,
-        method: &str,
-        path: &str,
-        preflight: bool,
-    ) -> Result<Option<Bucket<'t>>, RequestError> {
-        let method = match canonical_method(method) {
-            // A CORS preflight carries no key and must not cost quota. Any other OPTIONS is
-            // counted as an undeclared method: some upstreams serve it with the real handler.
-            "OPTIONS" if preflight => return Ok(None),
-            "HEAD" => "GET",
-            method => method,
-        };
-        let path = normalize(path).map_err(|_| RequestError::PathNotAbsolute)?;
-        if let Some(endpoint) = &self.quota_endpoint
-            && method == "GET"
-            && endpoint.path == path
-        {
-            return Ok(Some(Bucket {
-                name: QUOTA_BUCKET.into(),
-                rule: &endpoint.rule,
-                route: RouteRef::Quota,
-            }));
-        }
-        Ok(table.routes.bucket(method, &path))
-    }
-
-    /// The route table of keys on `plan` (the top-level one for no plan or an unknown one).
-    pub fn routes(&self, plan: Option<&str>) -> &RouteTable {
-        &self.table(plan).0.routes
-    }
-}
-
+mod failures;
+mod policy;
 mod quota;
+
+pub use policy::Policy;
 
 /// What `verdict` and `subject` tell a check's span; `started` on the wall and monotonic clocks.
 fn check_span<'a>(
@@ -525,41 +394,5 @@ fn check_span<'a>(
         plan: subject.plan,
         cost: subject.cost,
         window: verdict.quota().map(|quota| quota.limit.to_string()),
-    }
-}
-
-/// Logs store failures without flooding: the first at once, then one line per interval with the
-/// count of those not logged, and one line when the store answers again.
-struct FailureLog {
-    throttle: Throttle,
-    failing: AtomicBool,
-}
-
-impl FailureLog {
-    fn new() -> Self {
-        Self {
-            throttle: Throttle::new(FAILURE_LOG_INTERVAL),
-            failing: AtomicBool::new(false),
-        }
-    }
-
-    fn record(&self, error: &StoreError, mode: FailureMode) {
-        self.failing.store(true, Ordering::Relaxed);
-        if let Some(unlogged) = self.throttle.event() {
-            let action = match mode {
-                FailureMode::Allow => "allowing requests without rate-limit headers",
-                FailureMode::Deny => "denying requests with 503",
-            };
-            tracing::warn!(error = %error, failures_not_logged = unlogged, "rate-limit store unavailable; {action}");
-        }
-    }
-
-    fn recovered(&self) {
-        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!(
-                failures_not_logged = self.throttle.take_unlogged(),
-                "rate-limit store answers again"
-            );
-        }
     }
 }

@@ -197,20 +197,13 @@ impl Metrics {
             "Work the ext_authz listener refused at once, over its process-wide budgets, by reason.",
             &["reason"],
         );
-        let reloads = family.counters(
-            "tollgate_config_reloads_total",
-            "Configuration reloads, by result.",
-            &["result"],
-        );
-        let spans = family.counters(
-            "tollgate_trace_spans_total",
-            "Spans of sampled checks, by what became of them: exported, queue_full (dropped without waiting), export_failed.",
-            &["result"],
-        );
         family.build_info();
         Self {
-            spans: ["exported", "queue_full", "export_failed"]
-                .map(|r| spans.with_label_values(&[r])),
+            spans: family.each(
+                "tollgate_trace_spans_total",
+                "Spans of sampled checks, by what became of them: exported, queue_full (dropped without waiting), export_failed.",
+                ["exported", "queue_full", "export_failed"],
+            ),
             checks,
             check_duration: family.latency(
                 "tollgate_check_duration_seconds",
@@ -233,7 +226,11 @@ impl Metrics {
                 "tollgate_store_breakers_open",
                 "Redis circuit breakers open (checks of their keys fail at once).",
             ),
-            config_reloads: ["applied", "refused"].map(|r| reloads.with_label_values(&[r])),
+            config_reloads: family.each(
+                "tollgate_config_reloads_total",
+                "Configuration reloads, by result.",
+                ["applied", "refused"],
+            ),
             refusals: Refusal::ALL.map(|r| refusals.with_label_values(&[r.label()])),
             plans_restored: family.counter(
                 "tollgate_plans_restored_total",
@@ -316,6 +313,12 @@ impl Family<'_> {
 
     fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A family labelled `result`, one counter per value, in their order.
+    fn each<const N: usize>(&self, name: &str, help: &str, results: [&str; N]) -> [IntCounter; N] {
+        let family = self.counters(name, help, &["result"]);
+        results.map(|result| family.with_label_values(&[result]))
     }
 
     fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
