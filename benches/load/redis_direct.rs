@@ -7,10 +7,7 @@ use crate::{Options, Shape};
 use std::process::Command;
 use std::sync::Arc;
 
-pub const SCRIPT: &str = concat!(
-    include_str!("../../src/store/ring.lua"),
-    include_str!("../../src/store/check.lua")
-);
+pub const SCRIPT: &str = tollgate::store::CHECK_SCRIPT;
 
 /// The yardstick: `redis-benchmark` running the same script with `EVALSHA`, one client per
 /// caller, no pipelining, random keys from the same key space. Returns calls per second.

@@ -27,10 +27,7 @@ use redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
 /// What tollgate runs.
-const RING: &str = concat!(
-    include_str!("../../src/store/ring.lua"),
-    include_str!("../../src/store/check.lua")
-);
+const RING: &str = tollgate::store::CHECK_SCRIPT;
 
 /// What it ran before, with the same interface.
 const ZSET: &str = include_str!("zset.lua");

@@ -22,7 +22,7 @@ pub mod version;
 
 pub use memory::MemoryStore;
 pub use readiness::Readiness;
-pub use redis::RedisStore;
+pub use redis::{RedisStore, SCRIPT as CHECK_SCRIPT};
 
 use crate::api_key::KeyDigest;
 use crate::policy::limit::Rule;

@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The script, compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
+/// The check script (benches run it too), compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
-const SCRIPT: &str = concat!(
+pub const SCRIPT: &str = concat!(
     include_str!("ring.lua"),
     include_str!("admit.lua"),
     include_str!("check.lua")
