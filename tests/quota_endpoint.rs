@@ -172,3 +172,44 @@ async fn an_unreachable_store_answers_503_even_when_checks_fail_open() {
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(!answer.has_rate_limit_headers());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reads_a_bounded_number_of_quotas_at_once() {
+    let redis = common::redis_server::RedisServer::start();
+    let proxy = common::fault_proxy::FaultProxy::start(redis.port).await;
+    let yaml = format!(
+        "{CONFIG}\nredis: {{ url: \"{}\", timeout: 2s, connections: 1 }}\n",
+        proxy.url()
+    );
+    let tollgate = Tollgate::start(common::config(&yaml)).await;
+    let client = tollgate.client().await;
+    // Connected and answering first.
+    let mut first = client.clone();
+    let warm = check(&mut first, "GET", "/v1/rate_limit", Some("warm")).await;
+    assert_eq!(warm.status, 200, "{warm:?}");
+    proxy.set(common::fault_proxy::Fault::Delay(
+        std::time::Duration::from_millis(500),
+    ));
+    let reads = (0..40).map(|i| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let key = unique_key(&format!("flood-{i}"));
+            check(&mut client, "GET", "/v1/rate_limit", Some(&key))
+                .await
+                .status
+        })
+    });
+    let mut statuses = Vec::new();
+    for read in reads.collect::<Vec<_>>() {
+        statuses.push(read.await.unwrap());
+    }
+    let answered = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert_eq!(answered + refused, 40, "{statuses:?}");
+    assert!(
+        answered <= tollgate::check::authz::MAX_QUOTA_READS
+            && refused >= 40 - tollgate::check::authz::MAX_QUOTA_READS,
+        "at most {} reads at once: {statuses:?}",
+        tollgate::check::authz::MAX_QUOTA_READS
+    );
+}

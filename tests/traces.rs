@@ -60,7 +60,7 @@ async fn metric(tollgate: &Tollgate, series: &str) -> f64 {
 async fn a_check_with_traceparent_is_a_child_of_the_requests_span() {
     let receiver = Receiver::start().await;
     let backend = Backend::redis();
-    let tollgate = Tollgate::start(backend.config(&config(&receiver, 0.0))).await;
+    let tollgate = Tollgate::start(backend.config(&config(&receiver, 1.0))).await;
     let mut client = tollgate.client().await;
     let key = unique_key("traced");
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
@@ -113,28 +113,49 @@ async fn a_check_with_traceparent_is_a_child_of_the_requests_span() {
     assert!(store.start_time_unix_nano >= allowed.start_time_unix_nano);
     assert!(store.end_time_unix_nano <= allowed.end_time_unix_nano);
 
-    // Not sampled by Envoy, or no traceparent at ratio 0: no span.
-    let unsampled = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    // Three checks, three store calls.
+    let deadline = Instant::now() + limit;
+    while metric(&tollgate, "tollgate_trace_spans_total{result=\"exported\"}").await < 6.0 {
+        assert!(Instant::now() < deadline, "six spans exported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_switch_sampling_on_only_envoy_can() {
+    let receiver = Receiver::start().await;
+    let tollgate = Tollgate::start(common::config(&config(&receiver, 0.0))).await;
+    let mut client = tollgate.client().await;
+    let sampled = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    // The request's own header says sampled: a client wrote it, the ratio (0) decides.
+    for _ in 0..20 {
+        client
+            .check(request("/v1/campaigns/1", "k", Some(&sampled)))
+            .await
+            .unwrap();
+    }
     client
-        .check(request("/v1/campaigns/9", &key, Some(unsampled)))
+        .check(request("/v1/campaigns/1", "k", None))
         .await
         .unwrap();
-    client
-        .check(request("/v1/campaigns/9", &key, None))
+    // The call's context (Envoy's span) says sampled: followed.
+    let mut call = tonic::Request::new(request("/v1/campaigns/2", "k", None));
+    call.metadata_mut()
+        .insert("traceparent", sampled.parse().unwrap());
+    client.check(call).await.unwrap();
+    let span = receiver
+        .span("tollgate.check", |_| true, Duration::from_secs(10))
         .await
-        .unwrap();
-    // Both would have been exported with the next batch, a second after they ended.
+        .expect("the span of the check Envoy sampled");
+    assert_eq!(hex(&span.parent_span_id), PARENT_ID);
+    // Anything else would have been exported with it or a second later.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let checks = receiver
         .spans()
         .into_iter()
         .filter(|s| s.name == "tollgate.check")
         .count();
-    assert_eq!(checks, 3, "only the three sampled checks");
-    assert_eq!(
-        metric(&tollgate, "tollgate_trace_spans_total{result=\"exported\"}").await,
-        6.0
-    );
+    assert_eq!(checks, 1, "only the check Envoy sampled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use crate::policy::limit::{Mode, Rule};
 use crate::policy::routes::{Bucket, RouteRef};
 use crate::store::{BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
-use crate::telemetry::traces::{CheckSpan, StoreCall, Traces};
+use crate::telemetry::traces::{CheckSpan, Context as TraceContext, StoreCall, Traces};
 use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use failures::FailureLog;
@@ -50,6 +50,8 @@ pub struct RateLimiter<S> {
     metrics: Arc<Metrics>,
     /// Where sampled checks' spans go; `None` when traces are off.
     traces: Option<Traces>,
+    /// The quota endpoint's reads in flight.
+    quota_reads: QuotaReads,
 }
 
 impl<S: QuotaStore> RateLimiter<S> {
@@ -63,6 +65,7 @@ impl<S: QuotaStore> RateLimiter<S> {
             failures: FailureLog::new(),
             metrics,
             traces: None,
+            quota_reads: QuotaReads::default(),
         }
     }
 
@@ -187,7 +190,9 @@ impl<S: QuotaStore> RateLimiter<S> {
         policy.base.metrics.check_took(took);
         if let (Some(traces), Some(at)) = (&self.traces, started_at) {
             let mut span = check_span(&verdict, &subject, (at, started), took);
-            span.traceparent = call_context.or(span.traceparent);
+            if let Some(call) = call_context {
+                span.context = TraceContext::Call(call);
+            }
             traces.record(&span);
         }
         response
@@ -376,6 +381,8 @@ mod policy;
 mod quota;
 
 pub use policy::Policy;
+pub use quota::MAX_QUOTA_READS;
+use quota::QuotaReads;
 
 /// What `verdict` and `subject` tell a check's span; `started` on the wall and monotonic clocks.
 fn check_span<'a>(
@@ -385,7 +392,9 @@ fn check_span<'a>(
     took: Duration,
 ) -> CheckSpan<'a> {
     CheckSpan {
-        traceparent: subject.traceparent,
+        context: subject
+            .traceparent
+            .map_or(TraceContext::None, TraceContext::Request),
         started,
         took,
         store: subject.store,
@@ -393,6 +402,6 @@ fn check_span<'a>(
         decision: verdict.result().label(),
         plan: subject.plan,
         cost: subject.cost,
-        window: verdict.quota().map(|quota| quota.limit.to_string()),
+        window: verdict.quota().map(|quota| quota.limit),
     }
 }

@@ -6,7 +6,7 @@ use super::raw::{Problems, RawTracing, Setting};
 /// Traces of checks, exported over OTLP/gRPC.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracingSettings {
-    /// The collector's OTLP/gRPC endpoint, `http://host:4317` (or `https://`).
+    /// The collector's OTLP/gRPC endpoint, `http://host:4317`.
     pub otlp_endpoint: String,
     /// The share of checks without a `traceparent` that start a trace of their own, 0 to 1. A
     /// check whose request carries one follows its sampled flag instead (Envoy decided).
@@ -28,13 +28,14 @@ pub(super) fn parse_tracing(
             None
         }
         Some(text) => text.take("tracing.otlp_endpoint", problems).and_then(|url| {
-            let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-            if matches!(scheme, Some("http" | "https")) && url.len() > "https://".len() {
+            // Plain gRPC only: the exporter is built without TLS. A collector on the same node or in
+            // the same pod (an agent, a sidecar) forwards over TLS where that is needed.
+            if url.strip_prefix("http://").is_some_and(|host| !host.is_empty()) {
                 Some(url)
             } else {
                 problems.add(
                     "tracing.otlp_endpoint",
-                    format!("{url:?} must be an http:// or https:// URL such as http://otel-collector:4317"),
+                    format!("{url:?} must be an http:// URL such as http://otel-collector:4317 (no TLS: send to a collector agent that forwards over TLS)"),
                 );
                 None
             }

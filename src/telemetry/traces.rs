@@ -1,9 +1,13 @@
 //! Traces of checks: one `tollgate.check` span per sampled check, with a `tollgate.store` child for
 //! its store call, exported over OTLP/gRPC.
 //!
-//! A check whose request carries W3C `traceparent` (Envoy forwards the request's headers in the
-//! `CheckRequest`) gets a span that is a child of the request's span, sampled as that span was; a
-//! check without one starts a trace of its own at `tracing.sampling_ratio` (0 by default: none).
+//! A check's span is a child of the span in its W3C trace context. Envoy, when it traces, sends its
+//! ext_authz client span's context with the gRPC call: the check follows that span's sampled flag
+//! (Envoy decided). Otherwise the request's own `traceparent` (a header of the `CheckRequest`) is
+//! the parent, but a client wrote it, so its sampled flag is not trusted: such a check is sampled
+//! at `tracing.sampling_ratio` by its trace id, as a check without any context is (0 by default:
+//! none); a client cannot switch tracing on for its own checks and flood the export queue.
+//!
 //! The spans are built after the decision, from the times the check recorded, so nothing is
 //! carried across the check's awaits, and a check that is not sampled costs one sampler call.
 //!
@@ -14,11 +18,12 @@
 //! itself; operators need it as a metric.
 
 use crate::config::TracingSettings;
+use crate::policy::limit::Limit;
 use crate::telemetry::metrics::{Metrics, SpanFate};
 use crate::telemetry::throttle::Throttle;
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, TraceContextExt, Tracer, TracerProvider};
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -42,11 +47,18 @@ const BATCH_DELAY: Duration = Duration::from_secs(1);
 /// How long one export may take before it counts as failed; the queue fills meanwhile.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The tracer of checks, and the queue its spans leave by.
+/// A `traceparent` longer than this is ignored unread: version 00 takes 55 bytes, and the
+/// propagator splits what it is given before checking it.
+const MAX_TRACEPARENT: usize = 128;
+
+/// The tracers of checks, and the queue their spans leave by.
 pub struct Traces {
-    tracer: SdkTracer,
-    /// Kept so that the tracer's processor lives as long as the tracer.
-    _provider: SdkTracerProvider,
+    /// For a parent that Envoy sent with the call: its sampled flag decides.
+    trusted: SdkTracer,
+    /// For a parent from the request's own header, or none: the ratio decides.
+    ratio: SdkTracer,
+    /// Kept so that the tracers' processors live as long as the tracers.
+    _providers: [SdkTracerProvider; 2],
     propagator: TraceContextPropagator,
 }
 
@@ -59,10 +71,21 @@ pub struct StoreCall {
     pub took: Duration,
 }
 
+/// Where a check's trace context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context<'a> {
+    /// The gRPC call's `traceparent`: Envoy's ext_authz client span.
+    Call(&'a [u8]),
+    /// The request's own `traceparent` header, as the client sent it.
+    Request(&'a [u8]),
+    /// Neither.
+    None,
+}
+
 /// What one check's span says.
 pub struct CheckSpan<'a> {
-    /// The request's `traceparent`, when it carried one.
-    pub traceparent: Option<&'a [u8]>,
+    /// The check's trace context.
+    pub context: Context<'a>,
     /// When the check started, on the wall clock (spans are in Unix time) and on the monotonic
     /// one (which the store call's time is measured on).
     pub started: (SystemTime, Instant),
@@ -79,7 +102,7 @@ pub struct CheckSpan<'a> {
     /// The slots the request takes.
     pub cost: Option<u32>,
     /// The window the answer's rate-limit headers describe (`30 requests / 60s`).
-    pub window: Option<String>,
+    pub window: Option<Limit>,
 }
 
 impl Traces {
@@ -96,33 +119,54 @@ impl Traces {
             .build()?;
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(export(receiver, exporter, metrics.clone()));
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(Queue { sender, metrics })
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                settings.sampling_ratio,
-            ))))
-            .with_resource(Resource::builder().with_service_name("tollgate").build())
-            .build();
+        let ratio = Sampler::TraceIdRatioBased(settings.sampling_ratio);
+        let provider = |sampler| {
+            SdkTracerProvider::builder()
+                .with_span_processor(Queue {
+                    sender: sender.clone(),
+                    metrics: metrics.clone(),
+                })
+                .with_sampler(sampler)
+                .with_resource(Resource::builder().with_service_name("tollgate").build())
+                .build()
+        };
+        let providers = [
+            provider(Sampler::ParentBased(Box::new(ratio.clone()))),
+            provider(ratio),
+        ];
         Ok(Self {
-            tracer: provider.tracer("tollgate"),
-            _provider: provider,
+            trusted: providers[0].tracer("tollgate"),
+            ratio: providers[1].tracer("tollgate"),
+            _providers: providers,
             propagator: TraceContextPropagator::new(),
         })
     }
 
+    /// The parent of a check's span, and the tracer whose sampler decides.
+    fn parent(&self, context: Context<'_>) -> (opentelemetry::Context, &SdkTracer) {
+        let (value, tracer) = match context {
+            Context::Call(value) => (Some(value), &self.trusted),
+            Context::Request(value) => (Some(value), &self.ratio),
+            Context::None => (None, &self.ratio),
+        };
+        let parent = value
+            .filter(|value| value.len() <= MAX_TRACEPARENT)
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .map_or_else(opentelemetry::Context::new, |value| {
+                self.propagator.extract(&TraceParent(value))
+            });
+        (parent, tracer)
+    }
+
     /// Records `check` as a span, if it is sampled.
     pub fn record(&self, check: &CheckSpan<'_>) {
-        let parent = match check.traceparent.and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(traceparent) => self.propagator.extract(&TraceParent(traceparent)),
-            None => Context::new(),
-        };
+        let (parent, tracer) = self.parent(check.context);
         let (wall, monotonic) = check.started;
-        let mut span = self
-            .tracer
+        let mut span = tracer
             .span_builder("tollgate.check")
             .with_kind(SpanKind::Server)
             .with_start_time(wall)
-            .start_with_context(&self.tracer, &parent);
+            .start_with_context(tracer, &parent);
         if !span.is_recording() {
             return;
         }
@@ -139,8 +183,7 @@ impl Traces {
                 .map(|c| KeyValue::new("tollgate.cost", i64::from(c))),
             check
                 .window
-                .clone()
-                .map(|w| KeyValue::new("tollgate.window", w)),
+                .map(|w| KeyValue::new("tollgate.window", w.to_string())),
             check.store.map(|store| {
                 KeyValue::new("tollgate.store.duration_us", store.took.as_micros() as i64)
             }),
@@ -149,11 +192,11 @@ impl Traces {
         let context = parent.with_span(span);
         if let Some(store) = check.store {
             let sent = wall + store.started.saturating_duration_since(monotonic);
-            self.tracer
+            tracer
                 .span_builder("tollgate.store")
                 .with_kind(SpanKind::Client)
                 .with_start_time(sent)
-                .start_with_context(&self.tracer, &context)
+                .start_with_context(tracer, &context)
                 .end_with_timestamp(sent + store.took);
         }
         context.span().end_with_timestamp(wall + check.took);
@@ -188,11 +231,16 @@ impl std::fmt::Debug for Queue {
 }
 
 impl SpanProcessor for Queue {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.sender.try_send(span).is_err() {
-            self.metrics.spans(SpanFate::QueueFull, 1);
+        match self.sender.try_send(span) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.spans(SpanFate::QueueFull, 1),
+            // The export task is gone (the runtime is shutting down).
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.spans(SpanFate::ExportFailed, 1)
+            }
         }
     }
 

@@ -6,17 +6,46 @@ use crate::api_key::KeyDigest;
 use crate::check::deny_cache::Lookup;
 use crate::check::report::{BucketReport, QuotaReport};
 use crate::check::verdict::{Quota, Verdict};
-use crate::config::{FailureMode, QUOTA_BUCKET};
+use crate::config::QUOTA_BUCKET;
 use crate::policy::limit::Rule;
 use crate::policy::routes::{DefaultBucket, RouteTable};
 use crate::store::{BucketRef, QuotaStore};
 use crate::telemetry::traces::StoreCall;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+/// Quota reads one replica makes at once. Each reads every bucket of a key (a table's worth of
+/// keys, where a check reads one), and any key string is answered (Envoy does not forward the
+/// request, so no upstream checks the key): past this many in flight, a read is answered 503 at
+/// once, so a flood of invented keys costs Redis no more than the same flood of checks would.
+pub const MAX_QUOTA_READS: usize = 16;
+
+/// The quota reads in flight on one replica.
+#[derive(Default)]
+pub struct QuotaReads(AtomicUsize);
+
+/// One read's share of [`QuotaReads`], given back when dropped (a cancelled check included).
+struct Share<'a>(&'a AtomicUsize);
+
+impl QuotaReads {
+    fn take(&self) -> Option<Share<'_>> {
+        let taken = self.0.fetch_add(1, Ordering::AcqRel);
+        let share = Share(&self.0);
+        (taken < MAX_QUOTA_READS).then_some(share)
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl<S: QuotaStore> RateLimiter<S> {
     /// The answer to a request of the quota endpoint by `key`, whose plan's table is `table`:
     /// 200 with every bucket, or 429 past the endpoint's own limit `rule`, or 503 when the store
-    /// cannot answer, whatever `failure_mode` says (the endpoint has no upstream to fail open to).
+    /// cannot answer, whatever `failure_mode` says (the endpoint has no upstream to fail open to),
+    /// or when [`MAX_QUOTA_READS`] are in flight.
     pub(super) async fn report(
         &self,
         policy: &Policy,
@@ -35,6 +64,9 @@ impl<S: QuotaStore> RateLimiter<S> {
             policy.base.metrics.deny_cache_hit();
             return (Verdict::Denied(quota), None);
         }
+        let Some(_share) = self.quota_reads.take() else {
+            return (Verdict::FailedClosed, None);
+        };
         let asked = self.deny_cache.asking(asked_at);
         let buckets = listed(&table.routes);
         let result = self.store.read_quotas(own, rule, &buckets).await;
@@ -47,7 +79,10 @@ impl<S: QuotaStore> RateLimiter<S> {
         let read = match result {
             Ok(read) => read,
             Err(e) => {
-                self.failures.record(&e, FailureMode::Deny);
+                // Logged as checks see it: their answers depend on failure_mode; this one does not.
+                if !e.fails_closed() {
+                    self.failures.record(&e, policy.failure_mode);
+                }
                 return (Verdict::FailedClosed, call);
             }
         };

@@ -214,3 +214,38 @@ fn the_quota_endpoint_is_off_by_default_and_its_problems_are_named() {
         ]
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_its_endpoint_is_plain_grpc() {
+    assert_eq!(parse("{}", &Overrides::default()).unwrap().tracing, None);
+    let on = parse(
+        "tracing: { otlp_endpoint: \"http://otel-collector:4317\", sampling_ratio: 0.25 }",
+        &Overrides::default(),
+    )
+    .unwrap()
+    .tracing
+    .unwrap();
+    assert_eq!(
+        (on.otlp_endpoint.as_str(), on.sampling_ratio),
+        ("http://otel-collector:4317", 0.25)
+    );
+    let problems = parse(
+        "tracing: { otlp_endpoint: \"https://collector:4317\", sampling_ratio: 2 }",
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        problems[0].starts_with(
+            "tracing.otlp_endpoint: \"https://collector:4317\" must be an http:// URL"
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(
+        problems[1],
+        "tracing.sampling_ratio: must be from 0 to 1, not 2"
+    );
+    assert_eq!(
+        parse("tracing: {}", &Overrides::default()).unwrap_err(),
+        ["tracing: otlp_endpoint is missing"]
+    );
+}
