@@ -31,7 +31,7 @@ pub async fn drive_tollgate(
     // share of the shared CPU on the calls, not on building requests.
     let messages: Arc<Vec<Bytes>> = Arc::new(
         (0..shape.keys)
-            .map(|key| grpc_message(&check_request(key, shape.unlimited, o.sampled())))
+            .map(|key| grpc_message(&check_request(key, shape.unlimited)))
             .collect(),
     );
     let allowed_total = Arc::new(AtomicU64::new(0));
@@ -155,21 +155,16 @@ pub fn grpc_message(request: &CheckRequest) -> Bytes {
     frame.freeze()
 }
 
-/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix. Its
-/// `traceparent` is sampled for a share `sampled` of the keys (Envoy's sampling decision), not
-/// for the others; the same number of bytes either way.
-pub fn check_request(key: u64, unlimited: bool, sampled: f64) -> CheckRequest {
+/// A check as Envoy sends it (`tests/common/check_request.rs`), inside or outside the prefix, with
+/// a `traceparent` of a trace of its own (a trace id per key, spread over the id space, so that
+/// tollgate's ratio sampler picks its share of them; the same number of bytes for every key).
+pub fn check_request(key: u64, unlimited: bool) -> CheckRequest {
     let prefix = if unlimited { "/outside" } else { "/v1" };
     let mut request = envoy_request(
         "GET",
         &format!("{prefix}/bench/{}", key % 1000),
         Some(&format!("bench-key-{key}")),
     );
-    let flags = if ((key % 10_000) as f64) < sampled * 10_000.0 {
-        "01"
-    } else {
-        "00"
-    };
     if let Some(traceparent) = request
         .attributes
         .as_mut()
@@ -177,7 +172,8 @@ pub fn check_request(key: u64, unlimited: bool, sampled: f64) -> CheckRequest {
         .and_then(|r| r.http.as_mut())
         .and_then(|http| http.headers.get_mut("traceparent"))
     {
-        traceparent.replace_range(traceparent.len() - 2.., flags);
+        let spread = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        *traceparent = format!("00-{key:016x}{spread:016x}-00f067aa0ba902b7-01");
     }
     request
 }

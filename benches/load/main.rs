@@ -7,9 +7,9 @@
 //!         [--no-deny-cache] [--no-metrics] [--compare-pool] [--redis-connections N]
 //!         [--rate CHECKS_PER_S] [--second-window] [--tracing RATIO]
 //!
-//! `--tracing RATIO` turns tollgate's traces on, exported to an OTLP receiver in the load tool,
-//! and marks the `traceparent` of that share of the checks sampled, as Envoy would when it samples
-//! that share of its requests (without it the messages keep the same size, none sampled).
+//! `--tracing RATIO` turns tollgate's traces on at `sampling_ratio: RATIO`, exported to an OTLP
+//! receiver in the load tool. Every check carries a `traceparent` of a trace of its own, traces on
+//! or off, so the messages are the same either way.
 //!
 //! `--second-window` gives the route a second window of 1 000 requests per hour beside its 60 s
 //! one (the A/B of one window against two; the Redis ceiling stays the one-window script).
@@ -67,16 +67,9 @@ struct Options {
     /// The route also has a second window (1 000 requests per hour), for the A/B of one window
     /// against two.
     second_window: bool,
-    /// Traces on, with this share of the checks sampled by their `traceparent`, exported to
-    /// the receiver at this endpoint (set once the receiver runs).
+    /// Traces on at this sampling ratio, exported to the receiver at this endpoint (set once
+    /// the receiver runs).
     tracing: Option<(f64, String)>,
-}
-
-impl Options {
-    /// The share of checks whose `traceparent` is sampled.
-    fn sampled(&self) -> f64 {
-        self.tracing.as_ref().map_or(0.0, |(ratio, _)| *ratio)
-    }
 }
 
 fn options() -> Options {
@@ -176,7 +169,7 @@ fn shape(name: &str, o: &Options) -> Shape {
 async fn main() {
     let mut o = options();
     // Kept for the whole run: every tollgate exports to it.
-    let _receiver = match &mut o.tracing {
+    let receiver = match &mut o.tracing {
         Some((_, endpoint)) => {
             let receiver = otlp::Receiver::start().await;
             *endpoint = receiver.endpoint();
@@ -273,6 +266,12 @@ async fn main() {
             median(&mut rates),
             median(&mut ratios),
             median(&mut p99s)
+        );
+    }
+    if let Some(receiver) = receiver {
+        println!(
+            "\nspans received by the OTLP receiver: {}",
+            receiver.spans().len()
         );
     }
 }

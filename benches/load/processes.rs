@@ -43,7 +43,9 @@ impl TollgateProcess {
                 ""
             },
             match &o.tracing {
-                Some((_, endpoint)) => format!("tracing: {{ otlp_endpoint: \"{endpoint}\" }}\n"),
+                Some((ratio, endpoint)) => format!(
+                    "tracing: {{ otlp_endpoint: \"{endpoint}\", sampling_ratio: {ratio} }}\n"
+                ),
                 None => String::new(),
             }
         ));
