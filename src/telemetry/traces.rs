@@ -9,7 +9,8 @@
 //! none); a client cannot switch tracing on for its own checks and flood the export queue.
 //!
 //! The spans are built after the decision, from the times the check recorded, so nothing is
-//! carried across the check's awaits, and a check that is not sampled costs one sampler call.
+//! carried across the check's awaits; whether a check is traced is decided first, in a few
+//! comparisons ([`sampling`]), so a check that is not costs no span and no allocation.
 //!
 //! Export never holds a check back: a finished span goes into a bounded queue without waiting, and
 //! is dropped (and counted, `tollgate_trace_spans_total{result="queue_full"}`) when the queue is
@@ -35,6 +36,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
+mod sampling;
+
 /// Spans that may wait for export; past this many, new ones are dropped.
 const QUEUE: usize = 4096;
 
@@ -51,15 +54,14 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// propagator splits what it is given before checking it.
 const MAX_TRACEPARENT: usize = 128;
 
-/// The tracers of checks, and the queue their spans leave by.
+/// The tracer of checks, and the queue its spans leave by.
 pub struct Traces {
-    /// For a parent that Envoy sent with the call: its sampled flag decides.
-    trusted: SdkTracer,
-    /// For a parent from the request's own header, or none: the ratio decides.
-    ratio: SdkTracer,
-    /// Kept so that the tracers' processors live as long as the tracers.
-    _providers: [SdkTracerProvider; 2],
+    /// Samples everything it is given: [`sampling`] decided before.
+    tracer: SdkTracer,
+    /// Kept so that the tracer's processor lives as long as the tracer.
+    _provider: SdkTracerProvider,
     propagator: TraceContextPropagator,
+    ratio: f64,
 }
 
 /// One store call of a check, as timed by the check.
@@ -119,57 +121,46 @@ impl Traces {
             .build()?;
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(export(receiver, exporter, metrics.clone()));
-        let ratio = Sampler::TraceIdRatioBased(settings.sampling_ratio);
-        let provider = |sampler| {
-            SdkTracerProvider::builder()
-                .with_span_processor(Queue {
-                    sender: sender.clone(),
-                    metrics: metrics.clone(),
-                })
-                .with_sampler(sampler)
-                .with_resource(Resource::builder().with_service_name("tollgate").build())
-                .build()
-        };
-        let providers = [
-            provider(Sampler::ParentBased(Box::new(ratio.clone()))),
-            provider(ratio),
-        ];
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Queue { sender, metrics })
+            .with_sampler(Sampler::AlwaysOn)
+            .with_resource(Resource::builder().with_service_name("tollgate").build())
+            .build();
         Ok(Self {
-            trusted: providers[0].tracer("tollgate"),
-            ratio: providers[1].tracer("tollgate"),
-            _providers: providers,
+            tracer: provider.tracer("tollgate"),
+            _provider: provider,
             propagator: TraceContextPropagator::new(),
+            ratio: settings.sampling_ratio,
         })
     }
 
-    /// The parent of a check's span, and the tracer whose sampler decides.
-    fn parent(&self, context: Context<'_>) -> (opentelemetry::Context, &SdkTracer) {
-        let (value, tracer) = match context {
-            Context::Call(value) => (Some(value), &self.trusted),
-            Context::Request(value) => (Some(value), &self.ratio),
-            Context::None => (None, &self.ratio),
+    /// The parent of a sampled check's span.
+    fn parent(&self, context: Context<'_>) -> opentelemetry::Context {
+        let value = match context {
+            Context::Call(value) | Context::Request(value) => value,
+            Context::None => return opentelemetry::Context::new(),
         };
-        let parent = value
+        Some(value)
             .filter(|value| value.len() <= MAX_TRACEPARENT)
             .and_then(|value| std::str::from_utf8(value).ok())
             .map_or_else(opentelemetry::Context::new, |value| {
                 self.propagator.extract(&TraceParent(value))
-            });
-        (parent, tracer)
+            })
     }
 
     /// Records `check` as a span, if it is sampled.
     pub fn record(&self, check: &CheckSpan<'_>) {
-        let (parent, tracer) = self.parent(check.context);
+        if !sampling::sampled(check.context, self.ratio) {
+            return;
+        }
+        let parent = self.parent(check.context);
+        let tracer = &self.tracer;
         let (wall, monotonic) = check.started;
         let mut span = tracer
             .span_builder("tollgate.check")
             .with_kind(SpanKind::Server)
             .with_start_time(wall)
             .start_with_context(tracer, &parent);
-        if !span.is_recording() {
-            return;
-        }
         span.set_attribute(KeyValue::new("tollgate.decision", check.decision));
         let optional = [
             check
