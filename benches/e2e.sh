@@ -15,7 +15,9 @@
 #   redis    Envoy + tollgate on Redis
 # Requests: `minimal` (the API key only) and `realistic` (a browser's 20 headers: cookies, an
 # authorization bearer token, sec-ch-*, traceparent...). Paths are drawn from 100 000 distinct
-# ones under /v1 with `default_bucket: per_path`, so nearly every check is allowed and counted.
+# ones under /v1 with `default_bucket: per_path` and a default limit of 100 000 per minute (h2load
+# sends every connection through the same list, so each path is asked once per connection): every
+# check is allowed and counted, one Redis script call each.
 #
 # For each: requests/s at saturation (closed loop, CONNS connections, one stream each), latency
 # at RATE requests/s (open loop), and the CPU each process spent per request (/proc/<pid>/stat),
@@ -103,6 +105,7 @@ start_tollgate() { # store (memory|redis) -> "pid port"
   port=$(free_port)
   {
     sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s/^default_bucket: .*/default_bucket: per_path/" \
+      -e "s/^default_limit: .*/default_limit: { requests: 100000, window: 60s }/" \
       -e "s/^drain_period: .*/drain_period: 0s/" src/config/default.yaml
     echo "admin: { listen: 127.0.0.1:$(free_port) }"
     echo "metrics: { listen: 127.0.0.1:$(free_port) }"
