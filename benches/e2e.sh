@@ -213,11 +213,11 @@ for variant in $VARIANTS; do
     [ "$variant" = bare ] && tollgate_us=- && redis_us=-
     [ "$variant" != redis ] && redis_us=-
     # Open loop: RATE requests/s spread over 8 connections.
-    paced=$(run_h2load "$work/uris" "$work/headers" -c 8 -t 1 --rps $((RATE / 8)) -D "$DURATION" --log-file="$work/latency.log")
+    run_h2load "$work/uris" "$work/headers" -c 8 -t 1 --rps $((RATE / 8)) -D "$DURATION" \
+      --log-file="$work/latency.log" >/dev/null
     read -r p50 p99 < <(awk '{ print $3 / 1000 }' "$work/latency.log" | sort -n |
       awk '{ v[NR] = $1 } END { printf "%.2f %.2f\n", v[int(NR * 0.5)], v[int(NR * 0.99)] }')
     echo "| $variant | $request | ${rps%.*} | $ok | $p50 | $p99 | $envoy_us / $tollgate_us / $redis_us |"
-    : "$paced"
   done
   kill "$envoy_pid"
   wait "$envoy_pid" 2>/dev/null || true
