@@ -9,7 +9,7 @@ use crate::check::verdict::{Quota, Verdict};
 use crate::config::QUOTA_BUCKET;
 use crate::policy::limit::Rule;
 use crate::policy::routes::{DefaultBucket, RouteTable};
-use crate::store::{BucketRef, QuotaStore};
+use crate::store::{BucketRef, QuotaRead, QuotaStore, StoreError};
 use crate::telemetry::traces::StoreCall;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -69,13 +69,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         };
         let asked = self.deny_cache.asking(asked_at);
         let buckets = listed(&table.routes);
-        let result = self.store.read_quotas(own, rule, &buckets).await;
-        let took = asked_at.elapsed();
-        policy.base.metrics.store_call(took, result.as_ref().err());
-        let call = Some(StoreCall {
-            started: asked_at,
-            took,
-        });
+        let (result, call) = self.timed_read(policy, own, rule, &buckets, asked_at).await;
         let read = match result {
             Ok(read) => read,
             Err(e) => {
@@ -96,17 +90,39 @@ impl<S: QuotaStore> RateLimiter<S> {
         if cached == Lookup::Recheck {
             self.deny_cache.forget(own);
         }
-        let report = Verdict::Reported(Box::new(QuotaReport {
+        let buckets = buckets
+            .iter()
+            .zip(read.buckets)
+            .map(|(&(name, rule), usage)| BucketReport::new(name, rule, usage))
+            .collect();
+        let report = QuotaReport {
             own: own_quota,
             plan: plan.map(str::to_owned),
             path_prefix: table.routes.prefix().to_owned(),
-            buckets: buckets
-                .iter()
-                .zip(read.buckets)
-                .map(|(&(name, rule), usage)| BucketReport::new(name, rule, usage))
-                .collect(),
-        }));
-        (report, call)
+            buckets,
+        };
+        (Verdict::Reported(Box::new(report)), call)
+    }
+}
+
+impl<S: QuotaStore> RateLimiter<S> {
+    /// The store's read for the endpoint, timed from `asked_at` and counted like a check's call.
+    async fn timed_read(
+        &self,
+        policy: &Policy,
+        own: BucketRef<'_>,
+        rule: &Rule,
+        buckets: &[(&str, &Rule)],
+        asked_at: Instant,
+    ) -> (Result<QuotaRead, StoreError>, Option<StoreCall>) {
+        let result = self.store.read_quotas(own, rule, buckets).await;
+        let took = asked_at.elapsed();
+        policy.base.metrics.store_call(took, result.as_ref().err());
+        let call = StoreCall {
+            started: asked_at,
+            took,
+        };
+        (result, Some(call))
     }
 }
 
