@@ -78,6 +78,13 @@ fn check_config_prints_the_resolved_table() {
     assert!(daily < campaign, "most specific first:\n{stdout}");
     assert!(stdout.contains("120 requests / 60s"), "{stdout}");
     assert!(stdout.contains("memory"), "{stdout}");
+    for line in [
+        "metadata:        on",
+        "quota endpoint:  off",
+        "traces:          off",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}");
+    }
 }
 
 const BAD_CONFIG: &str = r#"

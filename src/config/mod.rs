@@ -360,6 +360,7 @@ impl fmt::Display for Config {
             Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
             None => writeln!(f, "metrics:         off")?,
         }
+        self.write_observability(f)?;
         write!(f, "routes (most specific first):")?;
         write_table(f, &self.routes)?;
         for (name, table) in &self.plans {
@@ -367,6 +368,34 @@ impl fmt::Display for Config {
             write_table(f, table)?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The decision metadata, the quota endpoint and traces, as `check-config` prints them.
+    fn write_observability(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        writeln!(
+            f,
+            "metadata:        {} (the decision, for Envoy's access log)",
+            on_off(self.decision_metadata)
+        )?;
+        match &self.quota_endpoint {
+            Some(quota) => writeln!(
+                f,
+                "quota endpoint:  GET {} ({} per key)",
+                quota.path, quota.rule
+            )?,
+            None => writeln!(f, "quota endpoint:  off")?,
+        }
+        match &self.tracing {
+            Some(tracing) => writeln!(
+                f,
+                "traces:          OTLP/gRPC to {}, sampling ratio {}",
+                tracing.otlp_endpoint, tracing.sampling_ratio
+            ),
+            None => writeln!(f, "traces:          off"),
+        }
     }
 }
 
