@@ -356,10 +356,6 @@ impl fmt::Display for Config {
             writeln!(f, "memory store:    {max_entries} buckets")?;
         }
         writeln!(f, "max request:     {} bytes", self.max_request_bytes)?;
-        match self.metrics_listen {
-            Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
-            None => writeln!(f, "metrics:         off")?,
-        }
         self.write_observability(f)?;
         write!(f, "routes (most specific first):")?;
         write_table(f, &self.routes)?;
@@ -372,8 +368,13 @@ impl fmt::Display for Config {
 }
 
 impl Config {
-    /// The decision metadata, the quota endpoint and traces, as `check-config` prints them.
+    /// The metrics, the decision metadata, the quota endpoint and traces, as `check-config`
+    /// prints them.
     fn write_observability(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.metrics_listen {
+            Some(listen) => writeln!(f, "metrics:         http://{listen}/metrics")?,
+            None => writeln!(f, "metrics:         off")?,
+        }
         let on_off = |on: bool| if on { "on" } else { "off" };
         writeln!(
             f,
