@@ -23,12 +23,10 @@ use crate::policy::limit::Limit;
 use crate::telemetry::metrics::{Metrics, SpanFate};
 use crate::telemetry::throttle::Throttle;
 use opentelemetry::KeyValue;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
 };
@@ -50,17 +48,12 @@ const BATCH_DELAY: Duration = Duration::from_secs(1);
 /// How long one export may take before it counts as failed; the queue fills meanwhile.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `traceparent` longer than this is ignored unread: version 00 takes 55 bytes, and the
-/// propagator splits what it is given before checking it.
-const MAX_TRACEPARENT: usize = 128;
-
 /// The tracer of checks, and the queue its spans leave by.
 pub struct Traces {
     /// Samples everything it is given: [`sampling`] decided before.
     tracer: SdkTracer,
     /// Kept so that the tracer's processor lives as long as the tracer.
     _provider: SdkTracerProvider,
-    propagator: TraceContextPropagator,
     ratio: f64,
 }
 
@@ -129,31 +122,15 @@ impl Traces {
         Ok(Self {
             tracer: provider.tracer("tollgate"),
             _provider: provider,
-            propagator: TraceContextPropagator::new(),
             ratio: settings.sampling_ratio,
         })
     }
 
-    /// The parent of a sampled check's span.
-    fn parent(&self, context: Context<'_>) -> opentelemetry::Context {
-        let value = match context {
-            Context::Call(value) | Context::Request(value) => value,
-            Context::None => return opentelemetry::Context::new(),
-        };
-        Some(value)
-            .filter(|value| value.len() <= MAX_TRACEPARENT)
-            .and_then(|value| std::str::from_utf8(value).ok())
-            .map_or_else(opentelemetry::Context::new, |value| {
-                self.propagator.extract(&TraceParent(value))
-            })
-    }
-
     /// Records `check` as a span, if it is sampled.
     pub fn record(&self, check: &CheckSpan<'_>) {
-        if !sampling::sampled(check.context, self.ratio) {
+        let Some(parent) = sampling::traced(check.context, self.ratio) else {
             return;
-        }
-        let parent = self.parent(check.context);
+        };
         let tracer = &self.tracer;
         let (wall, monotonic) = check.started;
         let mut span = tracer
@@ -191,19 +168,6 @@ impl Traces {
                 .end_with_timestamp(sent + store.took);
         }
         context.span().end_with_timestamp(wall + check.took);
-    }
-}
-
-/// The one header the propagator reads.
-struct TraceParent<'a>(&'a str);
-
-impl Extractor for TraceParent<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
     }
 }
 
