@@ -49,8 +49,12 @@ const WITHIN_THE_LIMITS: Shape = Shape {
 /// Peak resident memory allowed to the process under any of the floods.
 const PEAK_RSS_LIMIT_KIB: u64 = 128 << 10;
 
-/// How long a real check may take while a flood is on.
-const CHECK_LATENCY_LIMIT: Duration = Duration::from_millis(100);
+/// How long a real check may take while a flood is on: half the flood streams' read timeout
+/// (1 s). A check queued behind the flood's calls would wait for that timeout, so anything under
+/// half of it shows the check was served beside the flood. This is a starvation bound, not a
+/// latency target (those live in the benchmarks): a debug build on a busy 2-core box answered
+/// in up to 112 ms here, over the 100 ms this bound once was.
+const CHECK_LATENCY_LIMIT: Duration = Duration::from_millis(500);
 
 /// What each stream of a flood sends after its HEADERS frame.
 #[derive(Debug, Clone, Copy)]
