@@ -5,7 +5,9 @@
 #
 #   bash benches/e2e.sh                     # every variant, both requests (about 4 minutes)
 #   DURATION=20 CONNS=64 RATE=2000 bash benches/e2e.sh
-#   ENVOY_EDIT=benches/e2e/allowed-headers.sed bash benches/e2e.sh   # an Envoy setting's A/B
+#   ENVOY_EDIT=benches/e2e/allowed-headers.sed bash benches/e2e.sh   # every variant, edited
+#   PAIRS=8 ENVOY_EDIT=benches/e2e/allowed-headers.sed VARIANTS="floor redis" REQUESTS=realistic \
+#     bash benches/e2e.sh                   # an Envoy setting's A/B: alternating pairs
 #
 # Variants (each with its own Envoy, the same upstream, tollgate and Redis):
 #   bare     Envoy without the ext_authz filter
@@ -21,7 +23,10 @@
 #
 # For each: requests/s at saturation (closed loop, CONNS connections, one stream each), latency
 # at RATE requests/s (open loop), and the CPU each process spent per request (/proc/<pid>/stat),
-# printed as Markdown rows for BENCHMARKS.md. Needs envoy 1.40, redis-server and h2load
+# printed as Markdown rows for BENCHMARKS.md. With PAIRS=N (and ENVOY_EDIT), each variant runs
+# the shipped and the edited Envoy side by side instead, N alternating saturation measurements of
+# each, and prints every pair and the median of the per-pair ratios (edited / shipped), so that
+# the machine's drift falls on both sides of each ratio. Needs envoy 1.40, redis-server and h2load
 # (`apt-get install nghttp2-client`); run by hand, not in CI. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +37,11 @@ RATE=${RATE:-2000}
 VARIANTS=${VARIANTS:-bare floor memory redis}
 REQUESTS=${REQUESTS:-minimal realistic}
 ENVOY_EDIT=${ENVOY_EDIT:-}
+PAIRS=${PAIRS:-0}
+if [ "$PAIRS" -gt 0 ] && [ -z "$ENVOY_EDIT" ]; then
+  echo "PAIRS needs ENVOY_EDIT: the edit to compare with the shipped file" >&2
+  exit 1
+fi
 
 for tool in envoy redis-server h2load; do
   command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
@@ -120,10 +130,11 @@ pids+=("$memory_pid" "$redis_tollgate_pid")
 wait_port "$memory_port"
 wait_port "$redis_tollgate_port"
 
-# The front Envoy of one variant: the shipped file, its ports substituted, then ENVOY_EDIT (a sed
-# script) applied; `bare` drops the ext_authz filter.
-start_envoy() { # variant, tollgate port -> "pid port"
-  local port config=$work/envoy-$1.yaml
+# The front Envoy of one variant: the shipped file, its ports substituted, then the sed script
+# (ENVOY_EDIT by default; none when empty) applied; `bare` drops the ext_authz filter.
+start_envoy() { # variant, tollgate port[, sed script] -> "pid port"
+  local port side=${3+shipped} edit=${3-$ENVOY_EDIT}
+  local config=$work/envoy-$1${side:+-$side}.yaml
   port=$(free_port)
   sed -e "s/{ address: 0.0.0.0, port_value: 8080 }/{ address: 127.0.0.1, port_value: $port }/" \
     -e "s/{ address: 127.0.0.1, port_value: 9191 }/{ address: 127.0.0.1, port_value: $2 }/" \
@@ -133,10 +144,11 @@ start_envoy() { # variant, tollgate port -> "pid port"
   if [ "$1" = bare ]; then
     sed -i '/- name: envoy.filters.http.ext_authz/,/- name: envoy.filters.http.router/{/- name: envoy.filters.http.router/!d}' "$config"
   fi
-  if [ -n "$ENVOY_EDIT" ]; then
-    sed -i -f "$ENVOY_EDIT" "$config"
+  if [ -n "$edit" ]; then
+    # An edit may name tollgate's port as @TOLLGATE_PORT@.
+    sed -i -f <(sed "s/@TOLLGATE_PORT@/$2/g" "$edit") "$config"
   fi
-  envoy -c "$config" --concurrency 2 --base-id 7102 -l error >/dev/null 2>&1 &
+  envoy -c "$config" --concurrency 2 --disable-hot-restart -l error >/dev/null 2>&1 &
   echo "$! $port"
 }
 
@@ -179,6 +191,71 @@ run_h2load() { # uri file, headers file, extra h2load arguments...
   while IFS= read -r header; do args+=(-H "$header"); done <"$header_file"
   h2load -i "$uris" "${args[@]}" "$@" 2>/dev/null
 }
+
+# One saturation measurement through the Envoy at `pid`: "req/s envoy_us tollgate_us redis_us".
+saturate() { # envoy pid, tollgate pid, uri file, header file
+  local before after out n
+  before=("$(cpu "$1")" "$(cpu "$2")" "$(cpu "$redis_pid")")
+  out=$(run_h2load "$3" "$4" -c "$CONNS" -t 1 -D "$DURATION")
+  after=("$(cpu "$1")" "$(cpu "$2")" "$(cpu "$redis_pid")")
+  n=$(echo "$out" | awk '/^requests:/ { print $6 }')
+  echo "$out" | awk -v n="$n" -v b="${before[*]}" -v a="${after[*]}" '
+    /^finished in/ { gsub(",", ""); rps = $4 }
+    END {
+      split(b, x, " "); split(a, y, " ")
+      printf "%d %.1f %.1f %.1f\n", rps, (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) * 1e6 / n, (y[3] - x[3]) * 1e6 / n
+    }'
+}
+
+# PAIRS: the shipped Envoy (A) and the edited one (B) of each variant, measured alternately.
+if [ "$PAIRS" -gt 0 ]; then
+  echo "# A/B: shipped (A) against $ENVOY_EDIT (B), $PAIRS pairs of ${DURATION}s at c$CONNS; $(nproc) cores"
+  for variant in $VARIANTS; do
+    case $variant in
+      floor | memory) tollgate_pid=$memory_pid; tollgate_port=$memory_port ;;
+      redis) tollgate_pid=$redis_tollgate_pid; tollgate_port=$redis_tollgate_port ;;
+      *) echo "PAIRS measures floor, memory or redis" >&2; exit 1 ;;
+    esac
+    read -r a_pid a_port < <(start_envoy "$variant" "$tollgate_port" "")
+    read -r b_pid b_port < <(start_envoy "$variant" "$tollgate_port")
+    pids+=("$a_pid" "$b_pid")
+    wait_port "$a_port"
+    wait_port "$b_port"
+    prefix=/v1
+    [ "$variant" = floor ] && prefix=/outside
+    uris "$a_port" "$prefix" >"$work/uris-a"
+    uris "$b_port" "$prefix" >"$work/uris-b"
+    for request in $REQUESTS; do
+      headers "$request" >"$work/headers"
+      echo
+      echo "## $variant, $request"
+      echo
+      echo "| pair | A req/s | B req/s | B / A | Envoy µs/req A / B | tollgate µs/req A / B | Redis µs/req A / B |"
+      echo "|---|---|---|---|---|---|---|"
+      for side in a b; do run_h2load "$work/uris-$side" "$work/headers" -c "$CONNS" -t 1 -D 2 >/dev/null; done
+      ratios=()
+      for pair in $(seq "$PAIRS"); do
+        # Alternate which side goes first, so that a trend in the machine's speed cancels out.
+        if [ $((pair % 2)) = 1 ]; then
+          read -r ar ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
+          read -r br be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
+        else
+          read -r br be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
+          read -r ar ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
+        fi
+        ratio=$(awk -v a="$ar" -v b="$br" 'BEGIN { printf "%.3f", b / a }')
+        ratios+=("$ratio")
+        echo "| $pair | $ar | $br | $ratio | $ae / $be | $at / $bt | $ad / $bd |"
+      done
+      median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+      echo
+      echo "median B / A: $median"
+    done
+    kill "$a_pid" "$b_pid"
+    wait "$a_pid" "$b_pid" 2>/dev/null || true
+  done
+  exit 0
+fi
 
 echo "# e2e: ${DURATION}s per measurement, closed loop over $CONNS connections, latency at $RATE req/s; $(nproc) cores"
 [ -n "$ENVOY_EDIT" ] && echo "# Envoy edited with $ENVOY_EDIT"

@@ -1,8 +1,9 @@
 //! Checks against tollgate over a lean gRPC client.
 
 use crate::check_request::envoy_request;
+use crate::cpu::cpu_seconds;
 use crate::measure::{Keys, Outcome, Tally, drive};
-use crate::processes::{TollgateProcess, Window, cpu_seconds};
+use crate::processes::{TollgateProcess, Window};
 use crate::redis_server::{RedisServer, script_calls};
 use crate::{Options, Shape};
 use bytes::{BufMut, Bytes, BytesMut};

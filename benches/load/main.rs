@@ -27,6 +27,8 @@
 #[path = "../../tests/common/check_request.rs"]
 mod check_request;
 mod checks;
+#[path = "../../tests/common/cpu.rs"]
+mod cpu;
 mod measure;
 mod processes;
 mod redis_direct;

@@ -13,8 +13,17 @@
 //!    concurrent callers over multiplexed connections, as tollgate sends them; then
 //!    `usec_per_call` of `cmdstat_evalsha` (`INFO commandstats`): the script's own time in Redis,
 //!    without reading and writing the sockets; and the Redis commands the script ran per call.
+//!    Beside it, Redis's whole CPU per check (`/proc/<pid>/stat`): the script, the protocol and
+//!    the sockets.
 //! 3. **Throughput**: the same checks per second of wall time, seen by the client. The client and
 //!    Redis share the machine's cores, so only the ratio of the two layouts in one run means much.
+//!
+//! `STORAGE_BASELINE=FILE` compares against the check script in FILE (same interface: an earlier
+//! ring, e.g. `git show REV:src/store/ring.lua` + `admit.lua` + `check.lua`) instead of the sorted
+//! set; both must then admit the same checks.
+
+#[path = "../../tests/common/cpu.rs"]
+mod cpu;
 
 // The tests' launcher; this bench needs neither TLS, restarts nor its script counter.
 #[allow(dead_code)]
@@ -31,6 +40,9 @@ const RING: &str = tollgate::store::CHECK_SCRIPT;
 
 /// What it ran before, with the same interface.
 const ZSET: &str = include_str!("zset.lua");
+
+/// A file holding another script to compare the ring with, instead of [`ZSET`].
+const BASELINE_ENV: &str = "STORAGE_BASELINE";
 
 const SECOND_US: u64 = 1_000_000;
 const MINUTE_US: u64 = 60 * SECOND_US;
@@ -119,20 +131,27 @@ struct Run {
     usec_per_call: f64,
     /// Redis commands the script ran per call (`redis.call`, `TIME` included).
     commands: f64,
+    /// Redis's CPU per call, all of it (`/proc`): the script, the protocol and the sockets.
+    cpu_us: f64,
     /// Checks per second of wall time, seen by the client.
     per_second: f64,
 }
 
 fn main() {
+    let (base, base_code) = match std::env::var_os(BASELINE_ENV) {
+        Some(file) => ("baseline", std::fs::read_to_string(file).unwrap()),
+        None => ("sorted set", ZSET.to_owned()),
+    };
     let redis = RedisServer::start();
     // Closed before the memory rows, which wait until they have Redis to themselves.
     let mut c = redis.connection();
-    // The SHA1s of the two scripts, sorted set first.
-    let layouts = [ZSET, RING].map(|code| redis::Script::new(code).load(&mut c).unwrap());
+    // The SHA1s of the two scripts, the one compared with first.
+    let layouts =
+        [base_code.as_str(), RING].map(|code| redis::Script::new(code).load(&mut c).unwrap());
     let server = info(&mut c, "server");
     drop(c);
     println!(
-        "# Storage layout: sorted set vs ring (Redis {}, {} cores shared by Redis and this client)",
+        "# Storage layout: {base} vs ring (Redis {}, {} cores shared by Redis and this client)",
         field(&server, "redis_version"),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -141,7 +160,7 @@ fn main() {
         "\n## Memory: one window of N requests per hour, cost 1 (`used_memory` growth after `FLUSHALL`)\n"
     );
     println!(
-        "| N | filled | buckets | admitted | sorted set B/request | ring B/request | sorted set B/bucket | ring B/bucket | ring / sorted set | sorted set encoding |"
+        "| N | filled | buckets | admitted | {base} B/request | ring B/request | {base} B/bucket | ring B/bucket | ring / {base} | {base} encoding |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for fill in &FILLS {
@@ -173,9 +192,9 @@ fn main() {
         "\n## CPU: {CALLS} checks per scenario and layout, {CALLERS} callers over {CONNECTIONS} multiplexed connections\n"
     );
     println!(
-        "| scenario | allowed: sorted set / ring | commands per call: sorted set / ring | sorted set µs/call in Redis | ring µs/call in Redis | ring / sorted set | sorted set calls/s | ring calls/s | ring / sorted set |"
+        "| scenario | allowed: {base} / ring | commands per call: {base} / ring | {base} µs/call in Redis | ring µs/call in Redis | ring / {base} | Redis CPU µs/call, all: {base} / ring | ring / {base} | {base} calls/s | ring calls/s | ring / {base} |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -187,8 +206,15 @@ fn main() {
         for run in [&zset, &ring] {
             assert_eq!(run.calls, CALLS, "script calls seen by Redis");
         }
+        if base_code != ZSET {
+            assert_eq!(
+                zset.allowed, ring.allowed,
+                "{}: checks admitted",
+                scenario.name
+            );
+        }
         println!(
-            "| {} | {} / {} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {} / {} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} | {:.2} | {:.0} | {:.0} | {:.2} |",
             scenario.name,
             zset.allowed,
             ring.allowed,
@@ -197,6 +223,9 @@ fn main() {
             zset.usec_per_call,
             ring.usec_per_call,
             ring.usec_per_call / zset.usec_per_call,
+            zset.cpu_us,
+            ring.cpu_us,
+            ring.cpu_us / zset.cpu_us,
             zset.per_second,
             ring.per_second,
             ring.per_second / zset.per_second
@@ -292,7 +321,9 @@ async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
     }
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let start = Instant::now();
+    let cpu_before = cpu::cpu_seconds(redis.pid());
     let allowed = drive(&connections, sha, scenario).await;
+    let cpu = cpu::cpu_seconds(redis.pid()) - cpu_before;
     let elapsed = start.elapsed();
     // One line per command, `cmdstat_<name>:calls=…,usec=…,usec_per_call=…,…`, the commands
     // scripts run included; besides the scripts' own, only the `CONFIG RESETSTAT` above.
@@ -309,6 +340,7 @@ async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
         calls: value(evalsha, "calls").parse().unwrap(),
         usec_per_call: value(evalsha, "usec_per_call").parse().unwrap(),
         commands: in_scripts as f64 / CALLS as f64,
+        cpu_us: cpu * 1e6 / CALLS as f64,
         per_second: CALLS as f64 / elapsed.as_secs_f64(),
     }
 }

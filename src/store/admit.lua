@@ -12,9 +12,13 @@ local function admit(key, cost, record_denied, capacity, retain, limits, windows
   local ring = open(key)
 
   -- The ring only ever grows: the capacity covers every plan's rule for the route, and a reload
-  -- that lowers it must not drop times. A larger one (a new bucket, or a reload that raised it)
-  -- lays the times out again, oldest first, from one read of the whole string.
-  if ring.cap < capacity then
+  -- that lowers it must not drop times. A larger one (a reload that raised it) lays the times out
+  -- again, oldest first, from one read of the whole string. A new bucket's string is written
+  -- whole by its first counted request, and not at all before.
+  local new = #ring.data == 0
+  if new then
+    ring.cap = capacity
+  elseif ring.cap < capacity then
     local whole = ring.len > 0 and redis.call('GET', key) or ''
     local slots = {}
     for k = ring.len - 1, 0, -1 do
@@ -41,14 +45,21 @@ local function admit(key, cost, record_denied, capacity, retain, limits, windows
   local counted = allowed == 1 or record_denied
   if counted then
     -- Never before the newest time, so the ring stays in order if the server's clock steps back.
-    push(ring, math.max(now, recent(ring, 0) or now), cost)
-    -- Lengthened only: a reload that shortened the windows never cuts the life of times counted
-    -- before it.
-    prolong(ring, retain)
+    local at = math.max(now, recent(ring, 0) or now)
+    if new then
+      create(ring, at, cost, retain)
+    else
+      push(ring, at, cost)
+      -- Lengthened only: a reload that shortened the windows never cuts the life of times
+      -- counted before it.
+      prolong(ring, retain)
+    end
   end
 
+  -- Counted up to the limit: past it the reply is the same (no slot free, the limit-th newest
+  -- time frees the next), and a counted request left at most `limit` times in the window.
   for i = 1, #limits do
-    local count = used(ring, windows[i], now)
+    local count = used(ring, windows[i], now, limits[i])
     reply[#reply + 1] = math.max(0, limits[i] - count)
     if counted then
       reply[#reply + 1] = next_free(ring, limits[i], windows[i], count, now)

@@ -11,10 +11,10 @@
 -- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}, as admit() tells.
 local limits, windows = {}, {}
 for i = 5, #ARGV, 2 do
-  limits[#limits + 1], windows[#windows + 1] = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  limits[#limits + 1], windows[#windows + 1] = ARGV[i] + 0, ARGV[i + 1] + 0
 end
 local now = clock()
 local reply = {0, now}
-reply[1] = admit(KEYS[1], tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]),
-  tonumber(ARGV[4]), limits, windows, now, reply)
+reply[1] = admit(KEYS[1], ARGV[1] + 0, ARGV[2] == '1', ARGV[3] + 0,
+  ARGV[4] + 0, limits, windows, now, reply)
 return reply

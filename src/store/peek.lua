@@ -10,6 +10,6 @@ local now = clock()
 local ring = open(KEYS[1])
 local reply = {now}
 for i = 1, #ARGV, 2 do
-  usage(ring, tonumber(ARGV[i]), tonumber(ARGV[i + 1]), now, reply)
+  usage(ring, ARGV[i] + 0, ARGV[i + 1] + 0, now, reply)
 end
 return reply

@@ -12,15 +12,15 @@
 -- window: used, remaining, reset_us, as peek.lua reads them}.
 local now = clock()
 local reply = {0, now}
-reply[1] = admit(KEYS[1], 1, false, tonumber(ARGV[1]), tonumber(ARGV[2]),
-  {tonumber(ARGV[3])}, {tonumber(ARGV[4])}, now, reply)
+reply[1] = admit(KEYS[1], 1, false, ARGV[1] + 0, ARGV[2] + 0,
+  {ARGV[3] + 0}, {ARGV[4] + 0}, now, reply)
 if reply[1] == 1 then
   local arg = 5
   for k = 2, #KEYS do
     local ring = open(KEYS[k])
-    local windows = tonumber(ARGV[arg])
+    local windows = ARGV[arg] + 0
     for i = arg + 1, arg + 2 * windows, 2 do
-      usage(ring, tonumber(ARGV[i]), tonumber(ARGV[i + 1]), now, reply)
+      usage(ring, ARGV[i] + 0, ARGV[i + 1] + 0, now, reply)
     end
     arg = arg + 1 + 2 * windows
   end

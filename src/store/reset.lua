@@ -6,6 +6,6 @@
 --
 -- Returns the number of slots that lay in that window.
 local key = KEYS[1]
-local count = used(open(key), tonumber(ARGV[1]), clock())
+local count = used(open(key), ARGV[1] + 0, clock())
 redis.call('DEL', key)
 return count

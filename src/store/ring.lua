@@ -11,25 +11,39 @@
 -- request of cost c iff the (N - c)-th most recent time has left it. The string grows as slots are
 -- first written, so a bucket that is never full never takes its whole capacity.
 --
--- The first PREFIX bytes are read with one command when the ring is opened: a ring of up to
--- 1 022 slots is then searched without another read, and a larger one reads only the slots
--- beyond that copy, one GETRANGE each. A check writes once, the same time into the `cost` slots
--- that become the newest; the ring remembers that run instead of mending the copy.
+-- The slots are read in blocks of BLOCK slots, one GETRANGE each, the first (with the header)
+-- when the ring is opened and any other when a lookup first needs it: a ring of up to BLOCK
+-- slots is searched after one read, and a larger one reads only the blocks its lookups touch
+-- (those around `next`, where the newest and the oldest times are, unless a window ends deep in
+-- the ring). A check writes once, the same time into the `cost` slots that become the newest;
+-- the ring remembers that run instead of mending the blocks read.
+--
+-- What a check costs Redis, measured in instructions (BENCHMARKS.md), is mostly per command (a
+-- lookup of the command and of the key, the call's bookkeeping), per number handed to one (Redis
+-- prints it with `%.17g`), and per byte read into Lua (every copy is garbage the Lua collector
+-- then walks the heap for): blocks of 1 KiB rather than the whole ring, offsets that never change
+-- passed as strings, and the header written with the new slots in one SETRANGE when the slots
+-- between them are in the first block. Numbers that come as strings (the arguments, TIME's
+-- reply) are converted with `+ 0`: one strtod, where tonumber() runs two.
 --
 -- Time comes from the Redis server, so tollgate replicas with skewed clocks agree. A request
 -- admitted at t is counted while now < t + window.
 local HEADER = 12
-local PREFIX = 8192
+local BLOCK = 127
+local FIRST_LAST = '1027' -- the last byte of the first block (HEADER + BLOCK * 8 - 1)
 
 local function clock()
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+  return time[1] * 1000000 + time[2]
 end
 
--- `data` is a copy of the string's first bytes as opened (or as replaced).
+-- `data` is the first block as opened (or as replaced), header included; `blocks` the others
+-- read so far, by number.
 local function open(key)
-  local data = redis.call('GETRANGE', key, 0, PREFIX - 1)
-  local ring = {key = key, data = data, cap = 0, len = 0, next = 0, fresh = 0}
+  local data = redis.call('GETRANGE', key, '0', FIRST_LAST)
+  -- Every field named here, so that the table is sized once.
+  local ring = {key = key, data = data, blocks = {}, cap = 0, len = 0, next = 0, fresh = 0,
+    fresh_at = 0}
   if #data >= HEADER then
     ring.cap, ring.len, ring.next = struct.unpack('>I4I4I4', data)
   end
@@ -40,8 +54,22 @@ end
 local function replace(ring, value, window_us)
   local ttl = redis.call('PTTL', ring.key)
   redis.call('SET', ring.key, value, 'PX', math.max(ttl, math.ceil(window_us / 1000)))
-  ring.data = string.sub(value, 1, PREFIX)
+  ring.data, ring.blocks = string.sub(value, 1, HEADER + BLOCK * 8), {}
   ring.fresh = 0
+end
+
+-- Writes the ring of a bucket that has no string yet, holding `cost` admissions at time `at`, to
+-- live `window_us`: two commands for what `replace`, `push` and `prolong` would take five. The
+-- header is written first, on its own, so that the string then grows as every ring's does (Redis
+-- doubles a string's room as SETRANGE lengthens it, from the size it first had).
+local function create(ring, at, cost, window_us)
+  local len = math.min(cost, ring.cap)
+  local header = struct.pack('>I4I4I4', ring.cap, len, len % ring.cap)
+  local slots = string.rep(struct.pack('>d', at), len)
+  redis.call('SET', ring.key, header, 'PX', math.ceil(window_us / 1000))
+  redis.call('SETRANGE', ring.key, HEADER, slots)
+  ring.data, ring.len, ring.next = string.sub(header .. slots, 1, HEADER + BLOCK * 8), len, len % ring.cap
+  ring.fresh, ring.fresh_at = len, at
 end
 
 -- Makes the string live at least `window_us` from now, never shorter than it would already:
@@ -60,17 +88,27 @@ local function prolong(ring, window_us)
   end
 end
 
--- Counts `cost` more admissions at time `at`: they become the newest `cost` times.
+-- Counts `cost` more admissions at time `at`: they become the newest `cost` times. When they do
+-- not wrap around and the slots before them are in the first block (copied from it: nothing was
+-- written since it was read), the header, those slots and the new ones are one SETRANGE.
 local function push(ring, at, cost)
   local slot = struct.pack('>d', at)
   local first = math.min(cost, ring.cap - ring.next)
-  redis.call('SETRANGE', ring.key, HEADER + ring.next * 8, string.rep(slot, first))
-  if cost > first then
-    redis.call('SETRANGE', ring.key, HEADER, string.rep(slot, cost - first))
+  local offset = HEADER + ring.next * 8
+  local header = struct.pack('>I4I4I4', ring.cap, math.min(ring.len + cost, ring.cap),
+    (ring.next + cost) % ring.cap)
+  if first == cost and ring.next <= BLOCK and #ring.data >= offset then
+    redis.call('SETRANGE', ring.key, '0',
+      header .. string.sub(ring.data, HEADER + 1, offset) .. string.rep(slot, cost))
+  else
+    redis.call('SETRANGE', ring.key, offset, string.rep(slot, first))
+    if cost > first then
+      redis.call('SETRANGE', ring.key, HEADER, string.rep(slot, cost - first))
+    end
+    redis.call('SETRANGE', ring.key, '0', header)
   end
   ring.next = (ring.next + cost) % ring.cap
   ring.len = math.min(ring.len + cost, ring.cap)
-  redis.call('SETRANGE', ring.key, 0, struct.pack('>I4I4I4', ring.cap, ring.len, ring.next))
   ring.fresh, ring.fresh_at = math.min(cost, ring.cap), at
 end
 
@@ -82,19 +120,35 @@ local function recent(ring, k)
   if k < ring.fresh then
     return ring.fresh_at
   end
-  local offset = HEADER + ((ring.next - 1 - k) % ring.cap) * 8
-  local bytes
-  if offset + 8 <= #ring.data then
-    bytes = string.sub(ring.data, offset + 1, offset + 8)
-  else
-    bytes = redis.call('GETRANGE', ring.key, offset, offset + 7)
+  local slot = (ring.next - 1 - k) % ring.cap
+  local number = math.floor(slot / BLOCK)
+  local block, at = ring.data, HEADER + slot * 8
+  if number > 0 then
+    block = ring.blocks[number]
+    if not block then
+      local first = HEADER + number * BLOCK * 8
+      block = redis.call('GETRANGE', ring.key, first, first + BLOCK * 8 - 1)
+      ring.blocks[number] = block
+    end
+    at = (slot - number * BLOCK) * 8
   end
+  local bytes = string.sub(block, at + 1, at + 8)
   return (struct.unpack('>d', bytes))
 end
 
--- How many held times lie in the trailing window: a binary search, since they are in order.
-local function used(ring, window, now)
-  local low, high = 0, ring.len
+-- How many held times lie in the trailing window, counting at most `bound` of them (all of them
+-- when nil): a binary search, since they are in order, after a first look at the oldest time it
+-- may count (when that one is in the window, so are all the newer ones).
+local function used(ring, window, now, bound)
+  local high = ring.len
+  if bound and bound < high then
+    high = math.max(bound, 0)
+  end
+  if high == 0 or recent(ring, high - 1) + window > now then
+    return high
+  end
+  local low = 0
+  high = high - 1
   while low < high do
     local mid = math.floor((low + high) / 2)
     if recent(ring, mid) + window > now then
