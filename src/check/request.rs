@@ -190,10 +190,14 @@ const HTTP_PATH: u32 = 4;
 const HTTP_HEADER_MAP: u32 = 13;
 
 /// The header that makes an `OPTIONS` request a CORS preflight.
-const PREFLIGHT: &[u8] = b"access-control-request-method";
+const PREFLIGHT: &[u8] = FIXED_HEADERS[0].as_bytes();
 
 /// The W3C trace context header.
-const TRACEPARENT: &[u8] = b"traceparent";
+const TRACEPARENT: &[u8] = FIXED_HEADERS[1].as_bytes();
+
+/// The request headers read besides the configured `api_key_header` and `plan_header`: a proxy
+/// that sends the check only some headers (Envoy's `allowed_headers`) must send these too.
+pub const FIXED_HEADERS: [&str; 2] = ["access-control-request-method", "traceparent"];
 
 /// What the walk has found so far; slices of the message.
 #[derive(Default)]
@@ -389,6 +393,7 @@ struct Fields<'a>(&'a [u8]);
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Value<'a>), Malformed>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
             return None;
@@ -403,6 +408,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn field(&mut self) -> Result<(u32, Value<'a>), Malformed> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3).map_err(|_| Malformed)?;
@@ -422,7 +428,15 @@ impl<'a> Fields<'a> {
         Ok((number, value))
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, Malformed> {
+        // One byte: every tag, and every length under 128, of a CheckRequest.
+        if let Some((&byte, rest)) = self.0.split_first()
+            && byte & 0x80 == 0
+        {
+            self.0 = rest;
+            return Ok(u64::from(byte));
+        }
         let mut value = 0u64;
         for (i, &byte) in self.0.iter().enumerate().take(10) {
             value |= u64::from(byte & 0x7f) << (7 * i);
