@@ -11,8 +11,15 @@ ENVOY_BIN=$(python3 -c 'import envoy._bin, os; print(os.path.join(os.path.dirnam
   command -v envoy)
 ENVOY_WRAP=${ENVOY_WRAP:-}
 TOLLGATE_WRAP=${TOLLGATE_WRAP:-}
-cargo build --release --locked --quiet
-TOLLGATE=$PWD/target/release/tollgate
+# TOLLGATE_BIN and ENVOY_YAML: another tollgate binary and Envoy file (an earlier version's, for an
+# A/B of versions); by default this tree's release build and envoy/envoy.yaml.
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+  TOLLGATE=$TOLLGATE_BIN
+else
+  cargo build --release --locked --quiet
+  TOLLGATE=$PWD/target/release/tollgate
+fi
+ENVOY_YAML=${ENVOY_YAML:-envoy/envoy.yaml}
 
 work=$(mktemp -d)
 pids=()
@@ -106,7 +113,7 @@ start_envoy() { # variant, tollgate port[, sed script] -> "pid port"
     -e "s/{ address: 127.0.0.1, port_value: 9191 }/{ address: 127.0.0.1, port_value: $2 }/" \
     -e "s/{ address: 127.0.0.1, port_value: 8000 }/{ address: 127.0.0.1, port_value: $upstream_port }/" \
     -e "s/{ address: 127.0.0.1, port_value: 9901 }/{ address: 127.0.0.1, port_value: $(free_port) }/" \
-    envoy/envoy.yaml >"$config"
+    "$ENVOY_YAML" >"$config"
   if [ "$1" = bare ]; then
     sed -i '/- name: envoy.filters.http.ext_authz/,/- name: envoy.filters.http.router/{/- name: envoy.filters.http.router/!d}' "$config"
   fi
