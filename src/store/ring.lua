@@ -41,9 +41,7 @@ end
 -- read so far, by number.
 local function open(key)
   local data = redis.call('GETRANGE', key, '0', FIRST_LAST)
-  -- Every field named here, so that the table is sized once.
-  local ring = {key = key, data = data, blocks = {}, cap = 0, len = 0, next = 0, fresh = 0,
-    fresh_at = 0}
+  local ring = {key = key, data = data, blocks = {}, cap = 0, len = 0, next = 0, fresh = 0}
   if #data >= HEADER then
     ring.cap, ring.len, ring.next = struct.unpack('>I4I4I4', data)
   end
