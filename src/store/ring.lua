@@ -66,7 +66,8 @@ local function create(ring, at, cost, window_us)
   local slots = string.rep(struct.pack('>d', at), len)
   redis.call('SET', ring.key, header, 'PX', math.ceil(window_us / 1000))
   redis.call('SETRANGE', ring.key, HEADER, slots)
-  ring.data, ring.len, ring.next = string.sub(header .. slots, 1, HEADER + BLOCK * 8), len, len % ring.cap
+  ring.data = string.sub(header .. slots, 1, HEADER + BLOCK * 8)
+  ring.len, ring.next = len, len % ring.cap
   ring.fresh, ring.fresh_at = len, at
 end
 
