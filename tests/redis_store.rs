@@ -411,6 +411,65 @@ async fn a_redis_cluster_spreads_the_keys_over_its_nodes() {
     assert_eq!(total, 60, "one sliding log per API key");
 }
 
+/// A store of one connection to `redis`, once it answers.
+async fn ready_store(redis: &RedisServer, key_prefix: &str) -> RedisStore {
+    let settings = RedisSettings {
+        url: redis.url(),
+        timeout: Duration::from_secs(2),
+        connections: 1,
+        key_prefix: key_prefix.into(),
+        tls_ca: None,
+    };
+    let store = RedisStore::new(&settings, Topology::Standalone).unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(5), store.readiness().wait());
+    assert!(ready.await.expect("redis answers"), "{}", redis.url());
+    store
+}
+
+/// A reload that raises a route's capacity lays its ring out again (oldest first, from one read
+/// of the whole string) and loses no time counted before: the ring is counted exactly under the
+/// larger capacity while it grows past one block of the script's reads (127 slots), written on
+/// while its new slots lie in the first block (header and slots in one command) and past it
+/// (apart), to the new limit and not one request further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_capacity_keeps_every_counted_time() {
+    let rule = |requests: u32| {
+        let limit = Limit {
+            requests: NonZeroU32::new(requests).unwrap(),
+            window: Duration::from_secs(60),
+        };
+        Rule::new(vec![limit], 1, Mode::Enforce).unwrap()
+    };
+    let redis = RedisServer::start();
+    let store = ready_store(&redis, "capacity").await;
+    let key = KeyDigest::of("capacity");
+    let bucket = BucketRef {
+        key: &key,
+        name: "GET /x",
+    };
+    // 90 times, laid out again from slot 0 under the larger capacity: the next 37 are written
+    // with the header, the rest apart, and the newest ones read from the blocks past the first.
+    let before = rule(100);
+    for n in 1..=90 {
+        let outcome = store.check(bucket, &before).await.unwrap();
+        assert_eq!(
+            (outcome.allowed, outcome.windows[0].remaining),
+            (true, 100 - n)
+        );
+    }
+    let after = rule(400);
+    for n in 91..=400 {
+        let outcome = store.check(bucket, &after).await.unwrap();
+        assert_eq!(
+            (outcome.allowed, outcome.windows[0].remaining),
+            (true, 400 - n),
+            "request {n} under the raised capacity"
+        );
+    }
+    let outcome = store.check(bucket, &after).await.unwrap();
+    assert!(!outcome.allowed, "a 401st request in the window");
+}
+
 /// A bucket's expiry is only ever lengthened, on every supported server (Redis 6.2 has no
 /// `PEXPIRE … GT`, so the script compares by hand): a check under a shorter window (after a
 /// reload) keeps the longer life of what was counted before, a longer one extends it, and a ring
@@ -426,16 +485,7 @@ async fn expiry_is_only_ever_lengthened_on_every_server() {
     };
     for flavour in [Flavour::Redis7, Flavour::Redis62, Flavour::Valkey8] {
         let redis = RedisServer::start_flavour(flavour);
-        let settings = RedisSettings {
-            url: redis.url(),
-            timeout: Duration::from_secs(2),
-            connections: 1,
-            key_prefix: "expiry".into(),
-            tls_ca: None,
-        };
-        let store = RedisStore::new(&settings, Topology::Standalone).unwrap();
-        let ready = tokio::time::timeout(Duration::from_secs(5), store.readiness().wait());
-        assert!(ready.await.expect("redis answers"), "{flavour:?}");
+        let store = ready_store(&redis, "expiry").await;
         let key = KeyDigest::of("expiry");
         let bucket = BucketRef {
             key: &key,

@@ -65,7 +65,7 @@ fn switching_schedules() -> BoxedStrategy<Schedule> {
 
 /// Large buckets, hammered with costly requests and now and then left idle past their shorter
 /// window (not the longest, so the bucket stays): rings of more slots than the script reads in
-/// one command (1 022), written round many times, and read right after a write when a window
+/// one read (a block of 127), written round many times, and read right after a write when a window
 /// starts empty.
 fn large_schedules() -> BoxedStrategy<Schedule> {
     let gap = prop_oneof![40 => 0u64..2, 1 => 30u64..150];
