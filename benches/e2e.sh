@@ -5,8 +5,8 @@
 #
 #   bash benches/e2e.sh                     # every variant, both requests (about 4 minutes)
 #   DURATION=20 CONNS=64 RATE=2000 bash benches/e2e.sh
-#   ENVOY_EDIT=benches/e2e/allowed-headers.sed bash benches/e2e.sh   # every variant, edited
-#   PAIRS=8 ENVOY_EDIT=benches/e2e/allowed-headers.sed VARIANTS="floor redis" REQUESTS=realistic \
+#   ENVOY_EDIT=benches/e2e/every-header.sed bash benches/e2e.sh   # every variant, edited
+#   PAIRS=8 ENVOY_EDIT=benches/e2e/every-header.sed VARIANTS="floor redis" REQUESTS=realistic \
 #     bash benches/e2e.sh                   # an Envoy setting's A/B: alternating pairs
 #
 # Variants (each with its own Envoy, the same upstream, tollgate and Redis):
@@ -46,7 +46,8 @@ fi
 # The processes every variant shares, and the helpers that start the rest.
 source benches/e2e/stack.sh
 
-# One saturation measurement through the Envoy at `pid`: "req/s envoy_us tollgate_us redis_us".
+# One saturation measurement through the Envoy at `pid`: "req/s 2xx envoy_us tollgate_us
+# redis_us", the CPU each process spent per request.
 saturate() { # envoy pid, tollgate pid, uri file, header file
   local before after out n
   before=("$(cpu "$1")" "$(cpu "$2")" "$(cpu "$redis_pid")")
@@ -55,9 +56,10 @@ saturate() { # envoy pid, tollgate pid, uri file, header file
   n=$(echo "$out" | awk '/^requests:/ { print $6 }')
   echo "$out" | awk -v n="$n" -v b="${before[*]}" -v a="${after[*]}" '
     /^finished in/ { gsub(",", ""); rps = $4 }
+    /^status codes:/ { ok = $3 }
     END {
       split(b, x, " "); split(a, y, " ")
-      printf "%d %.1f %.1f %.1f\n", rps, (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) * 1e6 / n, (y[3] - x[3]) * 1e6 / n
+      printf "%d %d %.1f %.1f %.1f\n", rps, ok, (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) * 1e6 / n, (y[3] - x[3]) * 1e6 / n
     }'
 }
 
@@ -65,18 +67,13 @@ saturate() { # envoy pid, tollgate pid, uri file, header file
 if [ "$PAIRS" -gt 0 ]; then
   echo "# A/B: shipped (A) against $ENVOY_EDIT (B), $PAIRS pairs of ${DURATION}s at c$CONNS; $(nproc) cores"
   for variant in $VARIANTS; do
-    case $variant in
-      floor | memory) tollgate_pid=$memory_pid; tollgate_port=$memory_port ;;
-      redis) tollgate_pid=$redis_tollgate_pid; tollgate_port=$redis_tollgate_port ;;
-      *) echo "PAIRS measures floor, memory or redis" >&2; exit 1 ;;
-    esac
+    if [ "$variant" = bare ]; then echo "PAIRS measures floor, memory or redis" >&2; exit 1; fi
+    use_variant "$variant"
     read -r a_pid a_port < <(start_envoy "$variant" "$tollgate_port" "")
     read -r b_pid b_port < <(start_envoy "$variant" "$tollgate_port")
     pids+=("$a_pid" "$b_pid")
     wait_port "$a_port"
     wait_port "$b_port"
-    prefix=/v1
-    [ "$variant" = floor ] && prefix=/outside
     uris "$a_port" "$prefix" >"$work/uris-a"
     uris "$b_port" "$prefix" >"$work/uris-b"
     for request in $REQUESTS; do
@@ -91,11 +88,11 @@ if [ "$PAIRS" -gt 0 ]; then
       for pair in $(seq "$PAIRS"); do
         # Alternate which side goes first, so that a trend in the machine's speed cancels out.
         if [ $((pair % 2)) = 1 ]; then
-          read -r ar ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
-          read -r br be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
+          read -r ar _ ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
+          read -r br _ be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
         else
-          read -r br be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
-          read -r ar ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
+          read -r br _ be bt bd < <(saturate "$b_pid" "$tollgate_pid" "$work/uris-b" "$work/headers")
+          read -r ar _ ae at ad < <(saturate "$a_pid" "$tollgate_pid" "$work/uris-a" "$work/headers")
         fi
         ratio=$(awk -v a="$ar" -v b="$br" 'BEGIN { printf "%.3f", b / a }')
         ratios+=("$ratio")
@@ -117,30 +114,16 @@ echo
 echo "| variant | request | req/s at c$CONNS | 2xx | p50 ms at $RATE/s | p99 ms at $RATE/s | CPU µs per request: Envoy / tollgate / Redis |"
 echo "|---|---|---|---|---|---|---|"
 for variant in $VARIANTS; do
-  case $variant in
-    bare | floor | memory) tollgate_pid=$memory_pid; tollgate_port=$memory_port ;;
-    redis) tollgate_pid=$redis_tollgate_pid; tollgate_port=$redis_tollgate_port ;;
-  esac
+  use_variant "$variant"
   read -r envoy_pid envoy_port < <(start_envoy "$variant" "$tollgate_port")
   pids+=("$envoy_pid")
   wait_port "$envoy_port"
-  prefix=/v1
-  [ "$variant" = floor ] && prefix=/outside
   uris "$envoy_port" "$prefix" >"$work/uris"
   for request in $REQUESTS; do
     headers "$request" >"$work/headers"
     # Warm-up: connections made, caches filled.
     run_h2load "$work/uris" "$work/headers" -c "$CONNS" -t 1 -D 2 >/dev/null
-    before=("$(cpu "$envoy_pid")" "$(cpu "$tollgate_pid")" "$(cpu "$redis_pid")")
-    saturated=$(run_h2load "$work/uris" "$work/headers" -c "$CONNS" -t 1 -D "$DURATION")
-    after=("$(cpu "$envoy_pid")" "$(cpu "$tollgate_pid")" "$(cpu "$redis_pid")")
-    rps=$(echo "$saturated" | awk '/^finished in/ { gsub(",", ""); print $4 }')
-    done_requests=$(echo "$saturated" | awk '/^requests:/ { print $6 }')
-    ok=$(echo "$saturated" | awk '/^status codes:/ { print $3 }')
-    per_request() { awk -v a="$1" -v b="$2" -v n="$done_requests" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'; }
-    envoy_us=$(per_request "${before[0]}" "${after[0]}")
-    tollgate_us=$(per_request "${before[1]}" "${after[1]}")
-    redis_us=$(per_request "${before[2]}" "${after[2]}")
+    read -r rps ok envoy_us tollgate_us redis_us < <(saturate "$envoy_pid" "$tollgate_pid" "$work/uris" "$work/headers")
     [ "$variant" = bare ] && tollgate_us=- && redis_us=-
     [ "$variant" != redis ] && redis_us=-
     # Open loop: RATE requests/s spread over 8 connections.
@@ -148,7 +131,7 @@ for variant in $VARIANTS; do
       --log-file="$work/latency.log" >/dev/null
     read -r p50 p99 < <(awk '{ print $3 / 1000 }' "$work/latency.log" | sort -n |
       awk '{ v[NR] = $1 } END { printf "%.2f %.2f\n", v[int(NR * 0.5)], v[int(NR * 0.99)] }')
-    echo "| $variant | $request | ${rps%.*} | $ok | $p50 | $p99 | $envoy_us / $tollgate_us / $redis_us |"
+    echo "| $variant | $request | $rps | $ok | $p50 | $p99 | $envoy_us / $tollgate_us / $redis_us |"
   done
   kill "$envoy_pid"
   wait "$envoy_pid" 2>/dev/null || true

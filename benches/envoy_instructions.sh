@@ -5,7 +5,7 @@
 # every Envoy setting's effect in benches/e2e.sh's A/B pairs; an instruction count is the same to
 # about a percent in every run.
 #
-#   bash benches/envoy_instructions.sh benches/e2e/allowed-headers.sed benches/e2e/google-grpc.sed
+#   bash benches/envoy_instructions.sh benches/e2e/every-header.sed benches/e2e/google-grpc.sed
 #   MEASURE=tollgate VARIANTS=floor bash benches/envoy_instructions.sh
 #   N=2000 VARIANTS="bare floor memory redis" REQUESTS="minimal realistic" bash ...
 #
@@ -50,10 +50,7 @@ echo
 echo "| variant | request | Envoy configuration | instructions per request | × shipped |"
 echo "|---|---|---|---|---|"
 for variant in $VARIANTS; do
-  case $variant in
-    bare | floor | memory) tollgate_pid=$memory_pid; tollgate_port=$memory_port ;;
-    redis) tollgate_pid=$redis_tollgate_pid; tollgate_port=$redis_tollgate_port ;;
-  esac
+  use_variant "$variant"
   for request in $REQUESTS; do
     headers "$request" >"$work/headers"
     shipped=
@@ -61,8 +58,6 @@ for variant in $VARIANTS; do
       read -r envoy_pid envoy_port < <(start_envoy "$variant" "$tollgate_port" "$edit")
       pids+=("$envoy_pid")
       wait_port "$envoy_port"
-      prefix=/v1
-      [ "$variant" = floor ] && prefix=/outside
       uris "$envoy_port" "$prefix" >"$work/uris"
       measured=$tollgate_pid
       [ "$MEASURE" = envoy ] && measured=$envoy_pid

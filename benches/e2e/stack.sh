@@ -126,6 +126,18 @@ start_envoy() { # variant, tollgate port[, sed script] -> "pid port"
   echo "$! $port"
 }
 
+# The tollgate a variant's Envoy calls and the prefix of its paths: sets tollgate_pid,
+# tollgate_port and prefix (`floor` asks for paths outside tollgate's prefix).
+use_variant() { # bare|floor|memory|redis
+  case $1 in
+    bare | floor | memory) tollgate_pid=$memory_pid tollgate_port=$memory_port ;;
+    redis) tollgate_pid=$redis_tollgate_pid tollgate_port=$redis_tollgate_port ;;
+    *) echo "unknown variant: $1" >&2; exit 1 ;;
+  esac
+  prefix=/v1
+  if [ "$1" = floor ]; then prefix=/outside; fi
+}
+
 # 100 000 distinct paths, under the prefix or (floor) outside it.
 uris() { # port, prefix
   python3 -c "import sys; [print(f'http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}/items/{i}') for i in range(100000)]" "$1" "$2"

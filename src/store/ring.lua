@@ -30,7 +30,8 @@
 -- admitted at t is counted while now < t + window.
 local HEADER = 12
 local BLOCK = 127
-local FIRST_LAST = '1027' -- the last byte of the first block (HEADER + BLOCK * 8 - 1)
+local FIRST = HEADER + BLOCK * 8 -- bytes of the first block, header included
+local FIRST_LAST = '1027' -- its last byte (FIRST - 1), as a command's argument
 
 local function clock()
   local time = redis.call('TIME')
@@ -52,7 +53,7 @@ end
 local function replace(ring, value, window_us)
   local ttl = redis.call('PTTL', ring.key)
   redis.call('SET', ring.key, value, 'PX', math.max(ttl, math.ceil(window_us / 1000)))
-  ring.data, ring.blocks = string.sub(value, 1, HEADER + BLOCK * 8), {}
+  ring.data, ring.blocks = string.sub(value, 1, FIRST), {}
   ring.fresh = 0
 end
 
@@ -66,7 +67,7 @@ local function create(ring, at, cost, window_us)
   local slots = string.rep(struct.pack('>d', at), len)
   redis.call('SET', ring.key, header, 'PX', math.ceil(window_us / 1000))
   redis.call('SETRANGE', ring.key, HEADER, slots)
-  ring.data = string.sub(header .. slots, 1, HEADER + BLOCK * 8)
+  ring.data = string.sub(header .. slots, 1, FIRST)
   ring.len, ring.next = len, len % ring.cap
   ring.fresh, ring.fresh_at = len, at
 end
@@ -88,15 +89,15 @@ local function prolong(ring, window_us)
 end
 
 -- Counts `cost` more admissions at time `at`: they become the newest `cost` times. When they do
--- not wrap around and the slots before them are in the first block (copied from it: nothing was
--- written since it was read), the header, those slots and the new ones are one SETRANGE.
+-- not wrap around and the slots before them are in the first block as read (nothing was written
+-- since), the header, those slots and the new ones are one SETRANGE.
 local function push(ring, at, cost)
   local slot = struct.pack('>d', at)
   local first = math.min(cost, ring.cap - ring.next)
   local offset = HEADER + ring.next * 8
   local header = struct.pack('>I4I4I4', ring.cap, math.min(ring.len + cost, ring.cap),
     (ring.next + cost) % ring.cap)
-  if first == cost and ring.next <= BLOCK and #ring.data >= offset then
+  if first == cost and #ring.data >= offset then
     redis.call('SETRANGE', ring.key, '0',
       header .. string.sub(ring.data, HEADER + 1, offset) .. string.rep(slot, cost))
   else
