@@ -24,6 +24,7 @@ use tollgate::check::metadata::decision_metadata;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::response::render;
 use tollgate::check::verdict::{Quota, Subject, Verdict};
+use tollgate::check::wire::Writer;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::policy::headers::HeaderStyle;
 use tollgate::policy::path::normalize;
@@ -136,10 +137,13 @@ fn main() {
         "decision metadata of an allowed response",
         1_000_000,
         |_| {
-            black_box(decision_metadata(
+            let mut w = Writer::default();
+            decision_metadata(
+                &mut w,
                 black_box(&Verdict::Allowed(quota.clone())),
                 black_box(&subject),
-            ));
+            );
+            black_box(w.into_bytes());
         },
     );
     bench("render an allowed response", 1_000_000, |_| {

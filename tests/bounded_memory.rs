@@ -9,6 +9,8 @@ mod common;
 
 use common::WireRequest;
 use common::poll::ready;
+use envoy_types::ext_authz::v3::pb::CheckResponse;
+use prost::Message;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use tollgate::api_key::{ApiKey, KeyDigest};
@@ -16,6 +18,7 @@ use tollgate::check::authz::RateLimiter;
 use tollgate::check::metadata::decision_metadata;
 use tollgate::check::request::HttpCheck;
 use tollgate::check::verdict::{Subject, Verdict};
+use tollgate::check::wire::Writer;
 use tollgate::config::{Config, DEFAULT_YAML, Overrides};
 use tollgate::policy::limit::Mode;
 use tollgate::store::MemoryStore;
@@ -103,12 +106,13 @@ fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count
     );
     let small = flood(0);
     let answer = |message: &[u8]| ready(limiter.answer(Ok(message)));
-    let first = answer(&small);
+    let first = CheckResponse::decode(answer(&small).message()).unwrap();
     assert!(first.dynamic_metadata.is_some(), "{first:?}");
     let (baseline, _) = allocated_by(|| answer(&small));
     for headers in [1_000, 1_000_000] {
         let message = flood(headers);
-        let (bytes, response) = allocated_by(|| answer(&message));
+        let (bytes, rendered) = allocated_by(|| answer(&message));
+        let response = CheckResponse::decode(rendered.message()).unwrap();
         let metadata = response.dynamic_metadata.expect("decision metadata");
         assert_eq!(metadata.fields.len(), 7, "{metadata:?}");
         assert_eq!(bytes, baseline, "{headers} headers");
@@ -122,7 +126,11 @@ fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count
         key: Some(KeyDigest::of("bounded")),
         ..Subject::default()
     };
-    let (metadata, _) = allocated_by(|| decision_metadata(&verdict, &subject));
+    let (metadata, _) = allocated_by(|| {
+        let mut w = Writer::default();
+        decision_metadata(&mut w, &verdict, &subject);
+        w
+    });
     let off = Config::from_yaml(
         &format!("{DEFAULT_YAML}\ndecision_metadata: false\n"),
         "built-in",
@@ -131,7 +139,8 @@ fn an_answer_with_its_decision_metadata_costs_the_same_whatever_the_header_count
     .unwrap();
     let without = RateLimiter::new(&off, MemoryStore::new(1000), Metrics::new().into());
     let answer_without = |message: &[u8]| ready(without.answer(Ok(message)));
-    assert_eq!(answer_without(&small).dynamic_metadata, None);
+    let response = CheckResponse::decode(answer_without(&small).message()).unwrap();
+    assert_eq!(response.dynamic_metadata, None);
     let (bytes_without, _) = allocated_by(|| answer_without(&small));
     eprintln!(
         "an answer allocates {baseline} bytes, {metadata} of them its decision metadata; \

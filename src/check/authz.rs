@@ -3,7 +3,7 @@
 use crate::api_key::{ApiKey, KeyDigest};
 use crate::check::deny_cache::{Asked, DenyCache, Lookup};
 use crate::check::request::{HttpCheck, RequestError};
-use crate::check::response::render;
+use crate::check::response::{Rendered, render};
 use crate::check::verdict::{Quota, Subject, Verdict};
 use crate::config::{Config, FailureMode, QUOTA_BUCKET};
 use crate::policy::limit::{Mode, Rule};
@@ -12,7 +12,6 @@ use crate::store::{BucketRef, Outcome, PlanAssignments, QuotaStore, StoreError};
 use crate::telemetry::metrics::{CheckMetrics, CheckResult, Metrics, Sample};
 use crate::telemetry::traces::{CheckSpan, Context as TraceContext, StoreCall, Traces};
 use arc_swap::ArcSwap;
-use envoy_types::ext_authz::v3::pb::CheckResponse;
 use failures::FailureLog;
 use policy::Table;
 use std::sync::Arc;
@@ -144,7 +143,7 @@ impl<S: QuotaStore> RateLimiter<S> {
 
     /// The answer to one check message, or to a call whose message could not be read (400, or 503 when
     /// [`RequestError::fails_closed`]).
-    pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> CheckResponse {
+    pub async fn answer(&self, message: Result<&[u8], &RequestError>) -> Rendered {
         self.answer_traced(message, None).await
     }
 
@@ -161,7 +160,7 @@ impl<S: QuotaStore> RateLimiter<S> {
         &self,
         message: Result<&[u8], &RequestError>,
         call_context: Option<&[u8]>,
-    ) -> CheckResponse {
+    ) -> Rendered {
         let started = Instant::now();
         // Read only when traces are on: the wall clock is a system call on some hosts.
         let started_at = self.traces.as_ref().map(|_| SystemTime::now());

@@ -12,9 +12,7 @@
 //! admin API show.
 
 use crate::check::verdict::{Subject, Verdict};
-use envoy_types::pb::google::protobuf::value::Kind;
-use envoy_types::pb::google::protobuf::{Struct, Value};
-use std::collections::HashMap;
+use crate::check::wire::Writer;
 
 /// The namespace Envoy files the metadata under: the ext_authz HTTP filter's name.
 pub const NAMESPACE: &str = "envoy.filters.http.ext_authz";
@@ -39,50 +37,53 @@ pub mod field {
     pub const RESET: &str = "reset";
 }
 
-/// The metadata of one answer: `decision` always; the bucket, its mode, the plan and the key's
-/// fingerprint as far as the check got before deciding (a message that could not be read has
-/// none, a request without a key no fingerprint); the quota after a counted or denied request.
-/// Fields that do not apply are left out rather than sent empty, so the access log shows `null`
-/// for them and no byte is spent on them.
-pub fn decision_metadata(verdict: &Verdict, subject: &Subject) -> Struct {
-    let quota = verdict.quota();
-    // Sized exactly: the map's table is most of the metadata's allocation, and one sized for 8
-    // fields takes twice the room of one for 7 (an allowed request without a plan).
-    let known = [
-        subject.bucket.is_some(),
-        subject.mode.is_some(),
-        subject.plan.is_some(),
-        subject.key.is_some(),
-    ];
-    let count = 1 + known.iter().filter(|&&k| k).count() + if quota.is_some() { 3 } else { 0 };
-    let mut fields = HashMap::with_capacity(count);
-    let mut put = |name: &str, kind: Kind| {
-        fields.insert(name.to_owned(), Value { kind: Some(kind) });
-    };
-    let text = |value: &str| Kind::StringValue(value.to_owned());
-    put(field::DECISION, text(verdict.result().label()));
+/// Writes the metadata of one answer, the fields of a `google.protobuf.Struct`: `decision`
+/// always; the bucket, its mode, the plan and the key's fingerprint as far as the check got before
+/// deciding (a message that could not be read has none, a request without a key no fingerprint);
+/// the quota after a counted or denied request. Fields that do not apply are left out rather
+/// than sent empty, so the access log shows `null` for them and no byte is spent on them.
+pub fn decision_metadata(w: &mut Writer, verdict: &Verdict, subject: &Subject) {
+    text(w, field::DECISION, verdict.result().label());
     if let Some(bucket) = &subject.bucket {
-        put(field::BUCKET, text(bucket));
+        text(w, field::BUCKET, bucket);
     }
     if let Some(mode) = subject.mode {
-        put(field::MODE, text(mode.label()));
+        text(w, field::MODE, mode.label());
     }
     if let Some(plan) = subject.plan {
-        put(field::PLAN, text(plan));
+        text(w, field::PLAN, plan);
     }
     if let Some(key) = &subject.key {
-        put(field::KEY_FINGERPRINT, text(key.fingerprint()));
+        text(w, field::KEY_FINGERPRINT, key.fingerprint());
     }
-    if let Some(quota) = quota {
+    if let Some(quota) = verdict.quota() {
         // JSON numbers are doubles: counts and Unix milliseconds are far below 2^53, exact.
-        put(
-            field::LIMIT,
-            Kind::NumberValue(quota.limit.requests.get().into()),
-        );
-        put(field::REMAINING, Kind::NumberValue(quota.remaining.into()));
-        put(field::RESET, Kind::NumberValue(quota.reset_millis() as f64));
+        number(w, field::LIMIT, quota.limit.requests.get().into());
+        number(w, field::REMAINING, quota.remaining.into());
+        number(w, field::RESET, quota.reset_millis() as f64);
     }
-    Struct { fields }
+}
+
+/// `Struct.fields` is a map: each field one entry, a message of its name (1) and `Value` (2).
+const STRUCT_FIELDS: u32 = 1;
+const ENTRY_KEY: u32 = 1;
+const ENTRY_VALUE: u32 = 2;
+/// `Value.number_value` and `Value.string_value`.
+const NUMBER_VALUE: u32 = 2;
+const STRING_VALUE: u32 = 3;
+
+fn text(w: &mut Writer, name: &str, value: &str) {
+    w.message(STRUCT_FIELDS, |w| {
+        w.string(ENTRY_KEY, name);
+        w.message(ENTRY_VALUE, |w| w.string(STRING_VALUE, value));
+    });
+}
+
+fn number(w: &mut Writer, name: &str, value: f64) {
+    w.message(STRUCT_FIELDS, |w| {
+        w.string(ENTRY_KEY, name);
+        w.message(ENTRY_VALUE, |w| w.double(NUMBER_VALUE, value));
+    });
 }
 
 #[cfg(test)]
@@ -93,6 +94,8 @@ mod tests {
     use crate::check::verdict::{Quota, WindowQuota};
     use crate::policy::limit::{Limit, Mode};
     use crate::telemetry::metrics::CheckResult;
+    use envoy_types::pb::google::protobuf::Struct;
+    use envoy_types::pb::google::protobuf::value::Kind;
     use prost::Message;
     use std::num::NonZeroU32;
     use std::time::Duration;
@@ -127,6 +130,18 @@ mod tests {
         }
     }
 
+    /// The metadata as written.
+    fn encoded(verdict: &Verdict, subject: &Subject) -> Vec<u8> {
+        let mut w = Writer::default();
+        decision_metadata(&mut w, verdict, subject);
+        w.into_bytes()
+    }
+
+    /// The metadata as Envoy reads it.
+    fn metadata(verdict: &Verdict, subject: &Subject) -> Struct {
+        Struct::decode(&encoded(verdict, subject)[..]).expect("a Struct")
+    }
+
     /// The fields as (name, JSON-ish text), sorted by name.
     fn fields(metadata: &Struct) -> Vec<(String, String)> {
         let mut fields: Vec<_> = metadata
@@ -156,7 +171,8 @@ mod tests {
 
     #[test]
     fn a_counted_request_carries_every_field_and_the_fingerprint_not_the_key() {
-        let metadata = decision_metadata(&Verdict::ShadowDenied(quota(0)), &subject());
+        let verdict = Verdict::ShadowDenied(quota(0));
+        let metadata = metadata(&verdict, &subject());
         let fingerprint = KeyDigest::of("secret-key-123").fingerprint().to_owned();
         assert_eq!(
             fields(&metadata),
@@ -171,7 +187,7 @@ mod tests {
                 ("reset", "1795806628517"),
             ])
         );
-        let encoded = metadata.encode_to_vec();
+        let encoded = encoded(&verdict, &subject());
         let digest = KeyDigest::of("secret-key-123");
         for secret in ["secret-key-123", digest.as_str()] {
             assert!(
@@ -191,10 +207,7 @@ mod tests {
             ..subject()
         };
         assert_eq!(
-            fields(&decision_metadata(
-                &Verdict::Unauthenticated,
-                &unauthenticated
-            )),
+            fields(&metadata(&Verdict::Unauthenticated, &unauthenticated)),
             pairs(&[
                 ("decision", "unauthenticated"),
                 ("bucket", "GET /campaigns/:id"),
@@ -202,7 +215,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            fields(&decision_metadata(&Verdict::FailedOpen, &subject()))
+            fields(&metadata(&Verdict::FailedOpen, &subject()))
                 .iter()
                 .map(|(name, _)| name.as_str())
                 .collect::<Vec<_>>(),
@@ -211,7 +224,7 @@ mod tests {
         );
         let unread = Verdict::BadRequest(RequestError::NoPath);
         assert_eq!(
-            fields(&decision_metadata(&unread, &Subject::default())),
+            fields(&metadata(&unread, &Subject::default())),
             pairs(&[("decision", "bad_request")])
         );
     }
@@ -229,7 +242,7 @@ mod tests {
             Verdict::FailedClosed,
         ];
         for verdict in verdicts {
-            let metadata = decision_metadata(&verdict, &Subject::default());
+            let metadata = metadata(&verdict, &Subject::default());
             let decision = metadata.fields[field::DECISION].kind.clone();
             assert_eq!(
                 decision,
@@ -249,8 +262,10 @@ mod tests {
             mode: Some(Mode::Enforce),
             ..subject()
         };
-        let metadata = decision_metadata(&Verdict::Allowed(quota(119)), &subject);
-        assert_eq!(metadata.encoded_len(), 169);
+        let verdict = Verdict::Allowed(quota(119));
+        assert_eq!(encoded(&verdict, &subject).len(), 169);
+        let metadata = metadata(&verdict, &subject);
+        assert_eq!(metadata.encoded_len(), 169, "as prost would write it");
         let response = envoy_types::ext_authz::v3::pb::CheckResponse {
             dynamic_metadata: Some(metadata),
             ..Default::default()

@@ -12,3 +12,4 @@ pub mod metadata;
 pub mod report;
 pub mod response;
 pub mod verdict;
+pub mod wire;

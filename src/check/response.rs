@@ -1,17 +1,14 @@
 //! Rendering a [`Verdict`] as the `CheckResponse` that makes Envoy send the right headers, and
-//! log the decision (its dynamic metadata).
+//! log the decision (its dynamic metadata), encoded as it is written ([`crate::check::wire`]).
 
 use crate::check::metadata::decision_metadata;
 use crate::check::report::QuotaReport;
-use crate::check::verdict::{Quota, Subject, Verdict};
+use crate::check::verdict::{Quota, Subject, Verdict, WindowQuota};
+use crate::check::wire::Writer;
 use crate::policy::headers::HeaderStyle;
 use crate::policy::limit::window_name;
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
-    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
-};
-use envoy_types::pb::google::rpc::Status;
-use std::fmt::Write;
+use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpStatusCode};
+use std::fmt::{self, Display};
 
 /// gRPC status codes carried in `CheckResponse.status`; Envoy only distinguishes zero from not.
 mod code {
@@ -23,6 +20,48 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
+/// Field numbers, from `envoy/service/auth/v3/external_auth.proto` and the messages it uses.
+mod tag {
+    /// `CheckResponse`: `status` (`google.rpc.Status`, whose `code` is 1), `denied_response`,
+    /// `ok_response`, `dynamic_metadata`.
+    pub const STATUS: u32 = 1;
+    pub const DENIED: u32 = 2;
+    pub const OK: u32 = 3;
+    pub const DYNAMIC_METADATA: u32 = 4;
+    /// `DeniedHttpResponse`: `status` (`HttpStatus`, whose `code` is 1), `headers`, `body`.
+    pub const DENIED_STATUS: u32 = 1;
+    pub const DENIED_HEADERS: u32 = 2;
+    pub const DENIED_BODY: u32 = 3;
+    /// `OkHttpResponse.response_headers_to_add`.
+    pub const OK_RESPONSE_HEADERS: u32 = 6;
+    /// `HeaderValueOption`: `header` (`HeaderValue`: `key` 1, `value` 2), `append_action`.
+    pub const HEADER: u32 = 1;
+    pub const APPEND_ACTION: u32 = 3;
+    /// The code of a `google.rpc.Status`, a `HttpStatus`; the key of a `HeaderValue`.
+    pub const FIRST: u32 = 1;
+    /// The value of a `HeaderValue`.
+    pub const VALUE: u32 = 2;
+}
+
+/// The gRPC message prefix: a compression flag and a big-endian `u32` length.
+const PREFIX_LEN: usize = 5;
+
+/// An encoded `CheckResponse`, in its gRPC message frame.
+#[derive(Debug)]
+pub struct Rendered(Vec<u8>);
+
+impl Rendered {
+    /// The gRPC message: the prefix (uncompressed, and the length), then the `CheckResponse`.
+    pub fn into_frame(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The `CheckResponse` alone.
+    pub fn message(&self) -> &[u8] {
+        &self.0[PREFIX_LEN..]
+    }
+}
+
 /// Renders the answer for Envoy, with the decision and `subject` as its dynamic metadata (for
 /// Envoy's access log; none without a subject: `decision_metadata: false`). `api_key_header`
 /// names the header in the 401 body.
@@ -31,25 +70,34 @@ pub fn render(
     subject: Option<&Subject>,
     api_key_header: &str,
     style: HeaderStyle,
-) -> CheckResponse {
-    CheckResponse {
-        dynamic_metadata: subject.map(|subject| decision_metadata(verdict, subject)),
-        ..answer(verdict, api_key_header, style)
+) -> Rendered {
+    // Room for an allowed answer with its metadata; a 429 or a report grows it once.
+    let mut w = Writer::after(&[0; PREFIX_LEN], 512);
+    answer(&mut w, verdict, api_key_header, style);
+    if let Some(subject) = subject {
+        w.message(tag::DYNAMIC_METADATA, |w| {
+            decision_metadata(w, verdict, subject);
+        });
     }
+    let mut frame = w.into_bytes();
+    let len = (frame.len() - PREFIX_LEN) as u32;
+    frame[1..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    Rendered(frame)
 }
 
 /// The status, headers and body Envoy answers or forwards with.
-fn answer(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckResponse {
+fn answer(w: &mut Writer, verdict: &Verdict, api_key_header: &str, style: HeaderStyle) {
+    let no_headers = |_: &mut Writer, _: u32| {};
     match verdict {
-        Verdict::NotLimited | Verdict::FailedOpen => ok(Vec::new()),
-        Verdict::Allowed(quota) | Verdict::ShadowDenied(quota) => {
-            ok(rate_limit_headers(quota, style, false))
-        }
+        Verdict::NotLimited | Verdict::FailedOpen => ok(w, |_| {}),
+        Verdict::Allowed(quota) | Verdict::ShadowDenied(quota) => ok(w, |w| {
+            rate_limit_headers(w, tag::OK_RESPONSE_HEADERS, quota, style, false);
+        }),
         Verdict::Denied(quota) => denied(
-            code::RESOURCE_EXHAUSTED,
-            HttpStatusCode::TooManyRequests,
-            rate_limit_headers(quota, style, true),
-            format!(
+            w,
+            (code::RESOURCE_EXHAUSTED, HttpStatusCode::TooManyRequests),
+            |w, field| rate_limit_headers(w, field, quota, style, true),
+            format_args!(
                 r#"{{"error":"rate_limited","message":"Rate limit of {} exceeded; retry after {} s.","limit":{},"window_ms":{},"retry_after_seconds":{},"reset_ms":{}}}"#,
                 quota.limit,
                 quota.retry_after_secs(),
@@ -60,157 +108,154 @@ fn answer(verdict: &Verdict, api_key_header: &str, style: HeaderStyle) -> CheckR
             ),
         ),
         Verdict::Unauthenticated => denied(
-            code::UNAUTHENTICATED,
-            HttpStatusCode::Unauthorized,
-            Vec::new(),
-            format!(
+            w,
+            (code::UNAUTHENTICATED, HttpStatusCode::Unauthorized),
+            no_headers,
+            format_args!(
                 r#"{{"error":"missing_api_key","message":"Send your API key in the {api_key_header} header."}}"#
             ),
         ),
         Verdict::AmbiguousKey => denied(
-            code::INVALID_ARGUMENT,
-            HttpStatusCode::BadRequest,
-            Vec::new(),
-            format!(
+            w,
+            (code::INVALID_ARGUMENT, HttpStatusCode::BadRequest),
+            no_headers,
+            format_args!(
                 r#"{{"error":"ambiguous_api_key","message":"Send exactly one {api_key_header} header, without commas."}}"#
             ),
         ),
         Verdict::BadRequest(error) => denied(
-            code::INVALID_ARGUMENT,
-            HttpStatusCode::BadRequest,
-            Vec::new(),
-            format!(
+            w,
+            (code::INVALID_ARGUMENT, HttpStatusCode::BadRequest),
+            no_headers,
+            format_args!(
                 r#"{{"error":"bad_request","message":"{}"}}"#,
                 error.client_message()
             ),
         ),
-        Verdict::Reported(report) => reported(report, style),
+        Verdict::Reported(report) => reported(w, report, style),
         Verdict::FailedClosed => denied(
-            code::UNAVAILABLE,
-            HttpStatusCode::ServiceUnavailable,
-            Vec::new(),
-            r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#.to_owned(),
+            w,
+            (code::UNAVAILABLE, HttpStatusCode::ServiceUnavailable),
+            no_headers,
+            r#"{"error":"rate_limit_unavailable","message":"The rate-limit backend is unavailable; retry later."}"#,
         ),
     }
 }
 
 /// The quota endpoint's 200. Envoy answers the request itself for any non-zero code, whatever
 /// the HTTP status, so it never reaches the upstream (Envoy counts it as a denial).
-fn reported(report: &QuotaReport, style: HeaderStyle) -> CheckResponse {
-    let mut headers = rate_limit_headers(&report.own, style, false);
-    headers.push(header("cache-control", "no-store".to_owned()));
+fn reported(w: &mut Writer, report: &QuotaReport, style: HeaderStyle) {
     denied(
-        code::PERMISSION_DENIED,
-        HttpStatusCode::Ok,
-        headers,
+        w,
+        (code::PERMISSION_DENIED, HttpStatusCode::Ok),
+        |w, field| {
+            rate_limit_headers(w, field, &report.own, style, false);
+            header(w, field, "cache-control", "no-store");
+        },
         report.body(),
-    )
+    );
 }
 
-fn ok(response_headers_to_add: Vec<HeaderValueOption>) -> CheckResponse {
-    CheckResponse {
-        status: Some(Status {
-            code: code::OK,
-            ..Default::default()
-        }),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            response_headers_to_add,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+/// An OK answer: status code 0 (an empty `Status`, as prost writes it) and the headers `headers`
+/// writes into `ok_response`.
+fn ok(w: &mut Writer, headers: impl FnOnce(&mut Writer)) {
+    w.message(tag::STATUS, |w| w.int32(tag::FIRST, code::OK));
+    w.message(tag::OK, headers);
 }
 
+/// A denied answer: the gRPC code and HTTP status, the headers `headers` writes (given the field
+/// they go in), a JSON content type and `body`.
 fn denied(
-    grpc_code: i32,
-    status: HttpStatusCode,
-    mut headers: Vec<HeaderValueOption>,
-    body: String,
-) -> CheckResponse {
-    headers.push(header("content-type", "application/json".to_owned()));
-    CheckResponse {
-        status: Some(Status {
-            code: grpc_code,
-            ..Default::default()
-        }),
-        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: status as i32,
-            }),
-            headers,
-            body,
-        })),
-        ..Default::default()
-    }
+    w: &mut Writer,
+    (grpc_code, status): (i32, HttpStatusCode),
+    headers: impl FnOnce(&mut Writer, u32),
+    body: impl Display,
+) {
+    w.message(tag::STATUS, |w| w.int32(tag::FIRST, grpc_code));
+    w.message(tag::DENIED, |w| {
+        w.message(tag::DENIED_STATUS, |w| w.int32(tag::FIRST, status as i32));
+        headers(w, tag::DENIED_HEADERS);
+        header(w, tag::DENIED_HEADERS, "content-type", "application/json");
+        w.display(tag::DENIED_BODY, body);
+    });
 }
 
+/// The rate-limit headers of `quota`, as options in `field`.
 fn rate_limit_headers(
+    w: &mut Writer,
+    field: u32,
     quota: &Quota,
     style: HeaderStyle,
     with_retry_after: bool,
-) -> Vec<HeaderValueOption> {
-    let mut headers = Vec::with_capacity(6);
+) {
     if style.x_ratelimit() {
-        headers.push(header(
-            "x-ratelimit-limit",
-            quota.limit.requests.to_string(),
-        ));
-        headers.push(header("x-ratelimit-remaining", quota.remaining.to_string()));
-        headers.push(header(
-            "x-ratelimit-reset",
-            quota.reset_millis().to_string(),
-        ));
+        header(w, field, "x-ratelimit-limit", quota.limit.requests);
+        header(w, field, "x-ratelimit-remaining", quota.remaining);
+        header(w, field, "x-ratelimit-reset", quota.reset_millis());
     }
     if style.ietf() {
         // draft-ietf-httpapi-ratelimit-headers: one list member per window, named by its length;
         // q and r count slots, w and t are seconds (t rounded up, so never early).
-        let mut policy = String::new();
-        let mut state = String::new();
-        for (i, window) in quota.windows.iter().enumerate() {
-            let separator = if i == 0 { "" } else { ", " };
-            let name = window_name(window.limit.window);
-            let _ = write!(
-                policy,
-                "{separator}\"{name}\";q={};w={}",
-                window.limit.requests,
-                window.limit.window.as_millis().div_ceil(1000)
-            );
-            let _ = write!(
-                state,
-                "{separator}\"{name}\";r={};t={}",
-                window.remaining,
-                quota.wait_until(window.reset_micros).div_ceil(1_000_000)
-            );
-        }
-        headers.push(header("ratelimit-policy", policy));
-        headers.push(header("ratelimit", state));
+        let windows = &quota.windows[..];
+        let policy = fmt::from_fn(|f| {
+            members(f, windows, |f, window| {
+                let seconds = window.limit.window.as_millis().div_ceil(1000);
+                write!(f, "q={};w={seconds}", window.limit.requests)
+            })
+        });
+        header(w, field, "ratelimit-policy", policy);
+        let state = fmt::from_fn(|f| {
+            members(f, windows, |f, window| {
+                let seconds = quota.wait_until(window.reset_micros).div_ceil(1_000_000);
+                write!(f, "r={};t={seconds}", window.remaining)
+            })
+        });
+        header(w, field, "ratelimit", state);
     }
     if with_retry_after {
-        headers.push(header("retry-after", quota.retry_after_secs().to_string()));
+        header(w, field, "retry-after", quota.retry_after_secs());
     }
-    headers
+}
+
+/// A structured-field list of one member per window, named by its length, with the parameters
+/// `params` writes: `"1s";q=5;w=1, "1m";q=30;w=60`.
+fn members(
+    f: &mut fmt::Formatter<'_>,
+    windows: &[WindowQuota],
+    params: impl Fn(&mut fmt::Formatter<'_>, &WindowQuota) -> fmt::Result,
+) -> fmt::Result {
+    for (i, window) in windows.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "\"{}\";", window_name(window.limit.window))?;
+        params(f, window)?;
+    }
+    Ok(())
 }
 
 /// A header that replaces any of the same name: an upstream's own `x-ratelimit-limit` must not
 /// end up beside ours. `append` stays unset (deprecated); see the Envoy notes.
-fn header(key: &str, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
+fn header(w: &mut Writer, field: u32, key: &str, value: impl Display) {
+    w.message(field, |w| {
+        w.message(tag::HEADER, |w| {
+            w.string(tag::FIRST, key);
+            w.display(tag::VALUE, value);
+        });
+        w.int32(
+            tag::APPEND_ACTION,
+            HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        );
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::check::request::RequestError;
-    use crate::check::verdict::WindowQuota;
     use crate::policy::limit::Limit;
+    use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderValueOption, HttpResponse};
+    use prost::Message;
     use std::num::NonZeroU32;
     use std::time::Duration;
 
@@ -244,6 +289,21 @@ mod tests {
             ]
             .into(),
         }
+    }
+
+    /// The answer as Envoy reads it, after checking its gRPC frame.
+    fn render(
+        verdict: &Verdict,
+        subject: Option<&Subject>,
+        api_key_header: &str,
+        style: HeaderStyle,
+    ) -> CheckResponse {
+        let rendered = super::render(verdict, subject, api_key_header, style);
+        let message = rendered.message().to_vec();
+        let frame = rendered.into_frame();
+        assert_eq!(frame[0], 0, "uncompressed");
+        assert_eq!(frame[1..5], (message.len() as u32).to_be_bytes());
+        CheckResponse::decode(&message[..]).expect("a CheckResponse")
     }
 
     fn headers(options: &[HeaderValueOption]) -> Vec<(String, String, i32)> {

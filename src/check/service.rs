@@ -19,21 +19,19 @@
 use crate::check::admission::{Admission, Share};
 use crate::check::authz::RateLimiter;
 use crate::check::request::RequestError;
+use crate::check::response::Rendered;
 use crate::store::QuotaStore;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use envoy_types::ext_authz::v3::pb::CheckResponse;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
-use prost::Message;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::body::Body;
 use tonic::codegen::Body as HttpBody;
-use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::NamedService;
+use tonic::codegen::http;
 
 /// The gRPC service name, also used for its health status.
 pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -78,33 +76,21 @@ impl<S> Clone for AuthorizationService<S> {
     }
 }
 
-impl<S> NamedService for AuthorizationService<S> {
-    const NAME: &'static str = SERVICE_NAME;
-}
-
-impl<S, B> Service<http::Request<B>> for AuthorizationService<S>
-where
-    S: QuotaStore,
-    B: HttpBody + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != CHECK_PATH {
-            let status = Status::unimplemented(format!("{SERVICE_NAME} has only Check"));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        }
+impl<S: QuotaStore> AuthorizationService<S> {
+    /// Answers one call: a `Check` with its `CheckResponse`, any other method of the service with
+    /// `UNIMPLEMENTED`, and a call refused for want of room or time with its gRPC error.
+    pub fn call<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> impl Future<Output = http::Response<UnaryBody>> + Send + 'static
+    where
+        B: HttpBody + Send + 'static,
+    {
         let opened = Instant::now();
         let limiter = self.limiter.clone();
         let limit = self.max_request_bytes;
         let admission = self.admission.clone();
+        let is_check = request.uri().path() == CHECK_PATH;
         // Envoy's ext_authz client span, when Envoy traces: the check's parent.
         let traceparent = limiter
             .traced()
@@ -113,26 +99,28 @@ where
         // The headers and extensions are dropped now: a call waiting for its message holds only
         // its body (and a trace context of 55 bytes).
         let body = request.into_body();
-        Box::pin(async move {
+        async move {
+            if !is_check {
+                return Status::unimplemented(format!("{SERVICE_NAME} has only Check")).into_http();
+            }
             let message = match read_message(body, limit, &admission, opened).await {
                 Ok(message) => Ok(message),
                 Err(ReadError::Request(e)) => Err(e),
                 Err(ReadError::NoRoom) => {
-                    let status =
-                        Status::unavailable("too many calls are waiting for their message");
-                    return Ok(status.into_http());
+                    return Status::unavailable("too many calls are waiting for their message")
+                        .into_http();
                 }
                 Err(ReadError::TimedOut) => {
                     admission.timed_out();
-                    let status = Status::deadline_exceeded(
+                    return Status::deadline_exceeded(
                         "the check request did not arrive within the read timeout",
-                    );
-                    return Ok(status.into_http());
+                    )
+                    .into_http();
                 }
             };
             let Some(call) = admission.call() else {
-                let status = Status::unavailable("tollgate is answering as many calls as it can");
-                return Ok(status.into_http());
+                return Status::unavailable("tollgate is answering as many calls as it can")
+                    .into_http();
             };
             // Boxed: a call waiting for its message then holds only the small future above.
             let call_context = traceparent.as_ref().map(http::HeaderValue::as_bytes);
@@ -142,8 +130,8 @@ where
             // 64 such connections would take the whole budget. What unsent answers hold is bounded
             // per connection instead, by its stream limit.
             drop((message, call));
-            Ok(unary_response(&answer))
-        })
+            unary_response(answer)
+        }
     }
 }
 
@@ -332,18 +320,11 @@ impl Received {
 }
 
 /// A successful unary gRPC response carrying `message`.
-fn unary_response(message: &CheckResponse) -> http::Response<Body> {
-    let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(PREFIX_LEN + len);
-    frame.put_u8(0);
-    frame.put_u32(len as u32);
-    message
-        .encode(&mut frame)
-        .expect("the buffer was sized by encoded_len");
-    let mut response = http::Response::new(Body::new(UnaryBody {
-        message: Some(frame.freeze()),
+fn unary_response(message: Rendered) -> http::Response<UnaryBody> {
+    let mut response = http::Response::new(UnaryBody {
+        message: Some(message.into_frame().into()),
         trailers_sent: false,
-    }));
+    });
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -351,10 +332,20 @@ fn unary_response(message: &CheckResponse) -> http::Response<Body> {
     response
 }
 
-/// One message, then the trailers `grpc-status: 0`.
-struct UnaryBody {
+/// The body of a call's answer: one message, then the trailers `grpc-status: 0`; or nothing at
+/// all (the default) after a trailers-only response, whose status is in its headers.
+pub struct UnaryBody {
     message: Option<Bytes>,
     trailers_sent: bool,
+}
+
+impl Default for UnaryBody {
+    fn default() -> Self {
+        Self {
+            message: None,
+            trailers_sent: true,
+        }
+    }
 }
 
 impl HttpBody for UnaryBody {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A connection served within bounds: in time, it ends when the shutdown grace is over (its I/O
-/// then fails, so hyper drops the connection with whatever streams are still open, and tonic's
+/// then fails, so hyper drops the connection with whatever streams are still open, and the
 /// graceful shutdown completes); in number, it holds its share of the connections budget while it
 /// is served.
 ///

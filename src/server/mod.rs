@@ -4,6 +4,7 @@
 
 mod accept;
 mod admin;
+mod ext_authz;
 mod reload;
 pub mod shutdown;
 
@@ -51,9 +52,6 @@ pub enum ServerError {
     /// The Redis client could not be set up.
     #[error("cannot set up the Redis store: {0}")]
     Store(#[from] StoreError),
-    /// The gRPC server failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// A listener's address could not be bound.
     #[error("cannot bind the {listener} listener on {addr}: {source}")]
     Bind {
@@ -176,34 +174,16 @@ async fn serve<S: QuotaStore>(
             closing.clone(),
         ),
     };
-    let served = ext_authz_server()
-        .add_service(health_service)
-        .add_service(AuthorizationService::new(
-            limiter,
-            config.max_request_bytes,
-            admission.clone(),
-        ))
-        .serve_with_incoming_shutdown(admitted(listeners.ext_authz, admission, closing), drained);
-    let served = within_grace(served, drain_ended, config.shutdown_grace, &close).await;
-    let admin = tasks.stop(&close).await;
-    served?;
-    admin?;
+    let check = AuthorizationService::new(limiter, config.max_request_bytes, admission.clone());
+    let served = ext_authz::serve(
+        admitted(listeners.ext_authz, admission, closing),
+        ext_authz::Routes::new(check, health_service),
+        drained,
+    );
+    within_grace(served, drain_ended, config.shutdown_grace, &close).await;
+    tasks.stop(&close).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The ext_authz server's HTTP/2 settings.
-fn ext_authz_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        // tonic's default is no limit at all: each stream holds state, so a client opening
-        // thousands would cost memory. Envoy does not follow the limit a server announces (it
-        // queues streams past it), so the shipped Envoy cluster states the same number and opens
-        // another connection instead.
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_max_local_error_reset_streams(Some(MAX_RESETS_PER_CONNECTION))
-        // A peer that vanished without a FIN is found and its connection closed.
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(KEEPALIVE))
 }
 
 /// The tasks that run beside the ext_authz server.
@@ -296,19 +276,19 @@ async fn drain(
     drain_over();
 }
 
-/// The ext_authz server's result, or, once the grace after the drain is over, the result after
-/// every connection still open was closed. tonic's graceful shutdown waits for every connection to
-/// close, and a connection carrying a health Watch stream (or any stream the client never ends)
+/// Resolves when the ext_authz server has stopped, or, once the grace after the drain is over,
+/// after every connection still open was closed. The graceful shutdown waits for every connection
+/// to close, and a connection carrying a health Watch stream (or any stream the client never ends)
 /// never does: the grace bounds it.
 async fn within_grace(
-    served: impl Future<Output = Result<(), tonic::transport::Error>>,
+    served: impl Future<Output = ()>,
     drain_ended: oneshot::Receiver<()>,
     shutdown_grace: Duration,
     close: &watch::Sender<bool>,
-) -> Result<(), tonic::transport::Error> {
+) {
     let grace_over = async move {
         if drain_ended.await.is_err() {
-            // The server stopped before the drain ended (it failed): nothing to bound.
+            // The server stopped before the drain ended (its listener ended): nothing to bound.
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(shutdown_grace).await;

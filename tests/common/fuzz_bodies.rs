@@ -3,7 +3,9 @@
 //! runs the same bodies in `cargo test` over proptest inputs and the committed seeds, so CI needs
 //! no nightly toolchain.
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest as EnvoyCheckRequest, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest as EnvoyCheckRequest, CheckResponse, HttpResponse,
+};
 use prost::Message;
 use std::future::Future;
 use std::pin::pin;
@@ -114,12 +116,13 @@ pub fn check_request(data: &[u8]) {
             }
         }
     }
-    let response = render(
+    let rendered = render(
         &verdict,
         Some(&Subject::default()),
         "x-api-key",
         HeaderStyle::Both,
     );
+    let response = CheckResponse::decode(rendered.message()).expect("protobuf reads the answer");
     let code = response.status.as_ref().map_or(-1, |s| s.code);
     match response.http_response {
         Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),
