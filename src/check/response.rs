@@ -189,9 +189,16 @@ fn rate_limit_headers(
     with_retry_after: bool,
 ) {
     if style.x_ratelimit() {
-        header(w, field, "x-ratelimit-limit", quota.limit.requests);
-        header(w, field, "x-ratelimit-remaining", quota.remaining);
-        header(w, field, "x-ratelimit-reset", quota.reset_millis());
+        let decimal = |value: u64| move |w: &mut Writer| w.decimal(tag::VALUE, value);
+        let limit = quota.limit.requests.get().into();
+        header_with(w, field, "x-ratelimit-limit", decimal(limit));
+        header_with(
+            w,
+            field,
+            "x-ratelimit-remaining",
+            decimal(quota.remaining.into()),
+        );
+        header_with(w, field, "x-ratelimit-reset", decimal(quota.reset_millis()));
     }
     if style.ietf() {
         // draft-ietf-httpapi-ratelimit-headers: one list member per window, named by its length;
@@ -213,7 +220,8 @@ fn rate_limit_headers(
         header(w, field, "ratelimit", state);
     }
     if with_retry_after {
-        header(w, field, "retry-after", quota.retry_after_secs());
+        let seconds = quota.retry_after_secs();
+        header_with(w, field, "retry-after", |w| w.decimal(tag::VALUE, seconds));
     }
 }
 
@@ -234,13 +242,19 @@ fn members(
     Ok(())
 }
 
-/// A header that replaces any of the same name: an upstream's own `x-ratelimit-limit` must not
-/// end up beside ours. `append` stays unset (deprecated); see the Envoy notes.
+/// A header that replaces any of the same name, with `value` as its text.
 fn header(w: &mut Writer, field: u32, key: &str, value: impl Display) {
+    header_with(w, field, key, |w| w.display(tag::VALUE, value));
+}
+
+/// A header that replaces any of the same name: an upstream's own `x-ratelimit-limit` must not
+/// end up beside ours. `append` stays unset (deprecated); see the Envoy notes. `value` writes the
+/// value's field.
+fn header_with(w: &mut Writer, field: u32, key: &str, value: impl FnOnce(&mut Writer)) {
     w.message(field, |w| {
         w.message(tag::HEADER, |w| {
             w.string(tag::FIRST, key);
-            w.display(tag::VALUE, value);
+            value(w);
         });
         w.int32(
             tag::APPEND_ACTION,

@@ -8,7 +8,9 @@
 -- ARGV[4]  retain: how long in µs the bucket keeps a time (the longest window of those rules)
 -- ARGV[5..] pairs of requests admitted per window and window length in µs, shortest window first
 --
--- Returns {allowed (1|0), now_us, then per window: remaining, reset_us}, as admit() tells.
+-- Returns allowed (1|0), now_us, then per window: remaining, reset_us, as admit() tells, packed
+-- in one string of big-endian doubles (exact below 2^53): redis-rs parses one value where an array
+-- took a parse of each of its numbers too (BENCHMARKS.md).
 local limits, windows = {}, {}
 for i = 5, #ARGV, 2 do
   limits[#limits + 1], windows[#windows + 1] = ARGV[i] + 0, ARGV[i + 1] + 0
@@ -17,4 +19,4 @@ local now = clock()
 local reply = {0, now}
 reply[1] = admit(KEYS[1], ARGV[1] + 0, ARGV[2] == '1', ARGV[3] + 0,
   ARGV[4] + 0, limits, windows, now, reply)
-return reply
+return struct.pack('>' .. string.rep('d', #reply), unpack(reply))

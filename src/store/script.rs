@@ -28,6 +28,22 @@ pub(super) fn reply_of(
     }
 }
 
+/// The numbers of a reply packed as big-endian doubles (`check.lua`); they are whole and not
+/// negative.
+pub(super) fn unpacked(packed: &[u8]) -> Result<Vec<u64>, StoreError> {
+    let doubles = packed.chunks_exact(8);
+    if !doubles.remainder().is_empty() {
+        return Err(StoreError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected script reply",
+            format!("{} bytes are not whole doubles", packed.len()),
+        ))));
+    }
+    Ok(doubles
+        .map(|bytes| f64::from_be_bytes(bytes.try_into().expect("8 bytes")) as u64)
+        .collect())
+}
+
 /// A script reply of the wrong length: a store error, not a panic.
 fn unexpected_reply(values: usize, windows: usize) -> StoreError {
     StoreError::Redis(redis::RedisError::from((
@@ -76,4 +92,20 @@ pub(super) fn quota_read(
             Vec::new()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpacked;
+
+    #[test]
+    fn a_packed_reply_is_read_as_whole_doubles_or_refused() {
+        let packed: Vec<u8> = [1.0f64, 1_765_000_000_123_456.0, 0.0]
+            .iter()
+            .flat_map(|d| d.to_be_bytes())
+            .collect();
+        assert_eq!(unpacked(&packed).unwrap(), [1, 1_765_000_000_123_456, 0]);
+        assert!(unpacked(&packed[..packed.len() - 1]).is_err());
+        assert_eq!(unpacked(&[]).unwrap(), Vec::<u64>::new());
+    }
 }
