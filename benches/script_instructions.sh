@@ -6,6 +6,9 @@
 #
 #   bash benches/script_instructions.sh [REV]    # the working tree's script against REV's
 #                                                  (default HEAD)
+#   FUNCTION=1 bash benches/script_instructions.sh [REV]   # the working tree's code as the
+#                                                  function library tollgate loads on Redis 7 and
+#                                                  Valkey (FCALL), against REV's script (EVALSHA)
 #
 # Scenarios (the storage bench's shapes, smaller: valgrind runs Redis about 50 times slower):
 #   (a) mostly allowed: 2 000 buckets of 60/60 s, 10 checks each, round-robin
@@ -23,7 +26,19 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 for f in ring admit check; do git show "$REV:src/store/$f.lua"; done >"$work/baseline.lua"
-cat src/store/ring.lua src/store/admit.lua src/store/check.lua >"$work/current.lua"
+if [ -n "${FUNCTION:-}" ]; then
+  # As src/store/function.rs builds it.
+  {
+    echo "#!lua name=tollgate_bench"
+    cat src/store/ring.lua src/store/admit.lua
+    echo "local function check(KEYS, ARGV)"
+    cat src/store/check.lua
+    echo "end"
+    echo "redis.register_function('tollgate_check', check)"
+  } >"$work/current.lua"
+else
+  cat src/store/ring.lua src/store/admit.lua src/store/check.lua >"$work/current.lua"
+fi
 
 python3 - "$work" <<'PY'
 import sys
@@ -50,19 +65,25 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Instructions per call inside EVALSHA and Redis commands per call: "ir commands".
-measure() { # script file, commands file
-  local port pid sha calls commands ir
+# Instructions per call inside EVALSHA (or FCALL) and Redis commands per call: "ir commands".
+measure() { # script file, commands file[, "function" for a library called by FCALL]
+  local port pid sha calls commands ir command=evalsha collect='evalGenericCommand*'
+  [ "${3:-}" = function ] && command=fcall collect=fcallCommand
   port=$(free_port)
-  valgrind --tool=callgrind --callgrind-out-file="$work/out.$port" --toggle-collect='evalGenericCommand*' \
+  valgrind --tool=callgrind --callgrind-out-file="$work/out.$port" --toggle-collect="$collect" \
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  sha=$(redis-cli -p "$port" script load "$(cat "$1")")
-  sed "s/@SHA@/$sha/" "$2" | redis-cli -p "$port" --pipe >/dev/null
-  calls=$(redis-cli -p "$port" info commandstats | awk -F'[:=,]' '/^cmdstat_evalsha:/ { print $3 }')
+  if [ "$command" = fcall ]; then
+    redis-cli -p "$port" -x function load <"$1" >/dev/null
+    sed "s/EVALSHA @SHA@/FCALL tollgate_check/" "$2" | redis-cli -p "$port" --pipe >/dev/null
+  else
+    sha=$(redis-cli -p "$port" script load "$(cat "$1")")
+    sed "s/@SHA@/$sha/" "$2" | redis-cli -p "$port" --pipe >/dev/null
+  fi
+  calls=$(redis-cli -p "$port" info commandstats | awk -F'[:=,]' -v c="cmdstat_$command" '$1 == c { print $3 }')
   commands=$(redis-cli -p "$port" info commandstats |
-    awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(evalsha|script|ping|info)/ { s += $3 } END { print s }')
+    awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(evalsha|fcall|function|script|ping|info)/ { s += $3 } END { print s }')
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$pid" || true
   ir=$(callgrind_annotate "$work/out.$port" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
@@ -73,7 +94,7 @@ echo "| scenario | instructions per check: $REV | working tree | ratio | Redis c
 echo "|---|---|---|---|---|"
 for scenario in a b c d; do
   read -r base_ir base_commands < <(measure "$work/baseline.lua" "$work/$scenario.txt")
-  read -r new_ir new_commands < <(measure "$work/current.lua" "$work/$scenario.txt")
+  read -r new_ir new_commands < <(measure "$work/current.lua" "$work/$scenario.txt" "${FUNCTION:+function}")
   ratio=$(awk -v a="$base_ir" -v b="$new_ir" 'BEGIN { printf "%.2f", b / a }')
   echo "| ($scenario) | $base_ir | $new_ir | $ratio | $base_commands / $new_commands |"
 done

@@ -189,18 +189,10 @@ async fn reset_reaches_the_other_replicas_deny_cache(mut backend: Backend) {
     assert!(denied.number("retry-after") > 50);
 
     // What the cache costs the store now: a hammered full bucket asks it twice a second.
-    let evalsha = |redis: &common::RedisServer| -> u64 {
-        let info: String = ::redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut redis.connection())
-            .unwrap();
-        info.lines()
-            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |calls| calls.parse().unwrap())
-    };
+    let script_calls =
+        |redis: &common::RedisServer| common::redis_server::script_calls(&mut redis.connection());
     if let Some(redis) = backend.redis_server() {
-        let calls_before = evalsha(redis);
+        let calls_before = script_calls(redis);
         let started = Instant::now();
         let mut checks = 0;
         while started.elapsed() < Duration::from_secs(2) {
@@ -208,7 +200,7 @@ async fn reset_reaches_the_other_replicas_deny_cache(mut backend: Backend) {
             assert_eq!(answer.status, 429);
             checks += 1;
         }
-        let calls = evalsha(redis) - calls_before;
+        let calls = script_calls(redis) - calls_before;
         println!("hammered full bucket: {checks} checks in 2 s, {calls} store calls");
         assert!(calls <= 6, "{calls} store calls for {checks} checks");
         assert!(checks > 10 * calls, "{checks} checks, {calls} store calls");

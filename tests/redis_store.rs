@@ -9,7 +9,7 @@ use redis::Commands;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 use tollgate::api_key::KeyDigest;
-use tollgate::config::{RedisSettings, Topology};
+use tollgate::config::Topology;
 use tollgate::policy::limit::{Limit, Mode, Rule};
 use tollgate::store::{BucketRef, QuotaStore, RedisStore};
 
@@ -413,17 +413,7 @@ async fn a_redis_cluster_spreads_the_keys_over_its_nodes() {
 
 /// A store of one connection to `redis`, once it answers.
 async fn ready_store(redis: &RedisServer, key_prefix: &str) -> RedisStore {
-    let settings = RedisSettings {
-        url: redis.url(),
-        timeout: Duration::from_secs(2),
-        connections: 1,
-        key_prefix: key_prefix.into(),
-        tls_ca: None,
-    };
-    let store = RedisStore::new(&settings, Topology::Standalone).unwrap();
-    let ready = tokio::time::timeout(Duration::from_secs(5), store.readiness().wait());
-    assert!(ready.await.expect("redis answers"), "{}", redis.url());
-    store
+    common::ready_store(&redis.url(), Topology::Standalone, key_prefix).await
 }
 
 /// A reload that raises a route's capacity lays its ring out again (oldest first, from one read

@@ -2,6 +2,7 @@
 //! plain command, bounded by the store's timeout.
 
 use super::StoreError;
+use super::function::{is_missing_function, load_library};
 use std::time::Duration;
 
 /// One round trip to Redis.
@@ -9,6 +10,11 @@ use std::time::Duration;
 pub(super) enum Request<'a> {
     /// A script call: `EVALSHA`, and the script loaded on `NOSCRIPT`.
     Script(&'a redis::ScriptInvocation<'a>),
+    /// A function call: `FCALL`, and `library` loaded when the function is missing.
+    Function {
+        call: &'a redis::Cmd,
+        library: &'a str,
+    },
     /// A plain command.
     Command(&'a redis::Cmd),
 }
@@ -22,6 +28,13 @@ impl Request<'_> {
     {
         match self {
             Self::Script(invocation) => invocation.invoke_async(connection).await,
+            Self::Function { call, library } => match call.query_async(connection).await {
+                Err(e) if is_missing_function(&e) => {
+                    load_library(connection, library).await?;
+                    call.query_async(connection).await
+                }
+                result => result,
+            },
             Self::Command(command) => command.query_async(connection).await,
         }
     }

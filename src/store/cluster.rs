@@ -10,6 +10,7 @@
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::call::{Request, within_timeout};
+use super::function::CheckCode;
 use super::readiness::{ConnectError, Reporter};
 use super::version::Server;
 use super::{AbortOnDrop, StoreError};
@@ -73,7 +74,7 @@ impl Cluster {
     /// `reporter` hears of every attempt.
     pub(super) fn start(
         client: ClusterClient,
-        script: redis::Script,
+        code: Arc<CheckCode>,
         breaker: BreakerSettings,
         reporter: Arc<Reporter>,
     ) -> Self {
@@ -83,7 +84,7 @@ impl Cluster {
             stale: Notify::new(),
             breaker,
         });
-        let task = tokio::spawn(run(client, script, shared.clone(), reporter));
+        let task = tokio::spawn(run(client, code, shared.clone(), reporter));
         Self {
             shared,
             _background: AbortOnDrop(task.abort_handle()),
@@ -169,11 +170,11 @@ impl Shared {
 /// Connects, then keeps the topology current.
 async fn run(
     client: ClusterClient,
-    script: redis::Script,
+    code: Arc<CheckCode>,
     shared: Arc<Shared>,
     reporter: Arc<Reporter>,
 ) {
-    let mut connection = connect(&client, &script, &reporter).await;
+    let mut connection = connect(&client, &code, &reporter).await;
     let _ = shared.connection.set(connection.clone());
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, read_topology(&mut connection)).await {
@@ -190,11 +191,11 @@ async fn run(
 }
 
 /// Connects outside any check, retrying with backoff until every primary answers with a
-/// supported version, and loads the script on every primary. Made inside a check, a first
+/// supported version, and loads the check's code on every primary. Made inside a check, a first
 /// connection slower than the check's timeout would be cancelled again and again.
 async fn connect(
     client: &ClusterClient,
-    script: &redis::Script,
+    code: &CheckCode,
     reporter: &Reporter,
 ) -> ClusterConnection {
     let mut delay = RETRY_MIN;
@@ -202,7 +203,7 @@ async fn connect(
         let attempt = async {
             let mut connection = client.get_async_connection().await?;
             let server = oldest_primary(&mut connection).await?;
-            script.load_async(&mut connection).await?;
+            code.load(&mut connection, &server).await?;
             Ok::<_, ConnectError>((connection, server))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {

@@ -13,6 +13,7 @@
 //! own). Attempts start every [`RETRY`] and overlap, so an attempt stuck on a black-holed socket
 //! does not delay the first one that can succeed.
 
+use super::function::CheckCode;
 use super::readiness::{ConnectError, Reporter};
 use super::{AbortOnDrop, StoreError};
 use redis::AsyncConnectionConfig;
@@ -42,7 +43,7 @@ pub(super) struct Connections {
 struct Shared {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    script: redis::Script,
+    code: Arc<CheckCode>,
     reporter: Arc<Reporter>,
     slots: Vec<Mutex<Slot>>,
 }
@@ -72,7 +73,7 @@ impl Connections {
     pub(super) fn start(
         client: redis::Client,
         config: AsyncConnectionConfig,
-        script: redis::Script,
+        code: Arc<CheckCode>,
         reporter: Arc<Reporter>,
         count: usize,
     ) -> Self {
@@ -89,7 +90,7 @@ impl Connections {
         let shared = Arc::new(Shared {
             client,
             config,
-            script,
+            code,
             reporter,
             slots,
         });
@@ -189,11 +190,11 @@ impl Shared {
 /// Makes slot `index`'s connection of `generation`: an attempt every [`RETRY`], each with
 /// [`CONNECT_TIMEOUT`], until one succeeds; then puts it in the slot.
 async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
-    let Some((client, config, script, reporter)) = shared.upgrade().map(|s| {
+    let Some((client, config, code, reporter)) = shared.upgrade().map(|s| {
         (
             s.client.clone(),
             s.config.clone(),
-            s.script.clone(),
+            s.code.clone(),
             s.reporter.clone(),
         )
     }) else {
@@ -204,9 +205,9 @@ async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
     let connection = loop {
         tokio::select! {
             _ = retry.tick() => {
-                let (client, config, script) = (client.clone(), config.clone(), script.clone());
+                let (client, config, code) = (client.clone(), config.clone(), code.clone());
                 attempts.spawn(async move {
-                    tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &config, &script))
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &config, &code))
                         .await
                         .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))?
                 });
@@ -232,11 +233,11 @@ async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
     }
 }
 
-/// One attempt: connects, checks the version and loads the script.
+/// One attempt: connects, checks the version and loads the check's code.
 async fn connect(
     client: &redis::Client,
     config: &AsyncConnectionConfig,
-    script: &redis::Script,
+    code: &CheckCode,
 ) -> Result<(MultiplexedConnection, super::version::Server), ConnectError> {
     let mut connection = client
         .get_multiplexed_async_connection_with_config(config)
@@ -246,6 +247,6 @@ async fn connect(
         .query_async(&mut connection)
         .await?;
     let server = ConnectError::check_version(&info)?;
-    script.load_async(&mut connection).await?;
+    code.load(&mut connection, &server).await?;
     Ok((connection, server))
 }

@@ -14,6 +14,7 @@ mod breaker;
 mod call;
 mod cluster;
 mod connections;
+mod function;
 mod memory;
 mod readiness;
 mod redis;

@@ -1,18 +1,20 @@
-//! The Redis store: one `EVALSHA` of the sliding-window script per check.
+//! The Redis store: one call of the sliding-window script per check (`FCALL` where the server has
+//! functions, else `EVALSHA`).
 
 use super::breaker::{Breaker, BreakerSettings, Call, Transition};
 use super::call::{Request, within_timeout};
 use super::cluster::{self, Cluster};
 use super::connections::{self, Connections};
+use super::function::CheckCode;
 use super::readiness::{Readiness, Reporter};
-use super::script::{quota_read, reply_of, unpacked, window_args};
+use super::script::{check_args, quota_read, reply_of, unpacked, window_args};
 use super::{
     BucketRef, Outcome, PlanAssignments, QuotaRead, QuotaStore, StoreError, Usage, WindowOutcome,
     WindowUsage,
 };
 use crate::api_key::KeyDigest;
 use crate::config::{RedisSettings, Topology};
-use crate::policy::limit::{Mode, Rule};
+use crate::policy::limit::Rule;
 use redis::cluster::ClusterClient;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
@@ -22,11 +24,15 @@ use std::time::{Duration, Instant};
 
 /// The check script (benches run it too), compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
 /// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+/// Where the server has functions, the same code is called as one ([`CheckCode`]).
 pub const SCRIPT: &str = concat!(
     include_str!("ring.lua"),
     include_str!("admit.lua"),
     include_str!("check.lua")
 );
+
+/// What the check's code is made of besides check.lua itself.
+const RING_AND_ADMIT: &str = concat!(include_str!("ring.lua"), include_str!("admit.lua"));
 
 /// The quota endpoint's script: its own request counted, then every bucket of the key read, in
 /// one call; loaded on first use.
@@ -81,7 +87,7 @@ fn tcp_settings() -> TcpSettings {
 /// Quotas kept in Redis, shared by every replica.
 pub struct RedisStore {
     backend: Backend,
-    script: redis::Script,
+    code: Arc<CheckCode>,
     peek_script: redis::Script,
     quota_script: redis::Script,
     reset_script: redis::Script,
@@ -97,19 +103,19 @@ impl RedisStore {
     /// down or too old; [`QuotaStore::readiness`] tells when a supported server first answered.
     /// Must run inside the tokio runtime.
     pub fn new(settings: &RedisSettings, topology: Topology) -> Result<Self, StoreError> {
-        let script = redis::Script::new(SCRIPT);
+        let code = Arc::new(CheckCode::new(RING_AND_ADMIT, include_str!("check.lua")));
         let reporter = Arc::new(Reporter::new(match topology {
             Topology::Standalone => "redis",
             Topology::Cluster => "redis cluster",
         }));
         let readiness = reporter.readiness();
         let backend = match topology {
-            Topology::Cluster => Backend::cluster(settings, script.clone(), reporter)?,
-            Topology::Standalone => Backend::standalone(settings, script.clone(), reporter)?,
+            Topology::Cluster => Backend::cluster(settings, code.clone(), reporter)?,
+            Topology::Standalone => Backend::standalone(settings, code.clone(), reporter)?,
         };
         Ok(Self {
             backend,
-            script,
+            code,
             peek_script: redis::Script::new(PEEK_SCRIPT),
             quota_script: redis::Script::new(QUOTA_SCRIPT),
             reset_script: redis::Script::new(RESET_SCRIPT),
@@ -223,7 +229,7 @@ impl Backend {
     /// A cluster client, connected by a background task that reports to `reporter`.
     fn cluster(
         settings: &RedisSettings,
-        script: redis::Script,
+        code: Arc<CheckCode>,
         reporter: Arc<Reporter>,
     ) -> Result<Self, StoreError> {
         let mut builder = ClusterClient::builder(vec![settings.url.as_str()])
@@ -239,7 +245,7 @@ impl Backend {
         }
         Ok(Backend::Cluster(Cluster::start(
             builder.build()?,
-            script,
+            code,
             BREAKER,
             reporter,
         )))
@@ -248,7 +254,7 @@ impl Backend {
     /// The connections to one server, made in the background, which report to `reporter`.
     fn standalone(
         settings: &RedisSettings,
-        script: redis::Script,
+        code: Arc<CheckCode>,
         reporter: Arc<Reporter>,
     ) -> Result<Self, StoreError> {
         let info = settings
@@ -267,7 +273,7 @@ impl Backend {
             connections: Box::new(Connections::start(
                 client,
                 config,
-                script,
+                code,
                 reporter,
                 settings.connections,
             )),
@@ -287,14 +293,23 @@ fn certificates(settings: &RedisSettings) -> Option<redis::TlsCertificates> {
 impl QuotaStore for RedisStore {
     async fn check(&self, bucket: BucketRef<'_>, rule: &Rule) -> Result<Outcome, StoreError> {
         let key = self.key_name(bucket);
-        let mut invocation = self.script.key(&key);
-        invocation
-            .arg(rule.cost())
-            .arg(u8::from(rule.mode() == Mode::Shadow))
-            .arg(rule.capacity())
-            .arg(rule.retain().as_micros() as u64);
-        window_args(&mut invocation, rule);
-        let packed: Vec<u8> = self.call(&key, Request::Script(&invocation)).await?;
+        let packed: Vec<u8> = if self.code.by_function() {
+            let mut call = self.code.fcall(&key);
+            check_args(&mut call, rule);
+            let library = self.code.library();
+            self.call(
+                &key,
+                Request::Function {
+                    call: &call,
+                    library,
+                },
+            )
+            .await?
+        } else {
+            let mut invocation = self.code.script().key(&key);
+            check_args(&mut invocation, rule);
+            self.call(&key, Request::Script(&invocation)).await?
+        };
         let reply = reply_of(unpacked(&packed)?, 2, 2, rule)?;
         Ok(Outcome {
             allowed: reply[0] == 1,

@@ -2,15 +2,41 @@
 //! wrong shape is a store error, never a panic.
 
 use super::{Outcome, QuotaRead, StoreError, Usage, WindowOutcome, WindowUsage};
-use crate::policy::limit::Rule;
+use crate::policy::limit::{Mode, Rule};
+
+/// What takes a script's arguments: a script invocation, or a function call's command.
+pub(super) trait Args {
+    fn push(&mut self, arg: u64);
+}
+
+impl Args for redis::ScriptInvocation<'_> {
+    fn push(&mut self, arg: u64) {
+        self.arg(arg);
+    }
+}
+
+impl Args for redis::Cmd {
+    fn push(&mut self, arg: u64) {
+        self.arg(arg);
+    }
+}
 
 /// Appends each window's requests and length in µs, the scripts' window arguments.
-pub(super) fn window_args(invocation: &mut redis::ScriptInvocation<'_>, rule: &Rule) {
+pub(super) fn window_args(args: &mut impl Args, rule: &Rule) {
     for limit in rule.limits() {
-        invocation
-            .arg(limit.requests.get())
-            .arg(limit.window_micros());
+        args.push(limit.requests.get().into());
+        args.push(limit.window_micros());
     }
+}
+
+/// The check's arguments (check.lua): cost, shadow (1 or 0), capacity, retain in µs, then the
+/// windows.
+pub(super) fn check_args(args: &mut impl Args, rule: &Rule) {
+    args.push(rule.cost().into());
+    args.push(u64::from(rule.mode() == Mode::Shadow));
+    args.push(rule.capacity().into());
+    args.push(rule.retain().as_micros() as u64);
+    window_args(args, rule);
 }
 
 /// A script reply of integers, `head` of them first, then `per_window` per window of `rule`;

@@ -560,3 +560,35 @@ pub async fn sleep_until_unix_millis(target: u64) {
         tokio::time::sleep(Duration::from_millis(target - now)).await;
     }
 }
+
+/// A Redis store of `url` (one connection to a standalone server), once it answers.
+pub async fn ready_store(
+    url: &str,
+    topology: tollgate::config::Topology,
+    key_prefix: &str,
+) -> tollgate::store::RedisStore {
+    let settings = tollgate::config::RedisSettings {
+        url: url.into(),
+        timeout: Duration::from_secs(2),
+        connections: 1,
+        key_prefix: key_prefix.into(),
+        tls_ca: None,
+    };
+    let store = tollgate::store::RedisStore::new(&settings, topology).unwrap();
+    let readiness = tollgate::store::QuotaStore::readiness(&store);
+    let ready = tokio::time::timeout(Duration::from_secs(10), readiness.wait());
+    assert!(ready.await.expect("redis answers"), "{url}");
+    store
+}
+
+/// How many times `command` ran on the server of `connection` (`INFO commandstats`).
+pub fn command_calls(connection: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}

@@ -215,14 +215,14 @@ fn answering(mut child: Child, port: u16) -> Option<Child> {
     }
 }
 
-/// Calls of the quota script (`EVALSHA` and `EVAL`) the server has served so far, from
-/// `INFO commandstats`.
+/// Calls of the quota scripts (`EVALSHA`, `EVAL`) and of the check's function (`FCALL`) the
+/// server has served so far, from `INFO commandstats`.
 pub fn script_calls(connection: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(connection)
         .unwrap();
-    ["cmdstat_evalsha:", "cmdstat_eval:"]
+    ["cmdstat_evalsha:", "cmdstat_eval:", "cmdstat_fcall:"]
         .iter()
         .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
         .map(|line| {
