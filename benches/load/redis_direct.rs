@@ -1,5 +1,5 @@
-//! The Redis ceiling: the quota script without tollgate, through redis-benchmark and through
-//! redis-rs connections.
+//! The Redis ceiling: the check without tollgate, called as tollgate calls it on Redis 7 (`FCALL`
+//! of its function), through redis-benchmark and through redis-rs connections.
 
 use crate::measure::{Keys, Outcome, Tally, drive};
 use crate::redis_server::RedisServer;
@@ -7,16 +7,27 @@ use crate::{Options, Shape};
 use std::process::Command;
 use std::sync::Arc;
 
-pub const SCRIPT: &str = tollgate::store::CHECK_SCRIPT;
-
-/// The yardstick: `redis-benchmark` running the same script with `EVALSHA`, one client per
-/// caller, no pipelining, random keys from the same key space. Returns calls per second.
-pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
-    let sha: String = redis::cmd("SCRIPT")
+/// Loads tollgate's check function on `redis`; its name.
+fn load_function(redis: &RedisServer) -> String {
+    let (library, function) = tollgate::store::check_function();
+    let _: redis::Value = redis::cmd("FUNCTION")
         .arg("LOAD")
-        .arg(SCRIPT)
+        .arg("REPLACE")
+        .arg(library)
         .query(&mut redis.connection())
         .unwrap();
+    function
+}
+
+/// Whether a check's reply (doubles packed in a string, `src/store/check.lua`) admitted it.
+fn admitted(packed: &[u8]) -> bool {
+    packed.get(..8) == Some(&1f64.to_be_bytes()[..])
+}
+
+/// The yardstick: `redis-benchmark` calling the same function with `FCALL`, one client per
+/// caller, no pipelining, random keys from the same key space. Returns calls per second.
+pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
+    let function = load_function(redis);
     let key = if shape.keys == 1 {
         "tollgate:ring:{bench-key-0}:GET /bench/:id".to_owned()
     } else {
@@ -41,14 +52,14 @@ pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
             "--csv",
         ])
         .args([
-            "EVALSHA",
-            &sha,
+            "FCALL",
+            &function,
             "1",
             &key,
             "1",
             "0",
             &shape.limit.to_string(),
-            "60000000",
+            "60000",
             &shape.limit.to_string(),
             "60000000",
         ])
@@ -57,15 +68,15 @@ pub fn redis_benchmark(redis: &RedisServer, shape: Shape, o: &Options) -> f64 {
     let csv = String::from_utf8(output.stdout).unwrap();
     let row = csv
         .lines()
-        .find(|l| l.starts_with("\"EVALSHA"))
+        .find(|l| l.starts_with("\"FCALL"))
         .unwrap_or_else(|| panic!("redis-benchmark: {csv}"));
     row.split("\",\"").nth(1).unwrap().parse().unwrap()
 }
 
-/// The quota script driven directly over multiplexed connections (or a deadpool-redis pool), the
-/// way tollgate drives it.
+/// The check's function driven directly over multiplexed connections (or a deadpool-redis pool),
+/// the way tollgate drives it.
 pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, pooled: bool) -> Tally {
-    let script = Arc::new(redis::Script::new(SCRIPT));
+    let function: Arc<str> = load_function(redis).into();
     let client = redis::Client::open(redis.url()).unwrap();
     enum Conns {
         Multiplexed(Vec<redis::aio::MultiplexedConnection>),
@@ -87,8 +98,6 @@ pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, poole
         }
         Conns::Multiplexed(v)
     });
-    let mut first = client.get_multiplexed_async_connection().await.unwrap();
-    script.load_async(&mut first).await.unwrap();
     let keys = shape.keys;
     let limit = shape.limit;
     let callers = shape.callers;
@@ -98,30 +107,32 @@ pub async fn redis_ceiling(redis: &RedisServer, shape: Shape, o: &Options, poole
             .collect(),
     );
     drive(callers, 0.0, o.warmup, o.duration, move |caller| {
-        let (script, conns, states) = (script.clone(), conns.clone(), states.clone());
+        let (function, conns, states) = (function.clone(), conns.clone(), states.clone());
         async move {
             let key = states[caller].lock().unwrap().next();
-            let mut invocation =
-                script.key(format!("tollgate:ring:{{bench-key-{key}}}:GET /bench/:id"));
-            invocation
+            let mut fcall = redis::cmd("FCALL");
+            fcall
+                .arg(&*function)
+                .arg(1)
+                .arg(format!("tollgate:ring:{{bench-key-{key}}}:GET /bench/:id"))
                 .arg(1)
                 .arg(0)
                 .arg(limit)
-                .arg(60_000_000u64)
+                .arg(60_000u64)
                 .arg(limit)
                 .arg(60_000_000u64);
-            let result: redis::RedisResult<(u8, u64, u32, u64)> = match &*conns {
+            let result: redis::RedisResult<Vec<u8>> = match &*conns {
                 Conns::Multiplexed(v) => {
                     let mut c = v[caller % v.len()].clone();
-                    invocation.invoke_async(&mut c).await
+                    fcall.query_async(&mut c).await
                 }
                 Conns::Pool(pool) => {
                     let mut c = pool.get().await.unwrap();
-                    invocation.invoke_async(&mut *c).await
+                    fcall.query_async(&mut *c).await
                 }
             };
             match result {
-                Ok((1, ..)) => Outcome::Allowed,
+                Ok(packed) if admitted(&packed) => Outcome::Allowed,
                 Ok(_) => Outcome::Denied,
                 Err(_) => Outcome::Error,
             }

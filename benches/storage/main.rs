@@ -9,18 +9,20 @@
 //!    250 000 requests in all when full) are filled with checks of cost 1, round-robin over the
 //!    buckets, completely or to half; the growth of `used_memory` (`INFO memory`) since the
 //!    `FLUSHALL` before, divided by the requests admitted and by the buckets.
-//! 2. **Redis CPU per check**: after `CONFIG RESETSTAT`, a fixed number of checks (`EVALSHA`) from
-//!    concurrent callers over multiplexed connections, as tollgate sends them; then
-//!    `usec_per_call` of `cmdstat_evalsha` (`INFO commandstats`): the script's own time in Redis,
+//! 2. **Redis CPU per check**: after `CONFIG RESETSTAT`, a fixed number of checks from concurrent
+//!    callers over multiplexed connections, as tollgate sends them (the ring by `FCALL` of its
+//!    function, which tollgate calls on Redis 7; the other layout by `EVALSHA`); then
+//!    `usec_per_call` of that command (`INFO commandstats`): the script's own time in Redis,
 //!    without reading and writing the sockets; and the Redis commands the script ran per call.
 //!    Beside it, Redis's whole CPU per check (`/proc/<pid>/stat`): the script, the protocol and
 //!    the sockets.
 //! 3. **Throughput**: the same checks per second of wall time, seen by the client. The client and
 //!    Redis share the machine's cores, so only the ratio of the two layouts in one run means much.
 //!
-//! `STORAGE_BASELINE=FILE` compares against the check script in FILE (same interface: an earlier
-//! ring, e.g. `git show REV:src/store/ring.lua` + `admit.lua` + `check.lua`) instead of the sorted
-//! set; both must then admit the same checks.
+//! `STORAGE_BASELINE=FILE` compares against the check script in FILE (an earlier ring, e.g.
+//! `git show REV:src/store/ring.lua` + `admit.lua` + `check.lua`, from before issue 18's third
+//! session: the interface of `zset.lua`, retain in µs and a reply of integers) instead of the
+//! sorted set; both must then admit the same checks.
 
 #[path = "../../tests/common/cpu.rs"]
 mod cpu;
@@ -35,10 +37,8 @@ use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
-/// What tollgate runs.
-const RING: &str = tollgate::store::CHECK_SCRIPT;
-
-/// What it ran before, with the same interface.
+/// What it ran before, with the interface of the scripts compared with (tollgate's own code is
+/// its function, `tollgate::store::check_function`).
 const ZSET: &str = include_str!("zset.lua");
 
 /// A file holding another script to compare the ring with, instead of [`ZSET`].
@@ -145,9 +145,17 @@ fn main() {
     let redis = RedisServer::start();
     // Closed before the memory rows, which wait until they have Redis to themselves.
     let mut c = redis.connection();
-    // The SHA1s of the two scripts, the one compared with first.
-    let layouts =
-        [base_code.as_str(), RING].map(|code| redis::Script::new(code).load(&mut c).unwrap());
+    // The one compared with first.
+    let (library, function) = tollgate::store::check_function();
+    let _: redis::Value = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&library)
+        .query(&mut c)
+        .unwrap();
+    let layouts = [
+        Layout::Script(redis::Script::new(&base_code).load(&mut c).unwrap()),
+        Layout::Function(function),
+    ];
     let server = info(&mut c, "server");
     drop(c);
     println!(
@@ -167,7 +175,7 @@ fn main() {
         for (filled, requests) in [("full", fill.limit), ("half", fill.limit / 2)] {
             let [zset, ring] = layouts
                 .each_ref()
-                .map(|sha| footprint(&redis, sha, fill, requests));
+                .map(|layout| footprint(&redis, layout, fill, requests));
             let per_request = |f: &Footprint| f.bytes as f64 / f.admitted as f64;
             let admitted = if zset.admitted == ring.admitted {
                 zset.admitted.to_string()
@@ -202,7 +210,7 @@ fn main() {
     for scenario in &SCENARIOS {
         let [zset, ring] = layouts
             .each_ref()
-            .map(|sha| runtime.block_on(measure(&redis, sha, scenario)));
+            .map(|layout| runtime.block_on(measure(&redis, layout, scenario)));
         for run in [&zset, &ring] {
             assert_eq!(run.calls, CALLS, "script calls seen by Redis");
         }
@@ -238,13 +246,37 @@ fn key(bucket: u64) -> String {
     format!("tollgate:ring:{{bench-key-{bucket}}}:GET /bench/:id")
 }
 
-/// One check of `bucket` by the script whose SHA1 is `sha`, counted only when admitted.
-fn check(sha: &str, bucket: u64, cost: u64, windows: &[(u64, u64)]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
+/// How a layout's check is called.
+#[derive(Clone)]
+enum Layout {
+    /// By `EVALSHA` of the script of this SHA1, with `zset.lua`'s interface (retain in µs).
+    Script(String),
+    /// By `FCALL` of tollgate's function of this name (retain in ms).
+    Function(String),
+}
+
+impl Layout {
+    /// The command, as `INFO commandstats` names it.
+    fn command(&self) -> &'static str {
+        match self {
+            Layout::Script(_) => "evalsha",
+            Layout::Function(_) => "fcall",
+        }
+    }
+}
+
+/// One check of `bucket` by `layout`, counted only when admitted.
+fn check(layout: &Layout, bucket: u64, cost: u64, windows: &[(u64, u64)]) -> redis::Cmd {
     let capacity = windows.iter().map(|w| w.0).max().unwrap_or(1);
-    let retain = windows.iter().map(|w| w.1).max().unwrap_or(1);
-    cmd.arg(sha)
-        .arg(1)
+    let retain_us = windows.iter().map(|w| w.1).max().unwrap_or(1);
+    let (mut cmd, retain) = match layout {
+        Layout::Script(sha) => (redis::cmd("EVALSHA").arg(sha).to_owned(), retain_us),
+        Layout::Function(name) => (
+            redis::cmd("FCALL").arg(name).to_owned(),
+            retain_us.div_ceil(1000),
+        ),
+    };
+    cmd.arg(1)
         .arg(key(bucket))
         .arg(cost)
         .arg(0)
@@ -254,6 +286,16 @@ fn check(sha: &str, bucket: u64, cost: u64, windows: &[(u64, u64)]) -> redis::Cm
         cmd.arg(requests).arg(window);
     }
     cmd
+}
+
+/// Whether a check's reply says it was admitted: its first number is 1, in a reply of integers
+/// (the scripts compared with) or of packed doubles (tollgate's, `src/store/check.lua`).
+fn is_admitted(reply: &redis::Value) -> bool {
+    match reply {
+        redis::Value::Array(values) => values.first() == Some(&redis::Value::Int(1)),
+        redis::Value::BulkString(packed) => packed.get(..8) == Some(&1f64.to_be_bytes()[..]),
+        other => panic!("a check's reply: {other:?}"),
+    }
 }
 
 /// Sends `checks` in pipelines of [`PIPELINE`] and returns how many were admitted.
@@ -266,22 +308,22 @@ fn pipelined(connection: &mut redis::Connection, checks: impl Iterator<Item = re
         for check in checks.by_ref().take(PIPELINE) {
             pipe.add_command(check);
         }
-        let replies: Vec<Vec<i64>> = pipe.query(connection).unwrap();
-        admitted += replies.iter().filter(|r| r[0] == 1).count() as u64;
+        let replies: Vec<redis::Value> = pipe.query(connection).unwrap();
+        admitted += replies.iter().filter(|r| is_admitted(r)).count() as u64;
     }
     admitted
 }
 
 /// Empties Redis, fills `fill`'s buckets with `requests` checks each over a connection of its
 /// own, and measures what they take once that connection is gone (its buffers are not the data's).
-fn footprint(redis: &RedisServer, sha: &str, fill: &Fill, requests: u64) -> Footprint {
+fn footprint(redis: &RedisServer, layout: &Layout, fill: &Fill, requests: u64) -> Footprint {
     let mut c = redis.connection();
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
     let before = used_memory(&mut c);
     let windows = [(fill.limit, HOUR_US)];
     let checks = (0..requests)
         .flat_map(|_| 0..fill.buckets)
-        .map(|bucket| check(sha, bucket, 1, &windows));
+        .map(|bucket| check(layout, bucket, 1, &windows));
     let admitted = pipelined(&mut redis.connection(), checks);
     while field(&info(&mut c, "clients"), "connected_clients") != "1" {
         std::thread::sleep(Duration::from_millis(10));
@@ -299,12 +341,12 @@ fn footprint(redis: &RedisServer, sha: &str, fill: &Fill, requests: u64) -> Foot
 }
 
 /// Empties Redis, prefills `scenario`'s buckets, then sends its checks and reads what Redis spent.
-async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
+async fn measure(redis: &RedisServer, layout: &Layout, scenario: &Scenario) -> Run {
     let mut c = redis.connection();
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
     if scenario.prefill > 0 {
         let checks =
-            (0..scenario.buckets).map(|b| check(sha, b, scenario.prefill, scenario.windows));
+            (0..scenario.buckets).map(|b| check(layout, b, scenario.prefill, scenario.windows));
         assert_eq!(pipelined(&mut c, checks), scenario.buckets, "prefill");
     }
     let client = redis::Client::open(redis.url()).unwrap();
@@ -322,23 +364,24 @@ async fn measure(redis: &RedisServer, sha: &str, scenario: &Scenario) -> Run {
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let start = Instant::now();
     let cpu_before = cpu::cpu_seconds(redis.pid());
-    let allowed = drive(&connections, sha, scenario).await;
+    let allowed = drive(&connections, layout, scenario).await;
     let cpu = cpu::cpu_seconds(redis.pid()) - cpu_before;
     let elapsed = start.elapsed();
     // One line per command, `cmdstat_<name>:calls=…,usec=…,usec_per_call=…,…`, the commands
     // scripts run included; besides the scripts' own, only the `CONFIG RESETSTAT` above.
     let stats = info(&mut c, "commandstats");
-    let evalsha = field(&stats, "cmdstat_evalsha");
+    let command = layout.command();
+    let calls = field(&stats, &format!("cmdstat_{command}"));
     let in_scripts: u64 = stats
         .lines()
         .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(':'))
-        .filter(|(command, _)| !["evalsha", "config"].contains(command))
+        .filter(|(name, _)| ![command, "config"].contains(name))
         .map(|(_, stat)| value(stat, "calls").parse::<u64>().unwrap())
         .sum();
     Run {
         allowed,
-        calls: value(evalsha, "calls").parse().unwrap(),
-        usec_per_call: value(evalsha, "usec_per_call").parse().unwrap(),
+        calls: value(calls, "calls").parse().unwrap(),
+        usec_per_call: value(calls, "usec_per_call").parse().unwrap(),
         commands: in_scripts as f64 / CALLS as f64,
         cpu_us: cpu * 1e6 / CALLS as f64,
         per_second: CALLS as f64 / elapsed.as_secs_f64(),
@@ -354,19 +397,19 @@ fn value<'a>(stat: &'a str, name: &str) -> &'a str {
 
 /// [`CALLS`] checks of `scenario` from [`CALLERS`] concurrent callers, each waiting for its answer
 /// before the next; returns how many were admitted.
-async fn drive(connections: &[MultiplexedConnection], sha: &str, scenario: &Scenario) -> u64 {
+async fn drive(connections: &[MultiplexedConnection], layout: &Layout, scenario: &Scenario) -> u64 {
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..CALLERS {
         let mut connection = connections[caller as usize % connections.len()].clone();
-        let (sha, windows, buckets) = (sha.to_owned(), scenario.windows, scenario.buckets);
+        let (layout, windows, buckets) = (layout.clone(), scenario.windows, scenario.buckets);
         callers.spawn(async move {
             let mut admitted = 0;
             for i in (caller..CALLS).step_by(CALLERS as usize) {
-                let reply: Vec<i64> = check(&sha, i % buckets, 1, windows)
+                let reply: redis::Value = check(&layout, i % buckets, 1, windows)
                     .query_async(&mut connection)
                     .await
                     .unwrap();
-                admitted += u64::from(reply[0] == 1);
+                admitted += u64::from(is_admitted(&reply));
             }
             admitted
         });

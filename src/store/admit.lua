@@ -1,9 +1,20 @@
+-- When a window of `limit` has room for a request of `cost` (now when it has it already): when
+-- the time that blocks it leaves the window.
+local function room_at(ring, limit, window, cost, now)
+  local blocking = recent(ring, limit - cost)
+  if blocking and blocking + window > now then
+    return blocking + window
+  end
+  return now
+end
+
 -- One check of a bucket against all its windows, atomically (appended to ring.lua): the body of
 -- check.lua, and of the quota endpoint's count of its own requests in quota.lua.
 --
 -- `limits` and `windows` hold each window's requests and length in µs, shortest window first;
 -- `capacity` is how many admission times the bucket keeps (every rule of the bucket's route
--- counted) and `retain` how long in µs it keeps one (the longest window of those rules).
+-- counted) and `retain` how long in ms it keeps one (the longest window of those rules, rounded
+-- up), as the text of the script's argument.
 -- Appends per window: remaining, reset_us to `reply`, and returns allowed (1|0). After a counted
 -- request, reset is when the window frees one more slot; after a denied one, when the window has
 -- room for this request (now if it has room already). A denied request is not counted (with
@@ -31,14 +42,10 @@ local function admit(key, cost, record_denied, capacity, retain, limits, windows
   end
 
   local allowed = 1
-  local room_at = {}
   for i = 1, #limits do
-    local blocking = recent(ring, limits[i] - cost)
-    if blocking and blocking + windows[i] > now then
+    if room_at(ring, limits[i], windows[i], cost, now) > now then
       allowed = 0
-      room_at[i] = blocking + windows[i]
-    else
-      room_at[i] = now
+      break
     end
   end
 
@@ -64,7 +71,7 @@ local function admit(key, cost, record_denied, capacity, retain, limits, windows
     if counted then
       reply[#reply + 1] = next_free(ring, limits[i], windows[i], count, now)
     else
-      reply[#reply + 1] = room_at[i]
+      reply[#reply + 1] = room_at(ring, limits[i], windows[i], cost, now)
     end
   end
   return allowed

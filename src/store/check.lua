@@ -5,7 +5,8 @@
 -- ARGV[1]  cost: slots one request takes in every window
 -- ARGV[2]  1 to count the request even when a window is full (shadow mode), else 0
 -- ARGV[3]  capacity: admission times the bucket keeps (every rule of the bucket's route counted)
--- ARGV[4]  retain: how long in µs the bucket keeps a time (the longest window of those rules)
+-- ARGV[4]  retain: how long in ms the bucket keeps a time (the longest window of those rules,
+--          rounded up)
 -- ARGV[5..] pairs of requests admitted per window and window length in µs, shortest window first
 --
 -- Returns allowed (1|0), now_us, then per window: remaining, reset_us, as admit() tells, packed
@@ -18,5 +19,5 @@ end
 local now = clock()
 local reply = {0, now}
 reply[1] = admit(KEYS[1], ARGV[1] + 0, ARGV[2] == '1', ARGV[3] + 0,
-  ARGV[4] + 0, limits, windows, now, reply)
+  ARGV[4], limits, windows, now, reply)
 return struct.pack('>' .. string.rep('d', #reply), unpack(reply))

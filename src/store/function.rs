@@ -28,6 +28,22 @@ const UNKNOWN: u8 = 0;
 const BY_FUNCTION: u8 = 1;
 const BY_SCRIPT: u8 = 2;
 
+/// The check script (benches run it too), compiled into the binary and hashed once; `invoke_async`
+/// sends `EVALSHA` and falls back to loading the script when Redis answers `NOSCRIPT` (after a
+/// restart or `SCRIPT FLUSH`).
+pub const SCRIPT: &str = concat!(
+    include_str!("ring.lua"),
+    include_str!("admit.lua"),
+    include_str!("check.lua")
+);
+
+/// The check as a function library, as tollgate loads it (benches load it too): the library's
+/// source and the function's name.
+pub fn check_function() -> (String, String) {
+    let code = CheckCode::new();
+    (code.library, code.function)
+}
+
 /// The check script and its function library.
 pub(super) struct CheckCode {
     script: redis::Script,
@@ -38,13 +54,18 @@ pub(super) struct CheckCode {
 }
 
 impl CheckCode {
-    /// `script`'s code both ways; `script` is ring.lua, admit.lua and check.lua.
-    pub(super) fn new(ring_and_admit: &str, check: &str) -> Self {
-        let script = redis::Script::new(&format!("{ring_and_admit}{check}"));
+    /// [`SCRIPT`]'s code both ways.
+    pub(super) fn new() -> Self {
+        let script = redis::Script::new(SCRIPT);
         let hash = script.get_hash();
         let function = format!("tollgate_check_{hash}");
+        let (ring, admit, check) = (
+            include_str!("ring.lua"),
+            include_str!("admit.lua"),
+            include_str!("check.lua"),
+        );
         let library = format!(
-            "#!lua name=tollgate_{hash}\n{ring_and_admit}local function check(KEYS, ARGV)\n{check}end\n\
+            "#!lua name=tollgate_{hash}\n{ring}{admit}local function check(KEYS, ARGV)\n{check}end\n\
              redis.register_function('{function}', check)\n"
         );
         Self {

@@ -21,9 +21,10 @@ mod redis;
 mod script;
 pub mod version;
 
+pub use function::{SCRIPT as CHECK_SCRIPT, check_function};
 pub use memory::MemoryStore;
 pub use readiness::Readiness;
-pub use redis::{RedisStore, SCRIPT as CHECK_SCRIPT};
+pub use redis::RedisStore;
 
 use crate::api_key::KeyDigest;
 use crate::policy::limit::Rule;

@@ -4,7 +4,8 @@
 --
 -- KEYS[1]   the endpoint's own ring
 -- KEYS[2..] the rings of the key's buckets
--- ARGV[1..4] the endpoint's limit: capacity, retain in µs, requests, window in µs (cost 1)
+-- ARGV[1..4] the endpoint's limit: capacity, retain in ms (rounded up), requests, window in µs
+--            (cost 1)
 -- ARGV[5..] for each of KEYS[2..]: its number of windows n, then n pairs of requests and window
 --           length in µs
 --
@@ -12,7 +13,7 @@
 -- window: used, remaining, reset_us, as peek.lua reads them}.
 local now = clock()
 local reply = {0, now}
-reply[1] = admit(KEYS[1], 1, false, ARGV[1] + 0, ARGV[2] + 0,
+reply[1] = admit(KEYS[1], 1, false, ARGV[1] + 0, ARGV[2],
   {ARGV[3] + 0}, {ARGV[4] + 0}, now, reply)
 if reply[1] == 1 then
   local arg = 5

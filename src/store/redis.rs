@@ -7,7 +7,7 @@ use super::cluster::{self, Cluster};
 use super::connections::{self, Connections};
 use super::function::CheckCode;
 use super::readiness::{Readiness, Reporter};
-use super::script::{check_args, quota_read, reply_of, unpacked, window_args};
+use super::script::{check_args, quota_read, reply_of, retain_millis, unpacked, window_args};
 use super::{
     BucketRef, Outcome, PlanAssignments, QuotaRead, QuotaStore, StoreError, Usage, WindowOutcome,
     WindowUsage,
@@ -21,18 +21,6 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The check script (benches run it too), compiled into the binary and hashed once; `invoke_async` sends `EVALSHA` and falls
-/// back to loading the script when Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
-/// Where the server has functions, the same code is called as one ([`CheckCode`]).
-pub const SCRIPT: &str = concat!(
-    include_str!("ring.lua"),
-    include_str!("admit.lua"),
-    include_str!("check.lua")
-);
-
-/// What the check's code is made of besides check.lua itself.
-const RING_AND_ADMIT: &str = concat!(include_str!("ring.lua"), include_str!("admit.lua"));
 
 /// The quota endpoint's script: its own request counted, then every bucket of the key read, in
 /// one call; loaded on first use.
@@ -103,7 +91,7 @@ impl RedisStore {
     /// down or too old; [`QuotaStore::readiness`] tells when a supported server first answered.
     /// Must run inside the tokio runtime.
     pub fn new(settings: &RedisSettings, topology: Topology) -> Result<Self, StoreError> {
-        let code = Arc::new(CheckCode::new(RING_AND_ADMIT, include_str!("check.lua")));
+        let code = Arc::new(CheckCode::new());
         let reporter = Arc::new(Reporter::new(match topology {
             Topology::Standalone => "redis",
             Topology::Cluster => "redis cluster",
@@ -358,7 +346,7 @@ impl QuotaStore for RedisStore {
         let limit = own_rule.limits()[0];
         invocation
             .arg(own_rule.capacity())
-            .arg(own_rule.retain().as_micros() as u64)
+            .arg(retain_millis(own_rule))
             .arg(limit.requests.get())
             .arg(limit.window_micros());
         for &(name, rule) in buckets {

@@ -22,7 +22,8 @@
 -- lookup of the command and of the key, the call's bookkeeping), per number handed to one (Redis
 -- prints it with `%.17g`), and per byte read into Lua (every copy is garbage the Lua collector
 -- then walks the heap for): blocks of 1 KiB rather than the whole ring, offsets that never change
--- passed as strings, and the header written with the new slots in one SETRANGE when the slots
+-- passed as strings (so is a string's life in ms, `life_ms`, as the script's argument gives it),
+-- and the header written with the new slots in one SETRANGE when the slots
 -- between them are in the first block. Numbers that come as strings (the arguments, TIME's
 -- reply) are converted with `+ 0`: one strtod, where tonumber() runs two.
 --
@@ -39,51 +40,50 @@ local function clock()
 end
 
 -- `data` is the first block as opened (or as replaced), header included; `blocks` the others
--- read so far, by number.
+-- read so far, by number (nil until one is: most rings fit in the first).
 local function open(key)
   local data = redis.call('GETRANGE', key, '0', FIRST_LAST)
-  local ring = {key = key, data = data, blocks = {}, cap = 0, len = 0, next = 0, fresh = 0}
+  local ring = {key = key, data = data, cap = 0, len = 0, next = 0, fresh = 0}
   if #data >= HEADER then
     ring.cap, ring.len, ring.next = struct.unpack('>I4I4I4', data)
   end
   return ring
 end
 
--- Replaces the whole string, which then lives at least `window_us` (or keeps its longer life).
-local function replace(ring, value, window_us)
+-- Replaces the whole string, which then lives at least `life_ms` (or keeps its longer life).
+local function replace(ring, value, life_ms)
   local ttl = redis.call('PTTL', ring.key)
-  redis.call('SET', ring.key, value, 'PX', math.max(ttl, math.ceil(window_us / 1000)))
-  ring.data, ring.blocks = string.sub(value, 1, FIRST), {}
+  redis.call('SET', ring.key, value, 'PX', math.max(ttl, life_ms + 0))
+  ring.data, ring.blocks = string.sub(value, 1, FIRST), nil
   ring.fresh = 0
 end
 
 -- Writes the ring of a bucket that has no string yet, holding `cost` admissions at time `at`, to
--- live `window_us`: two commands for what `replace`, `push` and `prolong` would take five. The
+-- live `life_ms`: two commands for what `replace`, `push` and `prolong` would take five. The
 -- header is written first, on its own, so that the string then grows as every ring's does (Redis
 -- doubles a string's room as SETRANGE lengthens it, from the size it first had).
-local function create(ring, at, cost, window_us)
+local function create(ring, at, cost, life_ms)
   local len = math.min(cost, ring.cap)
   local header = struct.pack('>I4I4I4', ring.cap, len, len % ring.cap)
   local slots = string.rep(struct.pack('>d', at), len)
-  redis.call('SET', ring.key, header, 'PX', math.ceil(window_us / 1000))
+  redis.call('SET', ring.key, header, 'PX', life_ms)
   redis.call('SETRANGE', ring.key, HEADER, slots)
   ring.data = string.sub(header .. slots, 1, FIRST)
   ring.len, ring.next = len, len % ring.cap
   ring.fresh, ring.fresh_at = len, at
 end
 
--- Makes the string live at least `window_us` from now, never shorter than it would already:
+-- Makes the string live at least `life_ms` from now, never shorter than it would already:
 -- `PEXPIRE … GT`, one command, on Redis 7.0 and later (Valkey included). Redis 6.2 has no GT and
 -- answers it with an error, which `pcall` turns into a value: there the same is done by hand, with
 -- PTTL first. As with GT, a string without an expiry (PTTL -1; only ever one made by hand) keeps
 -- none.
-local function prolong(ring, window_us)
-  local wanted = math.ceil(window_us / 1000)
-  local set = redis.pcall('PEXPIRE', ring.key, wanted, 'GT')
+local function prolong(ring, life_ms)
+  local set = redis.pcall('PEXPIRE', ring.key, life_ms, 'GT')
   if type(set) == 'table' and set.err then
     local ttl = redis.call('PTTL', ring.key)
-    if ttl >= 0 and ttl < wanted then
-      redis.call('PEXPIRE', ring.key, wanted)
+    if ttl >= 0 and ttl < life_ms + 0 then
+      redis.call('PEXPIRE', ring.key, life_ms)
     end
   end
 end
@@ -124,11 +124,16 @@ local function recent(ring, k)
   local number = math.floor(slot / BLOCK)
   local block, at = ring.data, HEADER + slot * 8
   if number > 0 then
-    block = ring.blocks[number]
+    local blocks = ring.blocks
+    block = blocks and blocks[number]
     if not block then
       local first = HEADER + number * BLOCK * 8
       block = redis.call('GETRANGE', ring.key, first, first + BLOCK * 8 - 1)
-      ring.blocks[number] = block
+      if not blocks then
+        blocks = {}
+        ring.blocks = blocks
+      end
+      blocks[number] = block
     end
     at = (slot - number * BLOCK) * 8
   end

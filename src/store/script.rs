@@ -29,14 +29,19 @@ pub(super) fn window_args(args: &mut impl Args, rule: &Rule) {
     }
 }
 
-/// The check's arguments (check.lua): cost, shadow (1 or 0), capacity, retain in µs, then the
-/// windows.
+/// The check's arguments (check.lua): cost, shadow (1 or 0), capacity, retain, then the windows.
 pub(super) fn check_args(args: &mut impl Args, rule: &Rule) {
     args.push(rule.cost().into());
     args.push(u64::from(rule.mode() == Mode::Shadow));
     args.push(rule.capacity().into());
-    args.push(rule.retain().as_micros() as u64);
+    args.push(retain_millis(rule));
     window_args(args, rule);
+}
+
+/// How long in ms a bucket of `rule` lives after its last counted request, rounded up: the
+/// scripts hand it to `PEXPIRE` and `SET … PX` as the text it arrives as.
+pub(super) fn retain_millis(rule: &Rule) -> u64 {
+    rule.retain().as_micros().div_ceil(1000) as u64
 }
 
 /// A script reply of integers, `head` of them first, then `per_window` per window of `rule`;
