@@ -133,7 +133,10 @@ fn connection_settings() -> http2::Builder<TokioExecutor> {
         .max_local_error_reset_streams(Some(MAX_RESETS_PER_CONNECTION))
         // A peer that vanished without a FIN is found and its connection closed.
         .keep_alive_interval(Some(KEEPALIVE))
-        .keep_alive_timeout(KEEPALIVE);
+        .keep_alive_timeout(KEEPALIVE)
+        // No `date` on every answer: a gRPC client has no use for it, and a value that changes
+        // every second is a literal to encode (and for Envoy to decode) again and again.
+        .auto_date_header(false);
     builder
 }
 
