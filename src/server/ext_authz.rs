@@ -20,10 +20,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
+use std::time::Duration;
 use tonic::codegen::Service as _;
 use tonic::codegen::tokio_stream::{Stream, StreamExt};
 use tonic::server::NamedService;
 use tonic_health::pb::health_server::{Health, HealthServer};
+
+/// How long the listener waits after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// The services of the listener, chosen by the gRPC service in a call's path.
 pub(super) struct Routes<S, H> {
@@ -68,7 +72,7 @@ impl<S: QuotaStore, H: Health> hyper::service::Service<Request<Incoming>> for Ro
                 Ok(answer.map(Either::Right))
             })
         } else {
-            let status = tonic::Status::unimplemented(format!("no service for {path}"));
+            let status = tonic::Status::unimplemented("tollgate serves ext_authz and health only");
             Box::pin(std::future::ready(Ok(status
                 .into_http::<UnaryBody>()
                 .map(Either::Left))))
@@ -102,7 +106,10 @@ pub(super) async fn serve<S: QuotaStore, H: Health>(
                 accepted = incoming.next() => match accepted {
                     Some(Ok(connection)) => connection,
                     Some(Err(e)) => {
+                        // Out of file descriptors, say: a moment for connections to close, rather
+                        // than a loop that fails again at once.
                         tracing::debug!(error = %e, "cannot accept an ext_authz connection");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
                         continue;
                     }
                     None => break,

@@ -174,8 +174,10 @@ async fn run(
     shared: Arc<Shared>,
     reporter: Arc<Reporter>,
 ) {
-    let mut connection = connect(&client, &code, &reporter).await;
+    let (mut connection, server) = connect(&client, &code, &reporter).await;
     let _ = shared.connection.set(connection.clone());
+    // Only now: a check that follows the readiness it reports finds the connection.
+    reporter.connected(&server);
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, read_topology(&mut connection)).await {
             Ok(Ok(primaries)) => shared.update(primaries),
@@ -191,13 +193,14 @@ async fn run(
 }
 
 /// Connects outside any check, retrying with backoff until every primary answers with a
-/// supported version, and loads the check's code on every primary. Made inside a check, a first
-/// connection slower than the check's timeout would be cancelled again and again.
+/// supported version, and loads the check's code on every primary; the oldest primary with the
+/// connection. Made inside a check, a first connection slower than the check's timeout would be
+/// cancelled again and again.
 async fn connect(
     client: &ClusterClient,
     code: &CheckCode,
     reporter: &Reporter,
-) -> ClusterConnection {
+) -> (ClusterConnection, Server) {
     let mut delay = RETRY_MIN;
     loop {
         let attempt = async {
@@ -207,10 +210,7 @@ async fn connect(
             Ok::<_, ConnectError>((connection, server))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((connection, server))) => {
-                reporter.connected(&server);
-                return connection;
-            }
+            Ok(Ok(connected)) => return connected,
             Ok(Err(error)) => reporter.failed(&error),
             Err(_) => reporter.failed(&ConnectError::Timeout(CONNECT_TIMEOUT)),
         }

@@ -202,7 +202,7 @@ async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
     };
     let mut attempts = JoinSet::new();
     let mut retry = tokio::time::interval(RETRY);
-    let connection = loop {
+    let (connection, server) = loop {
         tokio::select! {
             _ = retry.tick() => {
                 let (client, config, code) = (client.clone(), config.clone(), code.clone());
@@ -213,10 +213,7 @@ async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
                 });
             }
             Some(attempt) = attempts.join_next() => match attempt {
-                Ok(Ok((connection, server))) => {
-                    reporter.connected(&server);
-                    break connection;
-                }
+                Ok(Ok(made)) => break made,
                 Ok(Err(error)) => reporter.failed(&error),
                 // Attempts are not aborted while the set lives; a panic is a bug in redis-rs.
                 Err(error) => tracing::error!(%error, "a redis connection attempt failed"),
@@ -231,6 +228,8 @@ async fn make(shared: std::sync::Weak<Shared>, index: usize, generation: u64) {
             slot.connection = Some(connection);
         }
     }
+    // Only now: a check that follows the readiness it reports finds the connection in its slot.
+    reporter.connected(&server);
 }
 
 /// One attempt: connects, checks the version and loads the check's code.

@@ -110,24 +110,29 @@ impl CheckCode {
         C: redis::aio::ConnectionLike + Send,
     {
         self.script.load_async(connection).await?;
-        let route = if server.compatible < FUNCTIONS {
-            BY_SCRIPT
+        let refused = if server.compatible < FUNCTIONS {
+            None
         } else {
-            match load_library(connection, &self.library).await {
-                Ok(()) => BY_FUNCTION,
-                Err(e) => {
-                    if self.route.load(Ordering::Relaxed) != BY_SCRIPT {
-                        tracing::warn!(
-                            error = %e,
-                            %server,
-                            "cannot load the check as a redis function: checks run the script (EVALSHA), which costs redis about a tenth more"
-                        );
-                    }
-                    BY_SCRIPT
+            load_library(connection, &self.library).await.err()
+        };
+        let functions = server.compatible >= FUNCTIONS && refused.is_none();
+        let route = if functions { BY_FUNCTION } else { BY_SCRIPT };
+        // Logged when the route changes, not for every connection.
+        if self.route.swap(route, Ordering::Relaxed) != route {
+            match refused {
+                Some(e) => tracing::warn!(
+                    error = %e,
+                    %server,
+                    "cannot load the check as a redis function: checks run the script (EVALSHA), which costs redis about a tenth more"
+                ),
+                None if functions => {
+                    tracing::info!(function = %self.function, "checks call the redis function");
+                }
+                None => {
+                    tracing::info!(%server, "checks run the script: no redis functions before 7.0")
                 }
             }
-        };
-        self.route.store(route, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
