@@ -1,7 +1,7 @@
 //! Protobuf encoding, written directly: the `CheckResponse` is built as bytes, as the
 //! `CheckRequest` is read from them (`check/request.rs`), rather than as prost's message structs.
 //! Building those structs took an allocation for every header name and value, a hash map for the
-//! decision metadata, and two walks over the whole tree (`encoded_len`, then `encode`): an eighth
+//! decision metadata, and two walks over the whole tree (`encoded_len`, then `encode`): a ninth
 //! of an allowed check's instructions (BENCHMARKS.md).
 //!
 //! Fields are written in the order they are given; a nested message is written in place and its

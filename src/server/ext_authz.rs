@@ -2,7 +2,7 @@
 //!
 //! tonic's `Server` puts a router and its layers around every call: the `grpc-timeout` header, the
 //! peer's address in the request, error recovery, and a boxed body in and out at each of them.
-//! That was a fifth of a check's instructions at the floor (BENCHMARKS.md), for nothing this
+//! That was an eighth of a check's instructions at the floor (BENCHMARKS.md), for nothing this
 //! listener uses: Envoy keeps its own timeout, the connections budget reads the peer's address at
 //! the accept, and the Check service answers every call itself. The admin API stays on tonic.
 
