@@ -495,7 +495,7 @@ async fn the_ietf_fields_describe_every_window(backend: Backend) {
 
 /// `cmdstat_<command>:calls` of `redis`.
 fn calls(redis: &common::RedisServer, command: &str) -> u64 {
-    common::command_calls(&mut redis.connection(), command)
+    common::redis_server::command_calls(&mut redis.connection(), command)
 }
 
 /// Steady state with plans: one script call per check and nothing else; the refresh is one

@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::redis_server::command_calls;
 use common::redis_server::{Flavour, RedisServer};
-use common::{RedisCluster, command_calls, ready_store};
+use common::{RedisCluster, ready_store};
 use std::num::NonZeroU32;
 use std::time::Duration;
 use tollgate::api_key::KeyDigest;

@@ -325,7 +325,7 @@ fn spawn_reload<S: QuotaStore>(
 }
 
 /// Serves the admin API until the end of the drain, or until the ext_authz server stopped without
-/// one (it failed); `closing` closes the connections still open.
+/// one (its listener ended); `closing` closes the connections still open.
 fn spawn_admin<S: QuotaStore>(
     listener: TcpListener,
     limiter: Arc<RateLimiter<S>>,

@@ -2,7 +2,8 @@
 //! in the background and used only once it is ready.
 //!
 //! A connection is ready when TCP, TLS, AUTH, `INFO server` (a supported version) and the
-//! script's load have all completed within [`CONNECT_TIMEOUT`], outside any check: made inside a
+//! check's load (the script, and the function where the server has them) have all completed
+//! within [`CONNECT_TIMEOUT`], outside any check: made inside a
 //! check, a connection slower than the check's timeout would be cancelled again and again. A check
 //! takes the next ready connection and skips those still being made, so one connection that is
 //! down never fails a check open while another can answer; with none ready it fails at once.
@@ -23,7 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// Time allowed for one connection to become ready: TCP, TLS, AUTH, `INFO` and `SCRIPT LOAD`.
+/// Time allowed for one connection to become ready: TCP, TLS, AUTH, `INFO`, `SCRIPT LOAD` and
+/// `FUNCTION LOAD`.
 /// Longer than any check's timeout, which need not cover a TLS handshake.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

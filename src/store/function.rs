@@ -6,12 +6,19 @@
 //! top level runs once, when it is loaded, and `FCALL` calls only the check. The code is the same
 //! either way: check.lua becomes the body of the registered function.
 //!
-//! The library's name and the function's carry the script's SHA-1, so replicas of two tollgate
-//! versions (a rolling upgrade) each call their own, and loading one never replaces the other's.
+//! The library's name and the function's carry the SHA-1 of the library's code, so replicas of two
+//! tollgate versions (a rolling upgrade) each call their own, and loading one never replaces the
+//! other's.
 //! A library is loaded on every new connection (on every primary of a cluster), and again when a
 //! call finds it missing (`FUNCTION FLUSH`, a node that joined the cluster since). A server that
 //! refuses it (an ACL without `FUNCTION`, a proxy that lacks the command) leaves the checks on
 //! `EVALSHA`, with one warning; Redis 6.2 has no functions and uses `EVALSHA` without one.
+//!
+//! One difference in behaviour: Redis refuses a function that may write (as this one does) whole
+//! while it is over `maxmemory` under `noeviction`, where a script failed only at its first write
+//! and so still answered the denials of full buckets. Such a Redis fails every check either way
+//! for the keys that have room (docs/operations.md says to give it an evicting policy); the
+//! over-limit cache keeps answering the buckets it knows are full.
 
 use super::version::{Server, Version};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -56,20 +63,24 @@ pub(super) struct CheckCode {
 impl CheckCode {
     /// [`SCRIPT`]'s code both ways.
     pub(super) fn new() -> Self {
-        let script = redis::Script::new(SCRIPT);
-        let hash = script.get_hash();
-        let function = format!("tollgate_check_{hash}");
         let (ring, admit, check) = (
             include_str!("ring.lua"),
             include_str!("admit.lua"),
             include_str!("check.lua"),
         );
-        let library = format!(
-            "#!lua name=tollgate_{hash}\n{ring}{admit}local function check(KEYS, ARGV)\n{check}end\n\
-             redis.register_function('{function}', check)\n"
-        );
+        let code = |function: &str| {
+            format!(
+                "{ring}{admit}local function check(KEYS, ARGV)\n{check}end\n\
+                 redis.register_function('{function}', check)\n"
+            )
+        };
+        // Named by the SHA-1 of all of the library's code (with an empty name in it), so that any
+        // change to it, the wrapper's included, is a library of another name.
+        let hash = redis::Script::new(&code("")).get_hash().to_owned();
+        let function = format!("tollgate_check_{hash}");
+        let library = format!("#!lua name=tollgate_{hash}\n{}", code(&function));
         Self {
-            script,
+            script: redis::Script::new(SCRIPT),
             library,
             function,
             route: AtomicU8::new(UNKNOWN),

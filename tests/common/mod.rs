@@ -580,15 +580,3 @@ pub async fn ready_store(
     assert!(ready.await.expect("redis answers"), "{url}");
     store
 }
-
-/// How many times `command` ran on the server of `connection` (`INFO commandstats`).
-pub fn command_calls(connection: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(connection)
-        .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}

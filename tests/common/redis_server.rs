@@ -218,22 +218,20 @@ fn answering(mut child: Child, port: u16) -> Option<Child> {
 /// Calls of the quota scripts (`EVALSHA`, `EVAL`) and of the check's function (`FCALL`) the
 /// server has served so far, from `INFO commandstats`.
 pub fn script_calls(connection: &mut redis::Connection) -> u64 {
+    ["evalsha", "eval", "fcall"]
+        .iter()
+        .map(|command| command_calls(connection, command))
+        .sum()
+}
+
+/// How many times `command` ran on the server of `connection` (`INFO commandstats`).
+pub fn command_calls(connection: &mut redis::Connection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(connection)
         .unwrap();
-    ["cmdstat_evalsha:", "cmdstat_eval:", "cmdstat_fcall:"]
-        .iter()
-        .filter_map(|prefix| info.lines().find(|l| l.starts_with(prefix)))
-        .map(|line| {
-            let calls = line
-                .split("calls=")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap();
-            calls.parse::<u64>().unwrap()
-        })
-        .sum()
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
 }
