@@ -23,6 +23,14 @@ fn three_a_minute() -> Rule {
     Rule::new(vec![limit], 1, Mode::Enforce).unwrap()
 }
 
+/// The one bucket these tests check, of `key`.
+fn bucket_of(key: &KeyDigest) -> BucketRef<'_> {
+    BucketRef {
+        key,
+        name: "GET /x",
+    }
+}
+
 /// Checks `bucket` `n` times; what each left of the window.
 async fn remaining_after(store: &RedisStore, bucket: BucketRef<'_>, n: usize) -> Vec<u32> {
     let mut remaining = Vec::new();
@@ -54,10 +62,7 @@ async fn checks_call_the_function_where_the_server_has_functions() {
         let redis = RedisServer::start_flavour(flavour);
         let store = ready_store(&redis.url(), Topology::Standalone, "functions").await;
         let key = KeyDigest::of("functions");
-        let bucket = BucketRef {
-            key: &key,
-            name: "GET /x",
-        };
+        let bucket = bucket_of(&key);
         let mut connection = redis.connection();
         let before = calls(&mut connection);
         assert_eq!(
@@ -80,10 +85,7 @@ async fn a_flushed_library_is_loaded_again_and_counting_goes_on() {
     let redis = RedisServer::start();
     let store = ready_store(&redis.url(), Topology::Standalone, "flushed").await;
     let key = KeyDigest::of("flushed");
-    let bucket = BucketRef {
-        key: &key,
-        name: "GET /x",
-    };
+    let bucket = bucket_of(&key);
     assert_eq!(remaining_after(&store, bucket, 1).await, [2]);
     let mut connection = redis.connection();
     let _: () = redis::cmd("FUNCTION")
@@ -121,10 +123,7 @@ async fn a_user_who_may_not_load_functions_checks_by_script() {
     let url = format!("redis://scripts-only:pw@127.0.0.1:{}", redis.port);
     let store = ready_store(&url, Topology::Standalone, "acl").await;
     let key = KeyDigest::of("acl");
-    let bucket = BucketRef {
-        key: &key,
-        name: "GET /x",
-    };
+    let bucket = bucket_of(&key);
     assert_eq!(remaining_after(&store, bucket, 4).await, [2, 1, 0, 0]);
     assert_eq!(calls(&mut connection), (0, 4));
 }
@@ -134,10 +133,7 @@ async fn a_cluster_calls_the_function_on_the_keys_primary_and_reloads_it_there()
     let cluster = RedisCluster::start();
     let store = ready_store(&cluster.url(), Topology::Cluster, "cluster").await;
     let key = KeyDigest::of("cluster");
-    let bucket = BucketRef {
-        key: &key,
-        name: "GET /x",
-    };
+    let bucket = bucket_of(&key);
     let port = cluster.primary_of_slot(cluster.slot_of(&store.key_name(bucket)));
     let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()

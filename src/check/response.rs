@@ -44,7 +44,7 @@ mod tag {
 }
 
 /// The gRPC message prefix: a compression flag and a big-endian `u32` length.
-const PREFIX_LEN: usize = 5;
+pub const PREFIX_LEN: usize = 5;
 
 /// An encoded `CheckResponse`, in its gRPC message frame.
 #[derive(Debug)]

@@ -19,7 +19,7 @@
 use crate::check::admission::{Admission, Share};
 use crate::check::authz::RateLimiter;
 use crate::check::request::RequestError;
-use crate::check::response::Rendered;
+use crate::check::response::{PREFIX_LEN, Rendered};
 use crate::store::QuotaStore;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
@@ -39,9 +39,6 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The W3C trace context of the call itself: Envoy puts its ext_authz client span's there.
 const TRACEPARENT: &str = "traceparent";
-
-/// The gRPC length prefix: a compression flag and a big-endian `u32` length.
-const PREFIX_LEN: usize = 5;
 
 /// `Authorization/Check` over a [`RateLimiter`].
 pub struct AuthorizationService<S> {

@@ -561,7 +561,7 @@ pub async fn sleep_until_unix_millis(target: u64) {
     }
 }
 
-/// A Redis store of `url` (one connection to a standalone server), once it answers.
+/// A Redis store of `url` (one connection, for a standalone server), once it answers.
 pub async fn ready_store(
     url: &str,
     topology: tollgate::config::Topology,

@@ -218,19 +218,29 @@ fn answering(mut child: Child, port: u16) -> Option<Child> {
 /// Calls of the quota scripts (`EVALSHA`, `EVAL`) and of the check's function (`FCALL`) the
 /// server has served so far, from `INFO commandstats`.
 pub fn script_calls(connection: &mut redis::Connection) -> u64 {
+    let stats = commandstats(connection);
     ["evalsha", "eval", "fcall"]
         .iter()
-        .map(|command| command_calls(connection, command))
+        .map(|command| calls_in(&stats, command))
         .sum()
 }
 
 /// How many times `command` ran on the server of `connection` (`INFO commandstats`).
 pub fn command_calls(connection: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
+    calls_in(&commandstats(connection), command)
+}
+
+fn commandstats(connection: &mut redis::Connection) -> String {
+    redis::cmd("INFO")
         .arg("commandstats")
         .query(connection)
-        .unwrap();
-    info.lines()
+        .unwrap()
+}
+
+/// The calls of `command` in an `INFO commandstats` text; 0 when it never ran.
+fn calls_in(stats: &str, command: &str) -> u64 {
+    stats
+        .lines()
         .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().unwrap())
