@@ -37,9 +37,12 @@ impl Writer {
         self.bytes
     }
 
-    fn varint(&mut self, value: u64) {
-        let mut encoded = [0u8; 10];
-        self.bytes.extend_from_slice(varint(value, &mut encoded));
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.bytes.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.bytes.push(value as u8);
     }
 
     fn key(&mut self, field: u32, wire_type: u8) {
@@ -109,26 +112,14 @@ impl Writer {
             self.bytes[start] = len as u8;
             return;
         }
-        let mut encoded = [0u8; 10];
-        let prefix = varint(len as u64, &mut encoded);
-        // The body moves right by the bytes the length needs beyond the one kept for it.
-        let (end, n) = (self.bytes.len(), prefix.len() - 1);
-        self.bytes.resize(end + n, 0);
-        self.bytes.copy_within(start + 1..end, start + 1 + n);
-        self.bytes[start..=start + n].copy_from_slice(prefix);
+        // The length is written after the body, turned to its front, and the byte kept for a
+        // short length is dropped.
+        let end = self.bytes.len();
+        self.varint(len as u64);
+        let written = self.bytes.len() - end;
+        self.bytes[start + 1..].rotate_right(written);
+        self.bytes.remove(start);
     }
-}
-
-/// `value` as a varint, in the front of `buffer`.
-fn varint(mut value: u64, buffer: &mut [u8; 10]) -> &[u8] {
-    let mut n = 0;
-    while value >= 0x80 {
-        buffer[n] = value as u8 | 0x80;
-        value >>= 7;
-        n += 1;
-    }
-    buffer[n] = value as u8;
-    &buffer[..=n]
 }
 
 impl fmt::Write for Writer {
